@@ -1,0 +1,68 @@
+"""The Python API for embedding: :class:`Embedder` and the one-call :func:`embed`.
+
+Example::
+
+    >>> import mrlkit
+    >>> e = mrlkit.Embedder("all-MiniLM-L6-v2", dim=128, allow_non_mrl=True)  # doctest: +SKIP
+    >>> e.embed_queries(["what is MRL?"]).shape                                 # doctest: +SKIP
+    (1, 128)
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+
+from . import vectors
+from .providers import Kind, get_provider
+from .registry import ModelSpec, get_spec, validate_dim
+
+
+class Embedder:
+    """Embeds texts with one model at one ``dim`` and ``precision``.
+
+    The dimension is validated against the registry once, here. Results are unit-norm
+    float32 unless a lower precision was asked. For ``int8``, the calibration is fitted on
+    the first batch embedded (pass ``calibration`` to fix it) and then kept, so that
+    queries and documents are quantised alike.
+    """
+
+    def __init__(self, model: str | ModelSpec = "all-MiniLM-L6-v2", dim: int | None = None,
+                 precision: str = "float32", *, allow_non_mrl: bool = False,
+                 calibration: vectors.Int8Calibration | None = None,
+                 **provider_options: Any) -> None:
+        self.spec = get_spec(model)
+        self.dim = validate_dim(self.spec, dim, allow_non_mrl=allow_non_mrl)
+        self.precision = vectors.check_precision(precision)
+        self.calibration = calibration
+        self.provider = get_provider(self.spec, **provider_options)
+
+    def embed(self, texts: Sequence[str], *, kind: Kind = "document") -> np.ndarray:
+        """Embed ``texts`` as ``kind`` ("query" or "document")."""
+        out = self.provider.embed(texts, kind=kind, dim=self.dim)
+        if self.precision == "int8" and self.calibration is None and len(out):
+            self.calibration = vectors.Int8Calibration.fit(out)
+        return vectors.quantize(out, self.precision, self.calibration)
+
+    def embed_documents(self, texts: Sequence[str]) -> np.ndarray:
+        """Embed documents (the model's document prompt is applied)."""
+        return self.embed(texts, kind="document")
+
+    def embed_queries(self, texts: Sequence[str]) -> np.ndarray:
+        """Embed queries (the model's query prompt is applied)."""
+        return self.embed(texts, kind="query")
+
+
+def embed(texts: Sequence[str], *, model: str | ModelSpec = "all-MiniLM-L6-v2",
+          dim: int | None = None, kind: Kind = "document", precision: str = "float32",
+          allow_non_mrl: bool = False, **provider_options: Any) -> np.ndarray:
+    """Embed ``texts`` in one call.
+
+    Example::
+
+        >>> mrlkit.embed(["hello world"], dim=128, allow_non_mrl=True).shape  # doctest: +SKIP
+        (1, 128)
+    """
+    return Embedder(model, dim, precision, allow_non_mrl=allow_non_mrl,
+                    **provider_options).embed(texts, kind=kind)

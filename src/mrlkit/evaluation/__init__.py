@@ -1,0 +1,1 @@
+"""Measure what truncation and quantisation cost, on real data."""

@@ -1,0 +1,38 @@
+"""Embedding providers, one file each behind :class:`~mrlkit.providers.base.Provider`.
+
+Example::
+
+    >>> from mrlkit.providers import get_provider
+    >>> get_provider("text-embedding-3-small").spec.native_dim
+    1536
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..registry import ModelSpec, get_spec
+from .base import Kind, Provider
+
+__all__ = ["Kind", "Provider", "get_provider"]
+
+_cache: dict[tuple, Provider] = {}
+
+
+def get_provider(model: str | ModelSpec, **options: Any) -> Provider:
+    """The provider for a model of the catalog; ``options`` go to its constructor
+    (``host`` for Ollama, ``base_url``/``api_key`` for OpenAI, ``batch_size``...).
+
+    Providers are cached per model and options, so a local model loads once per process.
+    """
+    spec = get_spec(model)
+    key = (spec, tuple(sorted(options.items())))
+    if key not in _cache:
+        if spec.provider == "sentence-transformers":
+            from .sentence_transformers import SentenceTransformersProvider as cls
+        elif spec.provider == "ollama":
+            from .ollama import OllamaProvider as cls
+        else:
+            from .openai import OpenAIProvider as cls
+        _cache[key] = cls(spec, **options)
+    return _cache[key]

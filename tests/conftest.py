@@ -1,0 +1,40 @@
+"""Shared fixtures. Tests that need ../shared/datasets skip cleanly when it is absent."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("MRLKIT_CATALOG", "")  # never read a developer's own catalog
+
+ROOT = Path(__file__).resolve().parents[1]
+DATASETS = Path(os.environ.get("MRLKIT_DATASETS", ROOT.parent / "shared" / "datasets"))
+
+
+def dataset(name: str) -> Path:
+    """The folder of a shared dataset, or skip the test when it is absent."""
+    path = DATASETS / name
+    if not path.is_dir():
+        pytest.skip(f"dataset {name} not present at {path}")
+    return path
+
+
+@pytest.fixture(autouse=True)
+def _fresh_catalog(monkeypatch):
+    from mrlkit import registry
+
+    monkeypatch.setenv("MRLKIT_CATALOG", "")
+    registry.reset_catalog()
+    yield
+    registry.reset_catalog()
+
+
+@pytest.fixture(scope="session")
+def minilm():
+    """The real bundled all-MiniLM-L6-v2, loaded once per test session."""
+    from mrlkit.providers import get_provider
+
+    return get_provider("all-MiniLM-L6-v2")
