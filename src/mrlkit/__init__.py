@@ -9,6 +9,9 @@ Example::
 """
 
 from .embedder import Embedder, embed
+from .embedding_set import EmbeddingSet
+from .funnel import Adaptive, Funnel, Stage
+from .stores import open_store
 from .errors import MrlkitError
 from .registry import (ModelSpec, get_spec, list_specs, load_catalog, register,
                        validate_dim)
@@ -17,6 +20,7 @@ from .vectors import Int8Calibration, PRECISIONS
 __version__ = "0.1.0"
 
 __all__ = [
+    "Adaptive", "EmbeddingSet", "Funnel", "Stage", "open_store",
     "Embedder", "Int8Calibration", "ModelSpec", "MrlkitError", "PRECISIONS", "embed",
     "get_spec", "list_specs", "load_catalog", "register", "validate_dim",
 ]

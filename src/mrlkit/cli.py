@@ -135,6 +135,149 @@ def embed(
     err.print(f"wrote {array.shape[0]} × {embedder.dim} {precision} vectors to {output}")
 
 
+# --- sets, index, search -----------------------------------------------------------
+sets_app = typer.Typer(help="Embedding sets: create, list, info, drop, reindex.",
+                       no_args_is_help=True)
+app.add_typer(sets_app, name="sets")
+
+StoreOpt = Annotated[Optional[str], typer.Option("--store", envvar="MRLKIT_STORE",
+                     help="Store location (default ./mrlkit-data).")]
+
+
+def _store(location: Optional[str]):
+    from .stores import open_store
+
+    return open_store(location)
+
+
+@sets_app.command("create")
+def sets_create(
+    name: str,
+    model: Annotated[str, typer.Option(help="Model name from `mrlkit models`.")],
+    dim: Annotated[Optional[int], typer.Option(help="truncate_dim (default: native).")] = None,
+    storage: Annotated[str, typer.Option(help="float32 or float16.")] = "float32",
+    allow_non_mrl: Annotated[bool, typer.Option("--allow-non-mrl")] = False,
+    store: StoreOpt = None,
+) -> None:
+    """Create an embedding set (model and dimension validated by the registry)."""
+    info = _store(store).create_set(name, model, dim, storage=storage,
+                                    allow_non_mrl=allow_non_mrl)
+    out.print(f"created set [bold]{info.name}[/]: {info.model} at {info.stored_dim} "
+              f"dimensions, {info.storage}")
+
+
+@sets_app.command("list")
+def sets_list(store: StoreOpt = None) -> None:
+    """List the sets of a store."""
+    table = Table(title="embedding sets")
+    for col in ("name", "model", "truncate_dim", "stored dim", "storage", "documents"):
+        table.add_column(col)
+    for s in _store(store).list_sets():
+        table.add_row(s.name, s.model, str(s.truncate_dim or "native"), str(s.stored_dim),
+                      s.storage, str(s.count))
+    out.print(table)
+
+
+@sets_app.command("info")
+def sets_info(name: str, store: StoreOpt = None,
+              json_out: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Count, stored bytes and bytes of each view (the storage summary)."""
+    info = _store(store).info(name)
+    if json_out:
+        sys.stdout.write(json.dumps(info, indent=2) + "\n")
+        return
+    out.print(storage_table(info))
+
+
+def storage_table(info: dict) -> Table:
+    table = Table(title=f"set {info['name']} — {info['count']} documents, "
+                        f"{info['model']} at {info['stored_dim']} dims")
+    table.add_column("what")
+    table.add_column("dim", justify="right")
+    table.add_column("precision")
+    table.add_column("bytes", justify="right")
+    table.add_column("bytes / vector", justify="right")
+    rows = max(info["rows"], 1)
+    table.add_row("stored vectors", str(info["stored_dim"]), info["storage"],
+                  f"{info['stored_bytes']:,}", str(info["bytes_per_vector"]))
+    for v in info["views"]:
+        table.add_row("view", str(v["dim"]), v["precision"], f"{v['bytes']:,}",
+                      f"{v['bytes'] / rows:.1f}")
+    return table
+
+
+@sets_app.command("drop")
+def sets_drop(name: str, store: StoreOpt = None) -> None:
+    """Delete a set and its vectors."""
+    _store(store).drop_set(name)
+    out.print(f"dropped set {name}")
+
+
+@sets_app.command("reindex")
+def sets_reindex(name: str, dim: Annotated[int, typer.Option(help="New, smaller dimension.")],
+                 allow_non_mrl: Annotated[bool, typer.Option("--allow-non-mrl")] = False,
+                 store: StoreOpt = None) -> None:
+    """Re-store a set at a smaller prefix from its own vectors (no model call)."""
+    info = _store(store).reindex(name, dim, allow_non_mrl=allow_non_mrl)
+    out.print(f"set {info.name} now stores {info.stored_dim} dimensions "
+              f"({info.count} documents, no model call)")
+
+
+@app.command("index")
+def index(name: str, path: str, store: StoreOpt = None,
+          batch_size: Annotated[int, typer.Option(help="Documents per atomic batch.")] = 256,
+          upsert: Annotated[bool, typer.Option(help="Replace documents whose id exists.")
+                            ] = False) -> None:
+    """Embed and add documents: a JSONL file, a BEIR corpus.jsonl, or a folder of .txt/.md."""
+    from .documents import read_documents
+    from .embedding_set import EmbeddingSet
+
+    records, total = read_documents(path)
+    s = EmbeddingSet(_store(store), name)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the set's creation already warned about truncation
+        added = s.add_stream(records, total=total, batch_size=batch_size, upsert=upsert)
+    out.print(f"indexed {added} documents into {name}")
+
+
+@app.command("search")
+def search(
+    name: str, query: str,
+    k: Annotated[int, typer.Option("-k", "--k", help="Number of hits.")] = 10,
+    funnel: Annotated[Optional[str], typer.Option(
+        help="Stages DIM[:PRECISION][:KEEP], e.g. 64:binary:1000,256:int8:100,384.")] = None,
+    adaptive: Annotated[bool, typer.Option("--adaptive",
+                        help="Stop early per query when the top k is decided.")] = False,
+    filter: Annotated[Optional[list[str]], typer.Option("--filter",
+                      help="Metadata equality key=value (repeatable).")] = None,
+    json_out: Annotated[bool, typer.Option("--json")] = False,
+    store: StoreOpt = None,
+) -> None:
+    """Search a set with a query text."""
+    from .embedding_set import EmbeddingSet
+    from .funnel import parse_filters
+
+    s = EmbeddingSet(_store(store), name)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        result = s.search(query, k=k, funnel=funnel, filters=parse_filters(filter or []),
+                          adaptive=adaptive)
+    if json_out:
+        sys.stdout.write(json.dumps({"query": query, **result.as_dict()}) + "\n")
+        return
+    table = Table(title=f"{name}: {query!r}")
+    table.add_column("#", justify="right", no_wrap=True, min_width=2)
+    table.add_column("id", no_wrap=True, min_width=4)
+    table.add_column("score", justify="right", no_wrap=True, min_width=6)
+    table.add_column("text", overflow="ellipsis", no_wrap=True, ratio=1)
+    for rank, h in enumerate(result.hits[0], 1):
+        table.add_row(str(rank), h.id, f"{h.score:.4f}", (h.text or "").replace("\n", " "))
+    out.print(table)
+    stages = " → ".join(f"{t.precision}@{t.dim} keep {t.keep} ({t.method}) {t.ms:.1f} ms"
+                        for t in result.timings)
+    out.print(f"[dim]{stages}; dims used: {result.dims_used[0]}[/]")
+
+
 # --- demo --------------------------------------------------------------------
 @app.command()
 def demo() -> None:

@@ -1,0 +1,115 @@
+"""Texts in, hits out: an embedding set bound to its model.
+
+:class:`EmbeddingSet` joins the flow ``text → Provider → Store → Funnel → hits``: it
+embeds with the set's model at the set's stored dimension (document prompt for texts,
+query prompt for queries) and hands vectors to the store.
+
+Example::
+
+    >>> from mrlkit import EmbeddingSet, open_store
+    >>> s = EmbeddingSet(open_store("/tmp/demo"), "notes")          # doctest: +SKIP
+    >>> s.add_texts(["a", "b"], ["Matryoshka dolls", "tea"])        # doctest: +SKIP
+    >>> s.search("nested dolls", k=1).hits[0][0].id                 # doctest: +SKIP
+    'a'
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterable, Mapping, Sequence
+
+import numpy as np
+from rich.progress import Progress
+
+from .errors import InvalidInputError
+from .funnel import Adaptive, Funnel
+from .providers import get_provider
+from .registry import get_spec
+from .stores.base import SearchResult, SetInfo, Store
+
+
+class EmbeddingSet:
+    """One set of a store, with its model's provider."""
+
+    def __init__(self, store: Store, name: str, **provider_options: Any) -> None:
+        self.store = store
+        self.name = name
+        self.info: SetInfo = store.get_set(name)
+        self.spec = get_spec(self.info.model)
+        self._provider_options = provider_options
+
+    @property
+    def provider(self):
+        options = dict(self._provider_options)
+        if self.spec.provider == "sentence-transformers":
+            options.setdefault("show_progress", False)  # our own bar covers the batches
+        return get_provider(self.spec, **options)
+
+    def _embed(self, texts: Sequence[str], kind: str) -> np.ndarray:
+        dim = self.store.get_set(self.name).stored_dim
+        return self.provider.embed(list(texts), kind=kind, dim=dim)  # type: ignore[arg-type]
+
+    def add_texts(self, ids: Sequence[str], texts: Sequence[str],
+                  metadata: Sequence[Mapping[str, Any] | None] | None = None, *,
+                  upsert: bool = False, embed_texts: Sequence[str] | None = None) -> int:
+        """Embed ``texts`` (or ``embed_texts``, e.g. title + text) and add them as one
+        atomic batch."""
+        if len(ids) != len(texts):
+            raise InvalidInputError(f"{len(ids)} ids but {len(texts)} texts")
+        emb = self._embed(embed_texts if embed_texts is not None else texts, "document")
+        return self.store.add(self.name, ids, emb, texts, metadata, upsert=upsert)
+
+    def add_stream(self, records: Iterable[dict[str, Any]], *, total: int | None = None,
+                   batch_size: int = 256, upsert: bool = False, progress: bool = True) -> int:
+        """Embed and add ``{"id", "text", "title"?, "metadata"?}`` records in batches;
+        each batch is atomic, so an interrupted run keeps every finished batch."""
+        added = 0
+        with Progress(disable=not progress, transient=False) as bar:
+            task = bar.add_task(f"indexing into {self.name}", total=total)
+            batch: list[dict[str, Any]] = []
+            for rec in records:
+                batch.append(rec)
+                if len(batch) >= batch_size:
+                    added += self._add_records(batch, upsert)
+                    bar.advance(task, len(batch))
+                    batch = []
+            if batch:
+                added += self._add_records(batch, upsert)
+                bar.advance(task, len(batch))
+        return added
+
+    def _add_records(self, batch: list[dict[str, Any]], upsert: bool) -> int:
+        ids = [str(r["id"]) for r in batch]
+        texts = [r["text"] for r in batch]
+        embed_texts = [f"{r['title']} {r['text']}".strip() if r.get("title") else r["text"]
+                       for r in batch]
+        metas = []
+        for r in batch:
+            m = dict(r.get("metadata") or {})
+            if r.get("title"):
+                m.setdefault("title", r["title"])
+            metas.append(m)
+        return self.add_texts(ids, texts, metas, upsert=upsert, embed_texts=embed_texts)
+
+    def delete(self, ids: Sequence[str]) -> int:
+        """Delete documents by id."""
+        return self.store.delete(self.name, ids)
+
+    def search(self, queries: str | Sequence[str], *, k: int = 10,
+               funnel: Funnel | str | None = None, filters: Mapping[str, Any] | None = None,
+               adaptive: Adaptive | bool | None = None) -> SearchResult:
+        """Embed query texts with the query prompt and search the set."""
+        texts = [queries] if isinstance(queries, str) else list(queries)
+        q = self._embed(texts, "query")
+        return self.search_vectors(q, k=k, funnel=funnel, filters=filters, adaptive=adaptive)
+
+    def search_vectors(self, queries: np.ndarray, *, k: int = 10,
+                       funnel: Funnel | str | None = None,
+                       filters: Mapping[str, Any] | None = None,
+                       adaptive: Adaptive | bool | None = None) -> SearchResult:
+        """Search with prepared query vectors at the set's stored dimension."""
+        if isinstance(funnel, str):
+            funnel = Funnel.parse(funnel)
+        if adaptive is True:
+            adaptive = Adaptive()
+        return self.store.search(self.name, queries, k=k, funnel=funnel, filters=filters,
+                                 adaptive=adaptive or None)

@@ -1,0 +1,301 @@
+"""Funnel search: a cheap prefix first, the full vector to rerank.
+
+A :class:`Funnel` is a list of :class:`Stage` ``(dim, precision, keep)``. Stage 1 scans a
+resolution view of every live row (or asks the store's ANN index); each later stage
+rescores only the survivors at a higher dimension or precision, computed from the stored
+full vectors. Exact search is the one-stage funnel.
+
+Example::
+
+    >>> Funnel.parse("64:binary:1000,256:int8:100,384")
+    Funnel(64:binary:1000,256:int8:100,384:float32)
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Protocol, Sequence
+
+import numpy as np
+
+from . import vectors
+from .errors import DimensionError, InvalidInputError
+from .stores.base import StageTiming, View
+from .vectors import Int8Calibration
+
+ANN_THRESHOLD = 200_000  # rows; below it an exact scan of a small view is fast enough
+_SCORE_CELLS = 32_000_000  # queries × rows scored at once, to bound memory
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One funnel stage: score at ``dim`` and ``precision``, keep the ``keep`` best."""
+
+    dim: int
+    precision: str = "float32"
+    keep: int | None = None
+
+    def __str__(self) -> str:
+        return f"{self.dim}:{self.precision}" + (f":{self.keep}" if self.keep else "")
+
+
+@dataclass(frozen=True)
+class Funnel:
+    """Stages from cheapest to most exact; the last one's ``keep`` is the search's k."""
+
+    stages: tuple[Stage, ...]
+
+    def __repr__(self) -> str:
+        return f"Funnel({self})"
+
+    def __str__(self) -> str:
+        return ",".join(str(s) for s in self.stages)
+
+    @classmethod
+    def exact(cls, dim: int) -> "Funnel":
+        """The one-stage funnel: exact float32 search at ``dim``.
+
+        Example::
+
+            >>> str(Funnel.exact(384))
+            '384:float32'
+        """
+        return cls((Stage(dim, "float32"),))
+
+    @classmethod
+    def parse(cls, spec: str) -> "Funnel":
+        """Parse ``DIM[:PRECISION][:KEEP]`` stages separated by commas.
+
+        Example::
+
+            >>> Funnel.parse("64:binary:200,384").stages[0]
+            Stage(dim=64, precision='binary', keep=200)
+        """
+        stages = []
+        for part in (p.strip() for p in spec.split(",")):
+            tokens = part.split(":")
+            try:
+                if not part or len(tokens) > 3:
+                    raise ValueError
+                dim = int(tokens[0])
+                precision, keep = "float32", None
+                for tok in tokens[1:]:
+                    if tok.isdigit():
+                        keep = int(tok)
+                    else:
+                        precision = vectors.check_precision(tok)
+            except ValueError:
+                raise InvalidInputError(
+                    f"bad funnel stage {part!r}: expected DIM[:PRECISION][:KEEP], e.g. "
+                    "64:binary:1000,256:int8:100,384") from None
+            stages.append(Stage(dim, precision, keep))
+        return cls(tuple(stages))
+
+    def check(self, stored_dim: int, k: int) -> "Funnel":
+        """Validate against a set; return the funnel with the last stage keeping ``k``."""
+        if not self.stages:
+            raise InvalidInputError("a funnel needs at least one stage")
+        if k <= 0:
+            raise InvalidInputError(f"k must be positive, not {k}")
+        for i, s in enumerate(self.stages):
+            if not 0 < s.dim <= stored_dim:
+                raise DimensionError(f"funnel stage {s} asks {s.dim} dimensions; the set "
+                                     f"stores {stored_dim}, so 1..{stored_dim} are possible")
+            vectors.check_precision(s.precision)
+            last = i == len(self.stages) - 1
+            if not last and (s.keep is None or s.keep < k):
+                raise InvalidInputError(f"funnel stage {s} must keep at least k={k} "
+                                        "candidates for the next stage")
+        *head, tail = self.stages
+        return Funnel(tuple(head) + (Stage(tail.dim, tail.precision, k),))
+
+
+def default_funnel(n: int, stored_dim: int, supports_mrl: bool, k: int = 10) -> Funnel:
+    """A sensible funnel for a set of ``n`` rows.
+
+    Small sets are searched exactly. Larger ones scan binary codes first — of a short
+    prefix for Matryoshka models, of the whole vector otherwise (a non-MRL model's short
+    prefixes are poor) — and rerank the survivors with the full float32 vector.
+
+    Example::
+
+        >>> str(default_funnel(1_000_000, 768, True))
+        '256:binary:400,768:float32'
+    """
+    if n <= 50_000:
+        return Funnel.exact(stored_dim)
+    first = min(256, stored_dim) if supports_mrl else stored_dim
+    return Funnel((Stage(first, "binary", max(400, 40 * k)), Stage(stored_dim, "float32")))
+
+
+@dataclass(frozen=True)
+class Adaptive:
+    """Per-query early exit: after a non-final stage, a query whose gap between rank k
+    and rank k+1 is at least ``margin`` × the spread of its top scores is decided there
+    and skips the remaining stages.
+
+    Example::
+
+        >>> Adaptive(margin=0.3).margin
+        0.3
+    """
+
+    margin: float = 0.25
+
+
+class FunnelSource(Protocol):
+    """What the generic executor needs from a store."""
+
+    def view(self, name: str, dim: int, precision: str) -> View: ...
+
+    def full_vectors(self, name: str, rows: np.ndarray) -> np.ndarray: ...
+
+    def calibration(self, name: str, dim: int) -> Int8Calibration: ...
+
+    def ann(self, name: str, dim: int): ...
+
+
+def _score_rows(q: np.ndarray, cand: np.ndarray, stage: Stage,
+                cal: Int8Calibration | None) -> np.ndarray:
+    """Scores of each query against its own candidates: q (Q, D), cand (Q, S, D) float."""
+    x = vectors.truncate(cand.reshape(-1, cand.shape[-1]), stage.dim)
+    qd = vectors.truncate(q, stage.dim)
+    if stage.precision == "float16":
+        x = x.astype(np.float16).astype(np.float32)
+    elif stage.precision == "int8":
+        x = vectors.dequantize_int8(vectors.quantize(x, "int8", cal), cal)
+    elif stage.precision == "binary":
+        x = np.where(x > 0, 1.0, -1.0).astype(np.float32)
+        qd = np.where(qd > 0, 1.0, -1.0).astype(np.float32)
+    x = x.reshape(cand.shape[0], cand.shape[1], stage.dim)
+    return np.einsum("qd,qsd->qs", qd, x)
+
+
+def execute(source: FunnelSource, name: str, queries: np.ndarray, funnel: Funnel, *,
+            n_rows: int, live: np.ndarray | None, candidates: np.ndarray | None,
+            adaptive: Adaptive | None = None, ann_threshold: int = ANN_THRESHOLD,
+            ) -> tuple[list[np.ndarray], list[np.ndarray], list[StageTiming], list[list[int]]]:
+    """Run ``funnel`` for prepared float32 ``queries`` at the set's stored dimension.
+
+    ``live`` is a boolean mask of live rows (None: all ``n_rows`` are live);
+    ``candidates`` restricts the search to these rows (a metadata filter).
+    Returns, per query, the rows and scores of its hits, the stage timings and the
+    dimensions each query used.
+    """
+    q = vectors.as_matrix(queries, name="queries")
+    nq = q.shape[0]
+    first, rest = funnel.stages[0], funnel.stages[1:]
+    timings: list[StageTiming] = []
+    dims_used = [[first.dim] for _ in range(nq)]
+    keep = first.keep or 10
+
+    # --- stage 1: every candidate row --------------------------------------------
+    t0 = time.perf_counter()
+    method = "exact"
+    if candidates is not None:
+        pool = candidates
+    elif live is not None and not live.all():
+        pool = np.flatnonzero(live)
+    else:
+        pool = None  # all rows
+    n_pool = n_rows if pool is None else len(pool)
+    index = (source.ann(name, first.dim)
+             if candidates is None and first.precision == "float32"
+             and n_pool >= ann_threshold else None)
+    if index is not None:
+        method = "ann"
+        dead = 0 if live is None else int(n_rows - live.sum())
+        fetch = min(n_rows, keep + dead if dead < 10 * keep else keep * 2 + dead)
+        scores, rows = index.search(vectors.truncate(q, first.dim), fetch)
+        top_rows, top_scores = [], []
+        for r, s in zip(rows, scores):
+            ok = r >= 0
+            if live is not None:
+                ok &= live[np.clip(r, 0, None)]
+            top_rows.append(r[ok][:keep])
+            top_scores.append(s[ok][:keep])
+    else:
+        view = source.view(name, first.dim, first.precision)
+        codes = view.codes if pool is None else view.codes[pool]
+        qd = vectors.truncate(q, first.dim)
+        top_rows, top_scores = [], []
+        step = max(1, _SCORE_CELLS // max(1, n_pool))
+        for start in range(0, nq, step):
+            s = vectors.score(qd[start:start + step], codes, first.precision,
+                              dim=first.dim, calibration=view.calibration)
+            idx, sc = vectors.top_k(s, keep)
+            rows = idx if pool is None else pool[idx]
+            top_rows.extend(rows)
+            top_scores.extend(sc.astype(np.float32))
+    timings.append(StageTiming(first.dim, first.precision, keep,
+                               (time.perf_counter() - t0) * 1000, method))
+
+    # --- later stages: rescore survivors from the stored vectors ----------------
+    active = np.arange(nq)
+    final_rows = list(top_rows)
+    final_scores = list(top_scores)
+    for i, stage in enumerate(rest):
+        if adaptive is not None:
+            active = np.array([a for a in active if not _decided(final_scores[a],
+                                                                 funnel.stages[-1].keep or 10,
+                                                                 adaptive)], dtype=int)
+        t0 = time.perf_counter()
+        if len(active):
+            width = max(len(final_rows[a]) for a in active)
+            matrix = np.zeros((len(active), width), np.int64)
+            valid = np.zeros((len(active), width), bool)
+            for j, a in enumerate(active):
+                r = final_rows[a]
+                matrix[j, :len(r)] = r
+                valid[j, :len(r)] = True
+            uniq, inverse = np.unique(matrix, return_inverse=True)
+            full = source.full_vectors(name, uniq)
+            cand = full[inverse.reshape(matrix.shape)]
+            cal = source.calibration(name, stage.dim) if stage.precision == "int8" else None
+            s = _score_rows(q[active], cand, stage, cal)
+            s[~valid] = -np.inf
+            keep_i = stage.keep or 10
+            idx, sc = vectors.top_k(s, keep_i)
+            for j, a in enumerate(active):
+                ok = np.isfinite(sc[j])
+                final_rows[a] = matrix[j][idx[j]][ok]
+                final_scores[a] = sc[j][ok]
+                dims_used[a].append(stage.dim)
+        timings.append(StageTiming(stage.dim, stage.precision, stage.keep or 10,
+                                   (time.perf_counter() - t0) * 1000, "rerank"))
+    k = funnel.stages[-1].keep or 10
+    return ([r[:k] for r in final_rows], [s[:k] for s in final_scores], timings, dims_used)
+
+
+def _decided(scores: np.ndarray, k: int, policy: Adaptive) -> bool:
+    """Is the top-k of this query already settled by its current scores?"""
+    if len(scores) <= k:
+        return True
+    spread = float(scores[0] - scores[-1])
+    if spread <= 0:
+        return False
+    return float(scores[k - 1] - scores[k]) >= policy.margin * spread
+
+
+def parse_filters(items: Sequence[str]) -> dict[str, object]:
+    """``key=value`` strings → a filter dict; values that read as JSON (numbers, true,
+    false, null) are typed, others stay strings.
+
+    Example::
+
+        >>> parse_filters(["lang=en", "year=2020"])
+        {'lang': 'en', 'year': 2020}
+    """
+    import json
+
+    out: dict[str, object] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise InvalidInputError(f"bad filter {item!r}: expected key=value")
+        try:
+            out[key] = json.loads(value)
+        except ValueError:
+            out[key] = value
+    return out

@@ -1,0 +1,317 @@
+"""The Store contract: every backend passes the same suite (see conftest.BACKENDS)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+from mrlkit import Funnel, errors, vectors
+from mrlkit.funnel import Adaptive, Stage
+
+DIM = 384
+MODEL = "all-MiniLM-L6-v2"
+
+
+def unit(n, dim=DIM, seed=0):
+    """Clustered unit vectors, so that neighbours are meaningful."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(max(1, n // 20), dim))
+    x = centres[rng.integers(0, len(centres), n)] + 0.5 * rng.normal(size=(n, dim))
+    return vectors.normalize(x)
+
+
+def ids(n, start=0):
+    return [f"doc-{i}" for i in range(start, start + n)]
+
+
+def fill(store, n=300, name="s", **kw):
+    store.create_set(name, MODEL, **kw)
+    x = unit(n)
+    store.add(name, ids(n), x, [f"text {i}" for i in range(n)],
+              [{"group": i % 3, "lang": "en" if i % 2 else "de"} for i in range(n)])
+    return x
+
+
+def exact(x, q, k):
+    return vectors.top_k(vectors.normalize(q) @ x.T, k)[0]
+
+
+def snapshot(store, name="s"):
+    info = store.get_set(name)
+    probe = store.search(name, unit(2, info.stored_dim, seed=99), k=5,
+                         funnel=Funnel.exact(info.stored_dim))
+    return info.count, [[h.id for h in q] for q in probe.hits]
+
+
+# --- sets --------------------------------------------------------------------------
+def test_create_list_info_drop(store):
+    info = store.create_set("a", MODEL)
+    assert (info.name, info.model, info.truncate_dim, info.stored_dim, info.count) == \
+        ("a", MODEL, None, 384, 0)
+    store.create_set("b", MODEL, 128, allow_non_mrl=True, storage="float16")
+    assert [s.name for s in store.list_sets()] == ["a", "b"]
+    b = store.get_set("b")
+    assert (b.truncate_dim, b.stored_dim, b.storage) == (128, 128, "float16")
+    with pytest.raises(errors.SetExistsError):
+        store.create_set("a", MODEL)
+    store.drop_set("a")
+    assert [s.name for s in store.list_sets()] == ["b"]
+    with pytest.raises(errors.SetNotFoundError, match="'a'"):
+        store.get_set("a")
+
+
+def test_create_validates_with_the_registry(store):
+    with pytest.raises(errors.NotMatryoshkaError):
+        store.create_set("x", MODEL, 128)
+    with pytest.raises(errors.DimensionError, match="64, 128, 256, 512, 768"):
+        store.create_set("x", "nomic-embed-text", 100)
+    with pytest.raises(errors.UnknownModelError):
+        store.create_set("x", "no-such-model")
+    with pytest.raises(errors.InvalidInputError, match="float32 or float16"):
+        store.create_set("x", MODEL, storage="int8")
+    assert store.list_sets() == []
+    assert store.create_set("n", "nomic-embed-text", 256).stored_dim == 256
+
+
+def test_storage_summary(store):
+    fill(store, 100)
+    store.search("s", unit(1), k=3, funnel=Funnel.parse("64:binary:50,384"))
+    info = store.info("s")
+    assert info["count"] == 100 and info["stored_dim"] == 384
+    assert info["bytes_per_vector"] == 1536
+    assert info["stored_bytes"] >= 100 * 1536 * 0.99
+    assert isinstance(info["views"], list)
+
+
+# --- writes ------------------------------------------------------------------------
+def test_add_get_upsert_delete(store):
+    x = fill(store, 50)
+    doc = store.get("s", ["doc-3", "missing"])
+    assert doc[0].text == "text 3" and doc[0].metadata == {"group": 0, "lang": "en"}
+    assert doc[1] is None
+    with pytest.raises(errors.InvalidInputError, match="already in set"):
+        store.add("s", ["doc-3"], x[:1], ["again"])
+    new = unit(1, seed=7)
+    store.add("s", ["doc-3"], new, ["replaced"], [{"v": 2}], upsert=True)
+    assert store.get_set("s").count == 50
+    assert store.get("s", ["doc-3"])[0].text == "replaced"
+    hit = store.search("s", new, k=1, funnel=Funnel.exact(DIM)).hits[0][0]
+    assert hit.id == "doc-3" and hit.score == pytest.approx(1.0, abs=1e-5)
+    assert store.delete("s", ["doc-3", "doc-4", "nope"]) == 2
+    assert store.get_set("s").count == 48
+    found = {h.id for h in store.search("s", x[:10], k=50, funnel=Funnel.exact(DIM)).hits[4]}
+    assert "doc-4" not in found and "doc-3" not in found
+
+
+def test_precomputed_vectors_are_normalised(store):
+    store.create_set("s", MODEL)
+    store.add("s", ["a"], unit(1) * 7.0)
+    hit = store.search("s", unit(1), k=1).hits[0][0]
+    assert hit.score == pytest.approx(1.0, abs=1e-5)
+
+
+@pytest.mark.parametrize("bad", ["wrong_dim", "nan", "empty_text", "dup_ids", "len_mismatch",
+                                 "empty_batch"])
+def test_bad_input_is_refused_and_leaves_the_store_unchanged(store, bad):
+    fill(store, 40)
+    before = snapshot(store)
+    x = unit(3, seed=5)
+    args = {"ids": ["n1", "n2", "n3"], "embeddings": x, "texts": ["a", "b", "c"]}
+    if bad == "wrong_dim":
+        args["embeddings"] = unit(3, 256)
+    elif bad == "nan":
+        args["embeddings"] = x.copy()
+        args["embeddings"][1, 5] = np.nan
+    elif bad == "empty_text":
+        args["texts"] = ["a", " ", "c"]
+    elif bad == "dup_ids":
+        args["ids"] = ["n1", "n2", "n1"]
+    elif bad == "len_mismatch":
+        args["texts"] = ["a", "b"]
+    else:
+        args = {"ids": [], "embeddings": np.empty((0, DIM)), "texts": []}
+    with pytest.raises(errors.MrlkitError):
+        store.add("s", **args)
+    assert snapshot(store) == before
+
+
+def test_unknown_set_is_a_clear_error(store):
+    for call in (lambda: store.add("nope", ["a"], unit(1)),
+                 lambda: store.search("nope", unit(1)),
+                 lambda: store.delete("nope", ["a"]),
+                 lambda: store.info("nope")):
+        with pytest.raises(errors.SetNotFoundError, match="nope"):
+            call()
+
+
+# --- other processes ---------------------------------------------------------------
+def _python(code: str, env=None):
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True,
+                          text=True, timeout=120, env={**os.environ, **(env or {})})
+
+
+def test_another_process_reads_what_is_committed(store, location):
+    fill(store, 30)
+    r = _python(f"""
+        import json
+        from mrlkit.stores import open_store
+        s = open_store({location!r})
+        print(json.dumps([s.get_set("s").count, s.get("s", ["doc-7"])[0].text]))
+    """)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout) == [30, "text 7"]
+
+
+@pytest.mark.parametrize("crash_at", ["after_vectors", "before_commit"])
+def test_kill_9_in_the_middle_of_an_add(store, location, crash_at):
+    store.create_set("s", MODEL)
+    r = _python(f"""
+        import numpy as np
+        from mrlkit.stores import open_store
+        from mrlkit import vectors
+        s = open_store({location!r})
+        rng = np.random.default_rng(0)
+        for b in range(3):
+            if b == 2:
+                import os
+                os.environ["MRLKIT_TEST_CRASH_AT"] = {crash_at!r}
+            x = vectors.normalize(rng.normal(size=(100, 384)))
+            s.add("s", [f"b{{b}}-{{i}}" for i in range(100)], x,
+                  [f"batch {{b}}" for i in range(100)])
+            print("committed", b, flush=True)
+    """)
+    assert r.returncode == -9, (r.returncode, r.stderr)
+    assert r.stdout.split() == ["committed", "0", "committed", "1"]
+    from mrlkit.stores import open_store
+
+    again = open_store(location)
+    assert again.get_set("s").count == 200
+    assert again.get("s", ["b0-0", "b1-99", "b2-0"])[2] is None
+    # the store keeps working: a new batch lands and its vectors are its own
+    fresh = unit(5, seed=42)
+    again.add("s", ids(5), fresh)
+    res = again.search("s", fresh, k=1, funnel=Funnel.exact(DIM))
+    assert [q[0].id for q in res.hits] == ids(5)
+    assert again.get_set("s").count == 205
+
+
+# --- search ------------------------------------------------------------------------
+def test_exact_search_matches_numpy(store):
+    x = fill(store, 400)
+    q = unit(8, seed=3)
+    res = store.search("s", q, k=10, funnel=Funnel.exact(DIM))
+    expected = exact(x, q, 10)
+    assert [[h.id for h in hits] for hits in res.hits] == \
+        [[f"doc-{i}" for i in row] for row in expected]
+    assert res.hits[0][0].text.startswith("text ")
+    assert [t.dim for t in res.timings] == [DIM]
+
+
+@pytest.mark.parametrize("spec", ["64:binary:{n},384", "64:binary:{n},128:int8:{n},384",
+                                  "128:float16:{n},384:float32"])
+def test_funnel_equals_exact_when_every_stage_keeps_enough(store, spec):
+    n = 300
+    x = fill(store, n)
+    q = unit(5, seed=11)
+    funnel = Funnel.parse(spec.format(n=n))
+    res = store.search("s", q, k=10, funnel=funnel)
+    exact_res = store.search("s", q, k=10, funnel=Funnel.exact(DIM))
+    assert [[h.id for h in r] for r in res.hits] == [[h.id for h in r] for r in exact_res.hits]
+    np.testing.assert_allclose([[h.score for h in r] for r in res.hits],
+                               [[h.score for h in r] for r in exact_res.hits], atol=1e-5)
+    assert len(res.timings) == len(funnel.stages)
+    assert res.dims_used[0] == [s.dim for s in funnel.stages]
+    del x
+
+
+def test_funnel_recall_on_clustered_data(store):
+    x = fill(store, 2000)
+    q = vectors.normalize(x[:20] + 0.3 * unit(20, seed=8))
+    res = store.search("s", q, k=10, funnel=Funnel.parse("384:binary:200,384"))
+    truth = exact(x, q, 10)
+    got = [[int(h.id.split("-")[1]) for h in r] for r in res.hits]
+    recall = np.mean([len(set(g) & set(t)) / 10 for g, t in zip(got, truth)])
+    assert recall >= 0.9
+
+
+def test_batched_queries_equal_single_queries(store):
+    fill(store, 200)
+    q = unit(4, seed=21)
+    funnel = Funnel.parse("64:binary:100,384")
+    batch = store.search("s", q, k=5, funnel=funnel).hits
+    single = [store.search("s", q[i:i + 1], k=5, funnel=funnel).hits[0] for i in range(4)]
+    assert [[h.id for h in r] for r in batch] == [[h.id for h in r] for r in single]
+
+
+def test_metadata_filters(store):
+    x = fill(store, 300)
+    q = unit(2, seed=4)
+    res = store.search("s", q, k=20, filters={"group": 1, "lang": "en"},
+                       funnel=Funnel.parse("64:binary:100,384"))
+    for hits in res.hits:
+        assert hits and all(h.metadata == {"group": 1, "lang": "en"} for h in hits)
+    allowed = np.array([i for i in range(300) if i % 3 == 1 and i % 2 == 1])
+    expected = allowed[exact(x[allowed], q, 20)]
+    exact_res = store.search("s", q, k=20, filters={"group": 1, "lang": "en"},
+                             funnel=Funnel.exact(DIM))
+    assert [[h.id for h in r] for r in exact_res.hits] == \
+        [[f"doc-{i}" for i in row] for row in expected]
+    assert store.search("s", q, k=5, filters={"group": 7}).hits == [[], []]
+
+
+def test_views_follow_writes(store):
+    fill(store, 100)
+    funnel = Funnel.parse("64:binary:100,128:int8:50,384")
+    store.search("s", unit(1), k=5, funnel=funnel)  # builds the views
+    new = unit(3, seed=77)
+    store.add("s", ["late-0", "late-1", "late-2"], new)
+    res = store.search("s", new, k=1, funnel=funnel)
+    assert [r[0].id for r in res.hits] == ["late-0", "late-1", "late-2"]
+
+
+def test_reindex_to_a_smaller_prefix_needs_no_model(store):
+    x = fill(store, 200)
+    with pytest.raises(errors.ReembedRequiredError, match="embedded again"):
+        store.reindex("s", 512, allow_non_mrl=True)
+    with pytest.raises(errors.NotMatryoshkaError):
+        store.reindex("s", 128)
+    info = store.reindex("s", 128, allow_non_mrl=True)
+    assert (info.stored_dim, info.truncate_dim, info.count) == (128, 128, 200)
+    q = unit(3, seed=2)
+    res = store.search("s", vectors.truncate(q, 128), k=5, funnel=Funnel.exact(128))
+    expected = exact(vectors.truncate(x, 128), vectors.truncate(q, 128), 5)
+    assert [[h.id for h in r] for r in res.hits] == \
+        [[f"doc-{i}" for i in row] for row in expected]
+    with pytest.raises(errors.MrlkitError, match="128"):
+        store.search("s", q, k=5)  # 384-d queries no longer fit
+
+
+def test_adaptive_search(store):
+    fill(store, 500)
+    q = unit(6, seed=13)
+    funnel = Funnel.parse("64:binary:200,128:float32:50,384")
+    full = store.search("s", q, k=5, funnel=funnel)
+    never = store.search("s", q, k=5, funnel=funnel, adaptive=Adaptive(margin=10.0))
+    assert [[h.id for h in r] for r in never.hits] == [[h.id for h in r] for r in full.hits]
+    always = store.search("s", q, k=5, funnel=funnel, adaptive=Adaptive(margin=0.0))
+    assert all(d == [64] for d in always.dims_used)
+    assert all(len(r) == 5 for r in always.hits)
+
+
+def test_bad_funnels_are_refused(store):
+    fill(store, 20)
+    with pytest.raises(errors.DimensionError, match="1..384"):
+        store.search("s", unit(1), funnel=Funnel((Stage(512),)))
+    with pytest.raises(errors.InvalidInputError, match="keep at least"):
+        store.search("s", unit(1), k=10, funnel=Funnel.parse("64:binary:5,384"))
+
+
+def test_empty_set_search(store):
+    store.create_set("s", MODEL)
+    assert store.search("s", unit(2), k=3).hits == [[], []]
