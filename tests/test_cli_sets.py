@@ -1,0 +1,125 @@
+"""Sets, index and search through the CLI, with the real model on real text."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from tests.conftest import dataset
+
+
+def run(*args, cwd, input=None):
+    return subprocess.run([sys.executable, "-m", "mrlkit.cli", *args], capture_output=True,
+                          text=True, cwd=cwd, input=input, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    """A small JSONL corpus with metadata, in the documented format."""
+    folder = tmp_path_factory.mktemp("corpus")
+    docs = [
+        ("py", "Python is a programming language with dynamic typing.", "code"),
+        ("rs", "Rust guarantees memory safety without a garbage collector.", "code"),
+        ("tea", "Green tea is brewed with water below boiling point.", "food"),
+        ("bread", "Sourdough bread rises with wild yeast and lactic bacteria.", "food"),
+        ("moon", "The Moon orbits the Earth about once every 27 days.", "space"),
+        ("mars", "Mars has the largest volcano in the solar system.", "space"),
+    ]
+    path = folder / "docs.jsonl"
+    path.write_text("".join(json.dumps({"id": i, "text": t, "metadata": {"topic": c}}) + "\n"
+                            for i, t, c in docs))
+    return path
+
+
+def test_create_index_search_reindex(tmp_path, corpus):
+    store = ["--store", str(tmp_path / "store")]
+    r = run("sets", "create", "demo", "--model", "all-MiniLM-L6-v2", *store, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    r = run("index", "demo", str(corpus), *store, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "indexed 6 documents" in r.stdout
+    r = run("search", "demo", "which planet has big volcanoes?", "-k", "2", "--json",
+            *store, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    hits = json.loads(r.stdout)["hits"][0]
+    assert hits[0]["id"] == "mars"
+    r = run("search", "demo", "baking", "-k", "2", "--funnel", "64:binary:6,384", "--filter",
+            "topic=food", "--json", *store, cwd=tmp_path)
+    result = json.loads(r.stdout)
+    assert [h["id"] for h in result["hits"][0]] == ["bread", "tea"]
+    assert [t["dim"] for t in result["timings"]] == [64, 384]
+    r = run("search", "demo", "baking", "--adaptive", *store, cwd=tmp_path)
+    assert r.returncode == 0 and "bread" in r.stdout
+    r = run("sets", "info", "demo", "--json", *store, cwd=tmp_path)
+    info = json.loads(r.stdout)
+    assert info["count"] == 6 and any(v["precision"] == "binary" for v in info["views"])
+    r = run("sets", "list", *store, cwd=tmp_path)
+    assert "demo" in r.stdout
+    # reindex needs no model: run it with torch and sentence-transformers unimportable
+    code = textwrap.dedent(f"""
+        import sys
+        sys.modules["torch"] = None
+        sys.modules["sentence_transformers"] = None
+        sys.argv = ["mrlkit", "sets", "reindex", "demo", "--dim", "128", "--allow-non-mrl",
+                    "--store", {str(tmp_path / "store")!r}]
+        from mrlkit.cli import main
+        main()
+    """)
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "128 dimensions" in r.stdout and "no model call" in r.stdout
+    r = run("search", "demo", "which planet has big volcanoes?", "--json", *store,
+            cwd=tmp_path)
+    assert json.loads(r.stdout)["hits"][0][0]["id"] == "mars"
+    r = run("sets", "reindex", "demo", "--dim", "256", "--allow-non-mrl", *store, cwd=tmp_path)
+    assert r.returncode != 0 and "embedded again" in r.stderr
+    r = run("sets", "drop", "demo", *store, cwd=tmp_path)
+    assert r.returncode == 0
+
+
+@pytest.mark.parametrize("args, message", [
+    (["sets", "create", "x", "--model", "all-MiniLM-L6-v2", "--dim", "64"],
+     "not Matryoshka-trained"),
+    (["sets", "info", "missing"], "no embedding set named 'missing'"),
+    (["search", "missing", "q"], "no embedding set named 'missing'"),
+    (["index", "missing", "nowhere.jsonl"], "does not exist"),
+    (["search", "s", "q", "--funnel", "64:bits:10"], "bad funnel stage"),
+    (["search", "s", "q", "--filter", "novalue"], "expected key=value"),
+])
+def test_bad_input_one_line(tmp_path, args, message):
+    store = ["--store", str(tmp_path / "store")]
+    run("sets", "create", "s", "--model", "all-MiniLM-L6-v2", *store, cwd=tmp_path)
+    r = run(*args, *store, cwd=tmp_path)
+    assert r.returncode != 0
+    assert message in r.stderr and "Traceback" not in r.stderr
+
+
+def test_index_a_folder_and_scifact_sample(tmp_path):
+    folder = tmp_path / "notes"
+    (folder / "sub").mkdir(parents=True)
+    (folder / "a.md").write_text("# Matryoshka\nNested dolls, nested embeddings.")
+    (folder / "sub" / "b.txt").write_text("Binary quantisation keeps one bit per dimension.")
+    store = ["--store", str(tmp_path / "store")]
+    run("sets", "create", "notes", "--model", "all-MiniLM-L6-v2", *store, cwd=tmp_path)
+    r = run("index", "notes", str(folder), *store, cwd=tmp_path)
+    assert "indexed 2 documents" in r.stdout, r.stderr
+    r = run("search", "notes", "one bit per dimension", "--json", *store, cwd=tmp_path)
+    assert json.loads(r.stdout)["hits"][0][0]["id"] == "sub/b.txt"
+
+    scifact = dataset("scifact")
+    sample = tmp_path / "corpus.jsonl"
+    with open(scifact / "corpus.jsonl") as fh:
+        sample.write_text("".join(next(fh) for _ in range(150)))  # BEIR layout, 150 docs
+    run("sets", "create", "sf", "--model", "all-MiniLM-L6-v2", *store, cwd=tmp_path)
+    r = run("index", "sf", str(sample), *store, cwd=tmp_path)
+    assert "indexed 150 documents" in r.stdout, r.stderr
+    first = json.loads(sample.read_text().splitlines()[0])
+    r = run("search", "sf", first["title"], "--funnel", "64:binary:100,384", "--json",
+            *store, cwd=tmp_path)
+    hit = json.loads(r.stdout)["hits"][0][0]
+    assert hit["id"] == first["_id"] and hit["metadata"]["title"] == first["title"]

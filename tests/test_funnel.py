@@ -1,0 +1,47 @@
+"""Funnel parsing, defaults and the ANN first stage."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from mrlkit import errors, funnel, vectors
+from mrlkit.funnel import Funnel, Stage
+from mrlkit.stores.local import LocalStore
+
+
+def test_parse_round_trip():
+    f = Funnel.parse("64:binary:1000, 256:int8:100,384")
+    assert f.stages == (Stage(64, "binary", 1000), Stage(256, "int8", 100), Stage(384))
+    assert str(Funnel.parse(str(f))) == str(f)
+    assert Funnel.parse("128:500").stages[0] == Stage(128, "float32", 500)
+    for bad in ("", "x", "64:binary:1:2", "64:int4"):
+        with pytest.raises(errors.InvalidInputError, match="bad funnel stage"):
+            Funnel.parse(bad)
+
+
+def test_default_funnel():
+    assert str(funnel.default_funnel(1000, 384, False)) == "384:float32"
+    assert str(funnel.default_funnel(10**6, 384, False)) == "384:binary:400,384:float32"
+    assert str(funnel.default_funnel(10**6, 768, True, k=20)) == "256:binary:800,768:float32"
+
+
+def test_ann_first_stage_finds_the_neighbours(tmp_path):
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(50, 64))
+    x = vectors.normalize(centres[rng.integers(0, 50, 3000)] + 0.4 * rng.normal(size=(3000, 64)))
+    store = LocalStore(tmp_path)
+    store.create_set("s", "text-embedding-3-small", 64)
+    store.add("s", [str(i) for i in range(3000)], x)
+    store.delete("s", ["0"])
+    q = vectors.normalize(x[:10] + 0.1 * rng.normal(size=(10, 64)))
+    info = store._row("s")
+    rows, _, timings, _ = funnel.execute(store, "s", q, Funnel.exact(64).check(64, 10),
+                                         n_rows=3000, live=store._live(info), candidates=None,
+                                         ann_threshold=0)
+    assert timings[0].method == "ann"
+    truth = vectors.top_k(q @ x[1:].T, 10)[0] + 1
+    recall = np.mean([len(set(r) & set(t)) / 10 for r, t in zip(rows, truth)])
+    assert recall >= 0.95
+    assert all(0 not in r for r in rows)  # deleted rows never come back
+    assert (tmp_path / "sets" / "1" / "ann" / "d64.faiss").exists()
