@@ -22,8 +22,8 @@ def test_parse_round_trip():
 
 def test_default_funnel():
     assert str(funnel.default_funnel(1000, 384, False)) == "384:float32"
-    assert str(funnel.default_funnel(10**6, 384, False)) == "384:binary:400,384:float32"
-    assert str(funnel.default_funnel(10**6, 768, True, k=20)) == "256:binary:800,768:float32"
+    assert str(funnel.default_funnel(10**6, 384, False)) == "384:float32"
+    assert str(funnel.default_funnel(10**6, 768, True, k=20)) == "128:float32:400,768:float32"
 
 
 def test_ann_first_stage_finds_the_neighbours(tmp_path):

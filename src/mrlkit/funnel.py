@@ -114,19 +114,19 @@ class Funnel:
 def default_funnel(n: int, stored_dim: int, supports_mrl: bool, k: int = 10) -> Funnel:
     """A sensible funnel for a set of ``n`` rows.
 
-    Small sets are searched exactly. Larger ones scan binary codes first — of a short
-    prefix for Matryoshka models, of the whole vector otherwise (a non-MRL model's short
-    prefixes are poor) — and rerank the survivors with the full float32 vector.
+    Small sets, and sets of models that are not Matryoshka-trained (whose short prefixes
+    are poor), are searched at the full stored dimension. Larger sets of MRL models
+    search a 128-d prefix first and rerank the survivors with the full vector. Above
+    ``ANN_THRESHOLD`` rows a float32 first stage runs on the store's ANN index.
 
     Example::
 
         >>> str(default_funnel(1_000_000, 768, True))
-        '256:binary:400,768:float32'
+        '128:float32:200,768:float32'
     """
-    if n <= 50_000:
+    if n <= 50_000 or not supports_mrl or stored_dim <= 128:
         return Funnel.exact(stored_dim)
-    first = min(256, stored_dim) if supports_mrl else stored_dim
-    return Funnel((Stage(first, "binary", max(400, 40 * k)), Stage(stored_dim, "float32")))
+    return Funnel((Stage(128, "float32", max(200, 20 * k)), Stage(stored_dim, "float32")))
 
 
 @dataclass(frozen=True)
@@ -158,18 +158,23 @@ class FunnelSource(Protocol):
 
 def _score_rows(q: np.ndarray, cand: np.ndarray, stage: Stage,
                 cal: Int8Calibration | None) -> np.ndarray:
-    """Scores of each query against its own candidates: q (Q, D), cand (Q, S, D) float."""
-    x = vectors.truncate(cand.reshape(-1, cand.shape[-1]), stage.dim)
-    qd = vectors.truncate(q, stage.dim)
+    """Scores of each query against its own candidates: q (Q, D), cand (Q, S, D), both
+    unit-norm float32 at the stored dimension."""
+    x, qd = cand, q
+    if stage.dim != cand.shape[-1]:  # a prefix: re-normalise both sides
+        x = cand[..., :stage.dim]
+        norms = np.linalg.norm(x, axis=-1, keepdims=True)
+        x = np.divide(x, norms, out=np.zeros_like(x), where=norms > 0)
+        qd = vectors.normalize(q[:, :stage.dim])
     if stage.precision == "float16":
         x = x.astype(np.float16).astype(np.float32)
     elif stage.precision == "int8":
-        x = vectors.dequantize_int8(vectors.quantize(x, "int8", cal), cal)
+        flat = x.reshape(-1, stage.dim)
+        x = vectors.dequantize_int8(vectors.quantize(flat, "int8", cal), cal).reshape(x.shape)
     elif stage.precision == "binary":
         x = np.where(x > 0, 1.0, -1.0).astype(np.float32)
         qd = np.where(qd > 0, 1.0, -1.0).astype(np.float32)
-    x = x.reshape(cand.shape[0], cand.shape[1], stage.dim)
-    return np.einsum("qd,qsd->qs", qd, x)
+    return np.matmul(x, qd[:, :, None])[..., 0]
 
 
 def execute(source: FunnelSource, name: str, queries: np.ndarray, funnel: Funnel, *,

@@ -1,0 +1,262 @@
+"""Search benchmark: mrlkit funnels against exact scans and faiss, side by side in one run.
+
+    python benchmarks/search.py --n 200000 --dim 768 --queries 100 --json out.json
+
+Vectors come from a seeded generator that behaves like MRL embeddings (see `generate`),
+plus, when ../shared/datasets/scifact is present, real all-MiniLM-L6-v2 vectors of the
+SciFact corpus and queries (embedded once, then read from mrlkit's embedding cache).
+
+For every method: recall@10 against the exact float32 full-dimension ground truth, p50 and
+p95 single-query latency, batched QPS, memory and build time. Figures are ratios measured
+in one run on one machine; compare them, not their absolute values across machines.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+from mrlkit import Adaptive, Funnel, vectors  # noqa: E402
+from mrlkit.registry import register  # noqa: E402
+from mrlkit.stores.local import LocalStore  # noqa: E402
+
+K = 10
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def generate(n: int, dim: int, n_queries: int, seed: int = 0):
+    """Clustered vectors whose variance decays along the dimensions, like MRL embeddings.
+
+    * ``n // 100`` cluster centres drawn from N(0, diag(s²)) with ``s_j = (1 + j/16)^-0.5``:
+      the leading dimensions carry most of the spread, as Matryoshka training arranges;
+    * each document = a centre + noise of the same shape at 0.7× scale;
+    * each query = a random document's centre + fresh noise (a near, not identical, point).
+    Rows are L2-normalised. Isotropic Gaussian data would be useless here: with no
+    structure, no index (and no prefix) can find neighbours.
+    """
+    rng = np.random.default_rng(seed)
+    scale = ((1.0 + np.arange(dim) / 16.0) ** -0.5).astype(np.float32)
+    n_centres = max(10, n // 100)
+    centres = rng.standard_normal((n_centres, dim), dtype=np.float32) * scale
+    x = np.empty((n, dim), np.float32)
+    for start in range(0, n, 100_000):
+        m = min(100_000, n - start)
+        x[start:start + m] = (centres[rng.integers(0, n_centres, m)]
+                              + 0.7 * rng.standard_normal((m, dim), dtype=np.float32) * scale)
+    q = centres[rng.integers(0, n_centres, n_queries)] + \
+        0.7 * rng.standard_normal((n_queries, dim), dtype=np.float32) * scale
+    return vectors.normalize(x), vectors.normalize(q)
+
+
+def scifact_vectors():
+    """Real MiniLM vectors of SciFact (corpus and test queries), or None when absent."""
+    folder = ROOT.parent / "shared" / "datasets" / "scifact"
+    if not folder.is_dir():
+        return None
+    from mrlkit.cache import cached_embed
+
+    docs = [json.loads(line) for line in open(folder / "corpus.jsonl")]
+    queries = [json.loads(line) for line in open(folder / "queries.jsonl")]
+    x = cached_embed("all-MiniLM-L6-v2", [(d["title"] + " " + d["text"]).strip()
+                                          for d in docs], kind="document")
+    q = cached_embed("all-MiniLM-L6-v2", [d["text"] for d in queries], kind="query")
+    return x, q
+
+
+def exact_truth(x: np.ndarray, q: np.ndarray, k: int = K) -> np.ndarray:
+    out = []
+    for start in range(0, len(q), 16):
+        out.append(vectors.top_k(q[start:start + 16] @ x.T, k)[0])
+    return np.concatenate(out)
+
+
+def recall(found: list[np.ndarray] | np.ndarray, truth: np.ndarray) -> float:
+    return float(np.mean([len(set(map(int, f[:K])) & set(map(int, t))) / K
+                          for f, t in zip(found, truth)]))
+
+
+def timed(single, batched, q: np.ndarray):
+    """Per-query latencies (ms) of ``single`` and the QPS of ``batched`` over ``q``."""
+    single(q[:1])  # warm-up: caches, lazy views
+    lat = []
+    found = []
+    for i in range(len(q)):
+        t0 = time.perf_counter()
+        found.append(single(q[i:i + 1])[0])
+        lat.append((time.perf_counter() - t0) * 1000)
+    t0 = time.perf_counter()
+    batched(q)
+    qps = len(q) / (time.perf_counter() - t0)
+    return found, float(np.percentile(lat, 50)), float(np.percentile(lat, 95)), qps
+
+
+def run_dataset(label: str, x: np.ndarray, q: np.ndarray, *, mrl: bool, hnsw: bool,
+                funnels: list[str], prefixes: list[int]) -> dict:
+    n, dim = x.shape
+    print(f"\n== {label}: n={n:,} dim={dim} queries={len(q)}", flush=True)
+    truth = exact_truth(x, q)
+    methods = []
+
+    def add(name, found, p50, p95, qps, memory_bytes, build_s, **extra):
+        row = {"name": name, "recall@10": round(recall(found, truth), 4),
+               "p50_ms": round(p50, 3), "p95_ms": round(p95, 3), "qps": round(qps, 1),
+               "memory_mb": round(memory_bytes / 2**20, 1), "build_s": round(build_s, 2),
+               **extra}
+        methods.append(row)
+        print(f"{name:<42} recall@10 {row['recall@10']:.3f}  p50 {row['p50_ms']:8.2f} ms  "
+              f"p95 {row['p95_ms']:8.2f} ms  {row['qps']:9.1f} q/s  "
+              f"{row['memory_mb']:8.1f} MB  build {row['build_s']:.1f} s", flush=True)
+
+    # exact NumPy scans: full dimension, then each prefix (truncated + re-normalised)
+    def scan(data, qq):
+        return vectors.top_k(qq @ data.T, K)[0]
+
+    found, p50, p95, qps = timed(lambda qq: scan(x, qq), lambda qq: exact_truth(x, qq), q)
+    add(f"exact float32 numpy @{dim}", found, p50, p95, qps, x.nbytes, 0.0)
+    for d in prefixes:
+        if d >= dim:
+            continue
+        xd = vectors.truncate(x, d)
+        qd = vectors.truncate(q, d)
+        found, p50, p95, qps = timed(lambda qq: scan(xd, qq), lambda qq: exact_truth(xd, qq), qd)
+        add(f"exact float32 numpy @{d} (prefix only)", found, p50, p95, qps, xd.nbytes, 0.0)
+        del xd
+
+    import faiss
+
+    flat = faiss.IndexFlatIP(dim)
+    flat.add(x)
+    found, p50, p95, qps = timed(lambda qq: flat.search(qq, K)[1],
+                                 lambda qq: flat.search(qq, K), q)
+    add("faiss IndexFlatIP", found, p50, p95, qps, x.nbytes, 0.0)
+    del flat
+
+    if hnsw:
+        t0 = time.perf_counter()
+        index = faiss.IndexHNSWFlat(dim, 32, faiss.METRIC_INNER_PRODUCT)
+        index.hnsw.efConstruction = 40
+        index.add(x)
+        build = time.perf_counter() - t0
+        size = faiss.serialize_index(index).nbytes
+        for ef in (32, 64, 128):
+            index.hnsw.efSearch = ef
+            found, p50, p95, qps = timed(lambda qq: index.search(qq, K)[1],
+                                         lambda qq: index.search(qq, K), q)
+            add(f"faiss HNSW M=32 efSearch={ef}", found, p50, p95, qps, size, build)
+        del index
+
+    # mrlkit: the same vectors in a local store; funnels over its views
+    with tempfile.TemporaryDirectory(dir=os.environ.get("BENCH_TMP")) as tmp:
+        register({"name": f"bench-{dim}", "provider": "openai", "native_dim": dim,
+                  "supports_mrl": True, "mrl_dims": "any"}, replace=True)
+        store = LocalStore(tmp)
+        store.create_set("b", f"bench-{dim}")
+        t0 = time.perf_counter()
+        step = 100_000
+        for start in range(0, n, step):
+            store.add("b", [str(i) for i in range(start, min(n, start + step))],
+                      x[start:start + step])
+        ingest = time.perf_counter() - t0
+        print(f"ingest into local store: {n / ingest:,.0f} vectors/s", flush=True)
+        for spec in funnels:
+            funnel = Funnel.parse(spec).check(dim, K)
+            t0 = time.perf_counter()
+            store.search("b", q[:1], k=K, funnel=funnel)  # builds the views it needs
+            build = time.perf_counter() - t0
+            for adaptive in ((None, Adaptive(0.25)) if len(funnel.stages) > 2 else (None,)):
+                def one(qq, f=funnel, a=adaptive):
+                    res = store.search("b", qq, k=K, funnel=f, adaptive=a)
+                    return [np.array([int(h.id) for h in hits]) for hits in res.hits]
+
+                found, p50, p95, qps = timed(one, one, q)
+                first = funnel.stages[0]
+                view_bytes = vectors.bytes_per_vector(first.dim, first.precision) * n
+                extra = {}
+                if adaptive is not None:
+                    res = store.search("b", q, k=K, funnel=funnel, adaptive=adaptive)
+                    extra["mean_stages"] = float(np.mean([len(d) for d in res.dims_used]))
+                # memory: the first-stage view in RAM plus the stored vectors (memory-mapped)
+                add(f"mrlkit funnel {spec}" + (" adaptive" if adaptive else ""), found, p50,
+                    p95, qps, view_bytes + x.nbytes, build,
+                    first_stage_mb=round(view_bytes / 2**20, 1), **extra)
+        store.close()
+    return {"dataset": label, "n": n, "dim": dim, "queries": len(q),
+            "ingest_vectors_per_s": round(n / ingest), "methods": methods}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--n", type=int, default=200_000)
+    ap.add_argument("--dim", type=int, default=768)
+    ap.add_argument("--queries", type=int, default=100)
+    ap.add_argument("--json", default="benchmarks/out/search.json")
+    ap.add_argument("--no-hnsw", action="store_true", help="skip the faiss HNSW build")
+    ap.add_argument("--no-real", action="store_true", help="skip the SciFact vectors")
+    ap.add_argument("--backend", default="local", choices=["local"])
+    ap.add_argument("--plot", default=None, help="PNG of recall against latency")
+    args = ap.parse_args()
+
+    x, q = generate(args.n, args.dim, args.queries)
+    d = args.dim
+    # float32 first stages run on the store's IVF index once n >= 200,000 rows;
+    # binary first stages are exact scans of the packed codes
+    funnels = [f"{d // 6}:float32:{m},{d}" for m in (200, 500)] + \
+        [f"{d // 12}:float32:500,{d}", f"{d // 3}:binary:1000,{d}",
+         f"{d // 6}:float32:1000,{d // 3}:float32:100,{d}"]
+    funnels = [f for f in funnels if int(f.split(":")[0]) >= 8]
+    prefixes = [p for p in (64, 128, 256) if p < d]
+    report = {"n": args.n, "dim": d, "k": K, "backend": args.backend,
+              **run_dataset("generated MRL-like", x, q, mrl=True, hnsw=not args.no_hnsw,
+                            funnels=funnels, prefixes=prefixes)}
+    del x
+    real = None if args.no_real else scifact_vectors()
+    if real is not None:
+        rx, rq = real
+        report["scifact_minilm"] = run_dataset(
+            "SciFact all-MiniLM-L6-v2", rx, rq[:args.queries], mrl=False, hnsw=True,
+            funnels=["384:binary:200,384", "384:binary:500,384", "64:binary:1000,384"],
+            prefixes=[64, 128, 256])
+    out = Path(args.json)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2))
+    print(f"\nwrote {out}")
+    plot = args.plot or str(out.with_suffix(".png"))
+    plot_recall_latency(report, plot)
+    print(f"wrote {plot}")
+
+
+def plot_recall_latency(report: dict, path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(9, 6))
+    for m in report["methods"]:
+        family = ("mrlkit" if m["name"].startswith("mrlkit") else
+                  "faiss" if m["name"].startswith("faiss") else "numpy")
+        colour = {"mrlkit": "tab:red", "faiss": "tab:blue", "numpy": "tab:gray"}[family]
+        ax.scatter(m["p50_ms"], m["recall@10"], color=colour, s=40)
+        ax.annotate(m["name"].replace("mrlkit funnel ", ""), (m["p50_ms"], m["recall@10"]),
+                    fontsize=7, xytext=(4, 2), textcoords="offset points")
+    ax.set_xscale("log")
+    ax.set_xlabel("single-query p50 latency (ms, log scale)")
+    ax.set_ylabel("recall@10 vs exact float32")
+    ax.set_title(f"Recall against latency — n={report['n']:,}, dim={report['dim']} "
+                 "(red: mrlkit, blue: faiss, grey: numpy)")
+    ax.grid(True, alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+if __name__ == "__main__":
+    main()
