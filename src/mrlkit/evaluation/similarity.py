@@ -59,3 +59,38 @@ def pair_similarity_table(a: np.ndarray, b: np.ndarray, dims: Sequence[int],
             "bytes_per_vector": vectors.bytes_per_vector(int(dim), precision),
         })
     return rows
+
+
+def evaluate_similarity(folder: str, model: str, *, dims: Sequence[int] | None = None,
+                        split: str = "test") -> dict:
+    """STS-B: per dimension, Spearman correlation of cosine similarity with the gold
+    scores, its retention against the native dimension, and the seeds' mean pair
+    similarity table.
+
+    Example::
+
+        >>> evaluate_similarity("../shared/datasets/stsb", "all-MiniLM-L6-v2")  # doctest: +SKIP
+    """
+    from ..cache import cached_embed
+    from ..registry import get_spec
+    from .datasets import load_sts
+
+    spec = get_spec(model)
+    ds = load_sts(folder, split)
+    dims = sorted(set(dims or spec.default_dims()) | {spec.native_dim})
+    a = cached_embed(spec.name, ds.sentences1, kind="document")
+    b = cached_embed(spec.name, ds.sentences2, kind="document")
+    gold = np.asarray(ds.scores)
+    table = {r["dim"]: r for r in pair_similarity_table(a, b, dims)}
+    rows = []
+    full = None
+    for dim in sorted(dims, reverse=True):
+        rho = float(spearmanr(pair_similarities(a, b, dim), gold).statistic)
+        full = rho if full is None else full
+        rows.append({"dim": dim, "spearman": round(rho, 4),
+                     "retention": round(rho / full, 4),
+                     "mean_similarity": table[dim]["mean_similarity"],
+                     "bytes_per_vector": vectors.bytes_per_vector(dim, "float32"),
+                     "non_mrl_truncation": not spec.supports_mrl and dim < spec.native_dim})
+    return {"model": spec.name, "dataset": "stsb", "split": split, "pairs": len(gold),
+            "results": sorted(rows, key=lambda r: r["dim"])}

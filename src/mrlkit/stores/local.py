@@ -412,11 +412,11 @@ class LocalStore:
 
     def calibration(self, name: str, dim: int) -> Int8Calibration:
         """The int8 calibration at ``dim`` (the int8 view's, built if needed)."""
-        return self.view(name, dim, "int8").calibration
+        return _Pinned(self, self._row(name)).calibration(name, dim)
 
     def full_vectors(self, name: str, rows: np.ndarray) -> np.ndarray:
         """Stored vectors of the given rows, as float32."""
-        return np.asarray(self._matrix(self._row(name))[rows], dtype=np.float32)
+        return _Pinned(self, self._row(name)).full_vectors(name, rows)
 
     def ann(self, name: str, dim: int):
         """A persisted faiss IVF index over the float32 view at ``dim``, covering every
@@ -426,9 +426,11 @@ class LocalStore:
         rows and holds no graph; the funnel's rerank recovers the precision it gives up.
         ``nprobe`` is the store's ``ann_nprobe`` (lists scanned per query).
         """
+        return self._ann(self._row(name), dim)
+
+    def _ann(self, row, dim: int):
         import faiss
 
-        row = self._row(name)
         set_id, n_rows, gen = row[0], row[6], row[9]
         key = ("ann", set_id, gen, dim, n_rows)
         if key not in self._cache:
@@ -478,7 +480,8 @@ class LocalStore:
         if n_rows == 0 or (candidates is not None and len(candidates) == 0) or (
                 live is not None and not live.any()):
             return SearchResult([[] for _ in q], [], [[] for _ in q])
-        rows, scores, timings, dims = execute(self, name, q, funnel, n_rows=n_rows,
+        rows, scores, timings, dims = execute(_Pinned(self, row), name, q, funnel,
+                                              n_rows=n_rows,
                                               live=live, candidates=candidates,
                                               adaptive=adaptive)
         docs = self._documents(row[0], np.unique(np.concatenate(rows)) if rows else [])
@@ -517,3 +520,23 @@ class LocalStore:
                 "stored_bytes": vector_file.stat().st_size if vector_file.exists() else 0,
                 "bytes_per_vector": vectors.bytes_per_vector(row[4], row[5]),
                 "views": views, "location": self.location}
+
+
+class _Pinned:
+    """A store seen through one set's catalogue row, read once per search, so that the
+    funnel's calls do not each query SQLite again."""
+
+    def __init__(self, store: LocalStore, row) -> None:
+        self.store, self.row = store, row
+
+    def view(self, name: str, dim: int, precision: str) -> View:
+        return self.store._view(self.row, dim, precision)
+
+    def full_vectors(self, name: str, rows: np.ndarray) -> np.ndarray:
+        return np.asarray(self.store._matrix(self.row)[rows], dtype=np.float32)
+
+    def calibration(self, name: str, dim: int) -> Int8Calibration:
+        return self.store._view(self.row, dim, "int8").calibration
+
+    def ann(self, name: str, dim: int):
+        return self.store._ann(self.row, dim)

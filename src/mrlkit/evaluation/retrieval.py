@@ -1,0 +1,131 @@
+"""Retrieval quality against dimension, precision and funnel, on a BEIR folder.
+
+Corpus and queries are embedded once at the native dimension (through the embedding
+cache); every setting is a search through the public store and funnel API over those
+vectors. Metrics come from ``pytrec_eval`` (pytrec-eval-terrier): nDCG@10 and
+Recall@100 on the top 100, MRR@10 on the top 10.
+
+Example::
+
+    >>> report = evaluate_retrieval("../shared/datasets/scifact", "all-MiniLM-L6-v2",
+    ...                             dims=[384], precisions=["float32"])  # doctest: +SKIP
+    >>> round(report["results"][0]["ndcg@10"], 3)                        # doctest: +SKIP
+    0.645
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from typing import Sequence
+
+import numpy as np
+
+from .. import vectors
+from ..cache import cached_embed
+from ..funnel import Funnel, Stage
+from ..registry import get_spec
+from ..stores.local import LocalStore
+from .datasets import BeirDataset, load_beir
+
+METRICS = ("ndcg@10", "recall@100", "mrr@10")
+LATENCY_QUERIES = 50
+
+
+def score_run(qrels: dict[str, dict[str, int]], run: dict[str, dict[str, float]]
+              ) -> dict[str, float]:
+    """Mean nDCG@10, Recall@100 and MRR@10 of ``run`` against ``qrels``.
+
+    MRR@10 is trec_eval's reciprocal rank on the run cut to its 10 best documents.
+
+    Example::
+
+        >>> score_run({"q": {"d1": 1}}, {"q": {"d1": 0.9, "d2": 0.5}})["mrr@10"]
+        1.0
+    """
+    import pytrec_eval
+
+    top10 = {q: dict(sorted(docs.items(), key=lambda kv: -kv[1])[:10])
+             for q, docs in run.items()}
+    full = pytrec_eval.RelevanceEvaluator(qrels, {"ndcg_cut.10", "recall.100"}).evaluate(run)
+    rr = pytrec_eval.RelevanceEvaluator(qrels, {"recip_rank"}).evaluate(top10)
+    n = len(qrels)
+    # a query with no retrieved document counts as 0, as in BEIR
+    return {"ndcg@10": sum(v["ndcg_cut_10"] for v in full.values()) / n,
+            "recall@100": sum(v["recall_100"] for v in full.values()) / n,
+            "mrr@10": sum(v["recip_rank"] for v in rr.values()) / n}
+
+
+def embed_beir(ds: BeirDataset, model: str) -> tuple[np.ndarray, np.ndarray]:
+    """Native-dimension document and query vectors, through the embedding cache."""
+    docs = cached_embed(model, ds.doc_texts, kind="document")
+    queries = cached_embed(model, ds.query_texts, kind="query")
+    return docs, queries
+
+
+def evaluate_retrieval(folder: str, model: str, *, dims: Sequence[int] | None = None,
+                       precisions: Sequence[str] = ("float32", "float16", "int8", "binary"),
+                       funnels: Sequence[str] = (), split: str = "test",
+                       ignore_identical_ids: bool = False) -> dict:
+    """Evaluate every ``dims`` × ``precisions`` setting, and each funnel.
+
+    Returns ``{"model", "dataset", "split", "native_dim", "supports_mrl", "results": [...]}``
+    with, per setting: dim, precision, funnel (None for plain settings), nDCG@10,
+    Recall@100, MRR@10, retention (nDCG@10 ÷ nDCG@10 at native float32), bytes per vector
+    and p50 single-query latency.
+    """
+    spec = get_spec(model)
+    ds = load_beir(folder, split)
+    dims = sorted(set(dims or spec.default_dims()))
+    for d in dims:
+        if not 0 < d <= spec.native_dim:
+            from ..errors import DimensionError
+
+            raise DimensionError(f"{spec.name} has {spec.native_dim} dimensions; "
+                                 f"cannot evaluate at {d}")
+    precisions = [vectors.check_precision(p) for p in precisions]
+    docs, queries = embed_beir(ds, spec.name)
+    settings = [(d, p, Funnel((Stage(d, p),))) for d in dims for p in precisions]
+    if (spec.native_dim, "float32") not in {(d, p) for d, p, _ in settings}:
+        settings.insert(0, (spec.native_dim, "float32", Funnel.exact(spec.native_dim)))
+    settings += [(None, None, Funnel.parse(f)) for f in funnels]
+
+    results = []
+    with tempfile.TemporaryDirectory(prefix="mrlkit-eval-") as tmp:
+        store = LocalStore(tmp)
+        store.create_set("eval", spec.name)
+        store.add("eval", ds.doc_ids, docs)
+        for dim, precision, funnel in settings:
+            res = store.search("eval", queries, k=100, funnel=funnel)
+            run = {}
+            for qid, hits in zip(ds.query_ids, res.hits):
+                run[qid] = {h.id: h.score for h in hits
+                            if not (ignore_identical_ids and h.id == qid)}
+            metrics = score_run(ds.qrels, run)
+            lat = []
+            for i in range(min(LATENCY_QUERIES, len(queries))):
+                t0 = time.perf_counter()
+                store.search("eval", queries[i:i + 1], k=100, funnel=funnel)
+                lat.append((time.perf_counter() - t0) * 1000)
+            first = funnel.stages[0]
+            is_funnel = dim is None
+            results.append({
+                "dim": first.dim if not is_funnel else funnel.stages[-1].dim,
+                "precision": precision if not is_funnel else funnel.stages[-1].precision,
+                "funnel": str(funnel) if is_funnel else None,
+                **{m: round(v, 5) for m, v in metrics.items()},
+                # a funnel holds its first-stage view in memory; later stages read the
+                # stored vectors of the survivors only
+                "bytes_per_vector": vectors.bytes_per_vector(first.dim, first.precision),
+                "p50_ms": round(float(np.median(lat)), 3),
+                "non_mrl_truncation": (not spec.supports_mrl
+                                       and min(s.dim for s in funnel.stages) < spec.native_dim),
+            })
+        store.close()
+    base = next(r for r in results if r["funnel"] is None and r["dim"] == spec.native_dim
+                and r["precision"] == "float32")
+    for r in results:
+        r["retention"] = round(r["ndcg@10"] / base["ndcg@10"], 4) if base["ndcg@10"] else None
+    return {"model": spec.name, "dataset": ds.name, "split": split,
+            "native_dim": spec.native_dim, "supports_mrl": spec.supports_mrl,
+            "queries": len(ds.query_ids), "documents": len(ds.doc_ids), "results": results}
