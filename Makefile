@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 export HF_HUB_OFFLINE := 1
 
-.PHONY: demo test install clean
+.PHONY: demo test install clean results
 
 install: $(STAMP)
 
@@ -23,6 +23,22 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
+
+# docs/results: every table and plot of docs/evaluation.md, from the shared datasets
+DATA := ../shared/datasets
+RES  := docs/results
+results: $(STAMP)
+	$(BIN)/mrlkit eval retrieval $(DATA)/scifact --model all-MiniLM-L6-v2 \
+	    --dims 32,64,128,192,256,384 --precisions float32,float16,int8,binary \
+	    --funnel 384:binary:100,384 --funnel 384:binary:200,384 \
+	    --funnel 192:binary:200,384 --funnel 96:int8:200,384 \
+	    --json $(RES)/scifact-minilm.json --csv $(RES)/scifact-minilm.csv --plot $(RES)/scifact-minilm.png
+	$(BIN)/mrlkit eval similarity $(DATA)/stsb --model all-MiniLM-L6-v2 --dims 32,64,128,192,256,384 \
+	    --json $(RES)/stsb-minilm.json --csv $(RES)/stsb-minilm.csv --plot $(RES)/stsb-minilm.png
+	$(BIN)/mrlkit eval classification $(DATA)/banking77 --model all-MiniLM-L6-v2 --dims 32,64,128,192,256,384 \
+	    --json $(RES)/banking77-minilm.json --csv $(RES)/banking77-minilm.csv --plot $(RES)/banking77-minilm.png
+	$(BIN)/mrlkit advise $(DATA)/scifact --model all-MiniLM-L6-v2 --target 0.95 --json $(RES)/advise-scifact-minilm.json
+	$(BIN)/mrlkit check-mrl all-MiniLM-L6-v2 --beir $(DATA)/scifact --json $(RES)/check-mrl-minilm.json
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info
