@@ -202,9 +202,9 @@ def run_dataset(label: str, x: np.ndarray, q: np.ndarray, *, mrl: bool, hnsw: bo
                         + (" [float16 store]" if storage == "float16" else ""), found, p50,
                         p95, qps, first_bytes + stored_bytes, build, **extra)
             store.close()
-    ingest = ingest["float32"]
     return {"dataset": label, "n": n, "dim": dim, "queries": len(q),
-            "ingest_vectors_per_s": round(n / ingest), "methods": methods}
+            "ingest_vectors_per_s": {k: round(v) for k, v in ingest.items()},
+            "methods": methods}
 
 
 def main() -> None:

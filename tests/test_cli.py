@@ -83,3 +83,6 @@ def test_demo_prints_the_retention_table():
     assert "Quality retention" in r.stdout and "not" in r.stdout
     for dim in ("32", "64", "128", "384"):
         assert dim in r.stdout
+    # the search part: standard-library docstrings, exact vs funnel, storage summary
+    assert "exact vs funnel" in r.stdout and "json." in r.stdout
+    assert "Same top 3 for" in r.stdout and "stored vectors" in r.stdout

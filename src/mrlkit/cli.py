@@ -429,9 +429,11 @@ def advise_cmd(
         out.print(f"No setting keeps {target:.0%} of {metric}: keep float32 at full dimension.")
     else:
         setting = c["funnel"] or f"{c['precision']} at {c['dim']} dimensions"
-        out.print(f"Advice: [bold]{setting}[/] — {c['bytes_per_vector']} bytes per vector "
-                  f"instead of {base['bytes_per_vector']} ({base['bytes_per_vector'] / c['bytes_per_vector']:.0f}× "
-                  f"less), keeping {c['metric_retention']:.1%} of {metric}.")
+        out.print(f"Advice: [bold]{setting}[/] — scans {c['bytes_per_vector']} bytes per "
+                  f"vector instead of {base['bytes_per_vector']} "
+                  f"({base['bytes_per_vector'] / c['bytes_per_vector']:.0f}× less), keeping "
+                  f"{c['metric_retention']:.1%} of {metric}; keeps "
+                  f"{c['disk_bytes_per_vector']} bytes per vector on disk.")
         if c.get("non_mrl_truncation"):
             out.print("[yellow]This truncates a model that is not Matryoshka-trained: "
                       "use --allow-non-mrl, knowing the measured loss.[/]")

@@ -26,6 +26,7 @@ from .vectors import Int8Calibration
 
 ANN_THRESHOLD = 200_000  # rows; below it an exact scan of a small view is fast enough
 _SCORE_CELLS = 32_000_000  # queries × rows scored at once, to bound memory
+_RERANK_FLOATS = 1_000_000  # candidate floats gathered at once in a rerank stage
 
 
 @dataclass(frozen=True)
@@ -179,7 +180,7 @@ def _score_rows(q: np.ndarray, cand: np.ndarray, stage: Stage,
 
 def execute(source: FunnelSource, name: str, queries: np.ndarray, funnel: Funnel, *,
             n_rows: int, live: np.ndarray | None, candidates: np.ndarray | None,
-            adaptive: Adaptive | None = None, ann_threshold: int = ANN_THRESHOLD,
+            adaptive: Adaptive | None = None, ann_threshold: int | None = None,
             ) -> tuple[list[np.ndarray], list[np.ndarray], list[StageTiming], list[list[int]]]:
     """Run ``funnel`` for prepared float32 ``queries`` at the set's stored dimension.
 
@@ -190,6 +191,7 @@ def execute(source: FunnelSource, name: str, queries: np.ndarray, funnel: Funnel
     """
     q = vectors.as_matrix(queries, name="queries")
     nq = q.shape[0]
+    ann_threshold = ANN_THRESHOLD if ann_threshold is None else ann_threshold
     first, rest = funnel.stages[0], funnel.stages[1:]
     timings: list[StageTiming] = []
     dims_used = [[first.dim] for _ in range(nq)]
@@ -246,23 +248,30 @@ def execute(source: FunnelSource, name: str, queries: np.ndarray, funnel: Funnel
                                                                  funnel.stages[-1].keep or 10,
                                                                  adaptive)], dtype=int)
         t0 = time.perf_counter()
-        if len(active):
-            width = max(len(final_rows[a]) for a in active)
-            matrix = np.zeros((len(active), width), np.int64)
-            valid = np.zeros((len(active), width), bool)
-            for j, a in enumerate(active):
+        cal = (source.calibration(name, stage.dim)
+               if stage.precision == "int8" and len(active) else None)
+        keep_i = stage.keep or 10
+        # a few queries at a time: a small candidate block is reused by the allocator,
+        # where one block for the whole batch costs a page fault per page, every batch
+        widest = max((len(final_rows[a]) for a in active), default=1)
+        chunk = max(1, _RERANK_FLOATS // max(1, widest * q.shape[1]))
+        for start in range(0, len(active), chunk):
+            part = active[start:start + chunk]
+            width = max(len(final_rows[a]) for a in part)
+            matrix = np.zeros((len(part), width), np.int64)
+            valid = np.zeros((len(part), width), bool)
+            for j, a in enumerate(part):
                 r = final_rows[a]
                 matrix[j, :len(r)] = r
                 valid[j, :len(r)] = True
-            uniq, inverse = np.unique(matrix, return_inverse=True)
-            full = source.full_vectors(name, uniq)
-            cand = full[inverse.reshape(matrix.shape)]
-            cal = source.calibration(name, stage.dim) if stage.precision == "int8" else None
-            s = _score_rows(q[active], cand, stage, cal)
+            order = np.argsort(matrix, axis=None)  # read the stored file in row order
+            flat = np.empty((matrix.size, q.shape[1]), np.float32)
+            flat[order] = source.full_vectors(name, matrix.ravel()[order])
+            cand = flat.reshape(len(part), width, q.shape[1])
+            s = _score_rows(q[part], cand, stage, cal)
             s[~valid] = -np.inf
-            keep_i = stage.keep or 10
             idx, sc = vectors.top_k(s, keep_i)
-            for j, a in enumerate(active):
+            for j, a in enumerate(part):
                 ok = np.isfinite(sc[j])
                 final_rows[a] = matrix[j][idx[j]][ok]
                 final_scores[a] = sc[j][ok]

@@ -23,7 +23,7 @@ def test_scifact_reproduces_the_published_ndcg():
     assert full["retention"] == 1.0
     assert by[(64, "float32", None)]["non_mrl_truncation"] is True
     assert by[(64, "float32", None)]["retention"] < 0.9       # MiniLM is not MRL-trained
-    funnel = by[(384, "float32", "384:binary:200,384:float32:100")]
+    funnel = by[(384, "float32", "384:binary:200,384:float32")]
     assert funnel["retention"] >= 0.98 and funnel["bytes_per_vector"] == 48
 
 

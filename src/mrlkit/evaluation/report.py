@@ -43,9 +43,9 @@ def retrieval_table(report: dict) -> Table:
     mark = " (not MRL-trained: truncation measured)" if not report["supports_mrl"] else ""
     table = Table(title=f"{report['model']} on {report['dataset']} ({report['split']}, "
                         f"{report['queries']} queries){mark}")
-    for col in ("setting", "nDCG@10", "retention", "Recall@100", "MRR@10", "bytes/vec",
-                "p50 ms"):
-        table.add_column(col, justify="right" if col != "setting" else "left")
+    table.add_column("setting", overflow="fold", min_width=14)
+    for col in ("nDCG@10", "retention", "Recall@100", "MRR@10", "bytes/vec", "p50 ms"):
+        table.add_column(col, justify="right")
     for r in report["results"]:
         setting = r["funnel"] or f"{r['precision']}@{r['dim']}"
         table.add_row(setting, f"{r['ndcg@10']:.4f}", f"{r['retention']:.1%}",

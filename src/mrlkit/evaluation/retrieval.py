@@ -117,6 +117,11 @@ def evaluate_retrieval(folder: str, model: str, *, dims: Sequence[int] | None = 
                 # a funnel holds its first-stage view in memory; later stages read the
                 # stored vectors of the survivors only
                 "bytes_per_vector": vectors.bytes_per_vector(first.dim, first.precision),
+                # what must be kept on disk: the setting itself, or for a funnel its
+                # first-stage view plus the vectors its last stage rescores
+                "disk_bytes_per_vector": vectors.bytes_per_vector(first.dim, first.precision)
+                + (vectors.bytes_per_vector(funnel.stages[-1].dim, funnel.stages[-1].precision)
+                   if len(funnel.stages) > 1 else 0),
                 "p50_ms": round(float(np.median(lat)), 3),
                 "non_mrl_truncation": (not spec.supports_mrl
                                        and min(s.dim for s in funnel.stages) < spec.native_dim),
