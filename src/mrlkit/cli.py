@@ -284,6 +284,18 @@ eval_app = typer.Typer(help="Measure quality against dimension and precision on 
 app.add_typer(eval_app, name="eval")
 
 
+ModelOpt = Annotated[str, typer.Option(help="Model name from `mrlkit models`.")]
+DimsOpt = Annotated[Optional[str], typer.Option(help="e.g. 64,128,256 (default: the model's "
+                    "allowed dims, or powers of two).")]
+JsonOpt = Annotated[Optional[Path], typer.Option("--json", help="Write the report as JSON.")]
+CsvOpt = Annotated[Optional[Path], typer.Option("--csv", help="Write the rows as CSV.")]
+
+
+def _save(result: dict, json_path: Optional[Path], csv_path: Optional[Path] = None) -> None:
+
+    _save(result, json_path, csv_path)
+
+
 def _dims(text: Optional[str]) -> Optional[list[int]]:
     if not text:
         return None
@@ -297,9 +309,8 @@ def _dims(text: Optional[str]) -> Optional[list[int]]:
 @eval_app.command("retrieval")
 def eval_retrieval(
     beir_dir: str,
-    model: Annotated[str, typer.Option(help="Model name.")] = "all-MiniLM-L6-v2",
-    dims: Annotated[Optional[str], typer.Option(help="e.g. 64,128,256 (default: the "
-                    "model's allowed dims, or powers of two).")] = None,
+    model: ModelOpt = "all-MiniLM-L6-v2",
+    dims: DimsOpt = None,
     precisions: Annotated[str, typer.Option(help="Comma-separated.")
                           ] = "float32,float16,int8,binary",
     funnel: Annotated[Optional[list[str]], typer.Option("--funnel",
@@ -307,8 +318,8 @@ def eval_retrieval(
     split: str = "test",
     ignore_identical_ids: Annotated[bool, typer.Option("--ignore-identical-ids",
                                     help="Drop a hit whose id equals the query id.")] = False,
-    json_path: Annotated[Optional[Path], typer.Option("--json")] = None,
-    csv_path: Annotated[Optional[Path], typer.Option("--csv")] = None,
+    json_path: JsonOpt = None,
+    csv_path: CsvOpt = None,
     plot: Annotated[Optional[Path], typer.Option(help="PNG base path (writes "
                     "-by-dim.png and -pareto.png).")] = None,
 ) -> None:
@@ -323,10 +334,7 @@ def eval_retrieval(
                                     funnels=funnel or [], split=split,
                                     ignore_identical_ids=ignore_identical_ids)
     out.print(rep.retrieval_table(result))
-    if json_path:
-        rep.write_json(result, json_path)
-    if csv_path:
-        rep.write_csv(result["results"], csv_path)
+    _save(result, json_path, csv_path)
     if plot:
         for p in rep.plot_retrieval(result, plot):
             err.print(f"wrote {p}")
@@ -335,11 +343,11 @@ def eval_retrieval(
 @eval_app.command("similarity")
 def eval_similarity(
     sts_dir: str,
-    model: Annotated[str, typer.Option(help="Model name.")] = "all-MiniLM-L6-v2",
-    dims: Annotated[Optional[str], typer.Option(help="e.g. 64,128,256.")] = None,
+    model: ModelOpt = "all-MiniLM-L6-v2",
+    dims: DimsOpt = None,
     split: str = "test",
-    json_path: Annotated[Optional[Path], typer.Option("--json")] = None,
-    csv_path: Annotated[Optional[Path], typer.Option("--csv")] = None,
+    json_path: JsonOpt = None,
+    csv_path: CsvOpt = None,
     plot: Annotated[Optional[Path], typer.Option(help="PNG path.")] = None,
 ) -> None:
     """STS-B: Spearman with gold scores and mean pair similarity per dimension."""
@@ -352,10 +360,7 @@ def eval_similarity(
     out.print(rep.simple_table(f"{result['model']} on STS-B {split} ({result['pairs']} pairs)",
                                result["results"], ["dim", "spearman", "retention",
                                                    "mean_similarity", "bytes_per_vector"]))
-    if json_path:
-        rep.write_json(result, json_path)
-    if csv_path:
-        rep.write_csv(result["results"], csv_path)
+    _save(result, json_path, csv_path)
     if plot:
         rep.plot_curve(result["results"], "spearman", plot,
                        f"{result['model']}: STS-B Spearman by dimension")
@@ -364,13 +369,13 @@ def eval_similarity(
 @eval_app.command("classification")
 def eval_classification(
     csv_dir: str,
-    model: Annotated[str, typer.Option(help="Model name.")] = "all-MiniLM-L6-v2",
-    dims: Annotated[Optional[str], typer.Option(help="e.g. 64,128,256.")] = None,
+    model: ModelOpt = "all-MiniLM-L6-v2",
+    dims: DimsOpt = None,
     text_col: str = "text",
     label_col: Annotated[Optional[str], typer.Option(help="Default: label or category.")
                          ] = None,
-    json_path: Annotated[Optional[Path], typer.Option("--json")] = None,
-    csv_path: Annotated[Optional[Path], typer.Option("--csv")] = None,
+    json_path: JsonOpt = None,
+    csv_path: CsvOpt = None,
     plot: Annotated[Optional[Path], typer.Option(help="PNG path.")] = None,
 ) -> None:
     """Logistic-regression accuracy and k-means V-measure per dimension."""
@@ -385,10 +390,7 @@ def eval_classification(
         f"{result['model']} on {result['dataset']} ({result['labels']} labels)",
         result["results"], ["dim", "accuracy", "accuracy_retention", "v_measure",
                             "v_measure_retention", "bytes_per_vector"]))
-    if json_path:
-        rep.write_json(result, json_path)
-    if csv_path:
-        rep.write_csv(result["results"], csv_path)
+    _save(result, json_path, csv_path)
     if plot:
         rep.plot_curve(result["results"], ["accuracy", "v_measure"], plot,
                        f"{result['model']} on {result['dataset']}: accuracy and V-measure")
@@ -397,14 +399,13 @@ def eval_classification(
 @app.command("advise")
 def advise_cmd(
     beir_dir: str,
-    model: Annotated[str, typer.Option(help="Model name.")] = "all-MiniLM-L6-v2",
+    model: ModelOpt = "all-MiniLM-L6-v2",
     target: Annotated[float, typer.Option(help="Retention to keep, e.g. 0.95.")] = 0.95,
     metric: Annotated[str, typer.Option(help="ndcg@10, recall@100 or mrr@10.")] = "ndcg@10",
     split: str = "test",
-    json_path: Annotated[Optional[Path], typer.Option("--json")] = None,
+    json_path: JsonOpt = None,
 ) -> None:
     """The cheapest setting or funnel whose retention meets the target on your data."""
-    from .evaluation import report as rep
     from .evaluation.advisor import advise
 
     if not 0 < target <= 1.5:
@@ -437,8 +438,7 @@ def advise_cmd(
         if c.get("non_mrl_truncation"):
             out.print("[yellow]This truncates a model that is not Matryoshka-trained: "
                       "use --allow-non-mrl, knowing the measured loss.[/]")
-    if json_path:
-        rep.write_json(result, json_path)
+    _save(result, json_path)
 
 
 @app.command("check-mrl")
@@ -446,7 +446,7 @@ def check_mrl_cmd(
     model: str,
     beir: Annotated[str, typer.Option("--beir", help="A BEIR folder to measure on.")],
     split: str = "test",
-    json_path: Annotated[Optional[Path], typer.Option("--json")] = None,
+    json_path: JsonOpt = None,
 ) -> None:
     """Does truncation behave as in a Matryoshka-trained model?"""
     from .evaluation import report as rep
@@ -461,8 +461,7 @@ def check_mrl_cmd(
     out.print(table)
     out.print(("[green]" if result["matryoshka_like"] else "[yellow]") + result["verdict"])
     out.print(f"[dim]Reference: {result['reference_source']}[/]")
-    if json_path:
-        rep.write_json(result, json_path)
+    _save(result, json_path)
 
 
 # --- demo --------------------------------------------------------------------
@@ -512,6 +511,20 @@ def _search_demo() -> None:
               "an exact scan is already fast; funnels pay off from ~100k vectors "
               "(see benchmarks/search.py).")
     out.print(storage_table(result["storage"]))
+    _retrieval_demo()
+
+
+def _retrieval_demo() -> None:
+    from .demo import retrieval_demo
+    from .evaluation.report import retrieval_table
+
+    err.print("\nMeasuring retrieval retention on the same docstrings (query: the "
+              "function's name in words; relevant: its docstring) …")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        report = retrieval_demo()
+    out.print(retrieval_table(report))
+    out.print("Plots: " + ", ".join(report["plots"]) + " (and the table as JSON beside them).")
 
 
 def _note_non_mrl(result: dict) -> None:

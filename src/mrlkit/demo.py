@@ -151,3 +151,40 @@ def search_demo(model: str = "all-MiniLM-L6-v2", funnel: str | None = None) -> d
         store.close()
     return {"documents": len(docs), "index_s": index_s, "funnel": funnel, "rows": rows,
             "storage": info}
+
+
+def retrieval_demo(model: str = "all-MiniLM-L6-v2", out_dir: str = "mrlkit-demo") -> dict:
+    """Retention of retrieval quality on data every machine has: each standard-library
+    docstring is a document, and its qualified name in words (``statistics median low``)
+    is a query whose one relevant document is that docstring. The folder is written in
+    BEIR layout and measured by :func:`mrlkit.evaluation.retrieval.evaluate_retrieval`;
+    the table and plots land in ``out_dir``.
+    """
+    import json
+    import re
+    from pathlib import Path
+
+    from .evaluation.report import plot_retrieval, write_json
+    from .evaluation.retrieval import evaluate_retrieval
+
+    out = Path(out_dir)
+    beir = out / "stdlib-beir"
+    (beir / "qrels").mkdir(parents=True, exist_ok=True)
+    docs = stdlib_docstrings()
+    with open(beir / "corpus.jsonl", "w") as fh:
+        for d in docs:
+            fh.write(json.dumps({"_id": d["id"], "title": "", "text": d["text"]}) + "\n")
+    with open(beir / "queries.jsonl", "w") as fh, open(beir / "qrels" / "test.tsv", "w") as qr:
+        qr.write("query-id\tcorpus-id\tscore\n")
+        for d in docs:
+            words = " ".join(re.sub(r"([a-z])([A-Z])", r"\1 \2", d["id"])
+                             .replace("_", " ").replace(".", " ").split()).lower()
+            fh.write(json.dumps({"_id": "q:" + d["id"], "text": words}) + "\n")
+            qr.write(f"q:{d['id']}\t{d['id']}\t1\n")
+    spec = get_spec(model)
+    report = evaluate_retrieval(str(beir), spec.name,
+                                funnels=[f"{spec.native_dim}:binary:50,{spec.native_dim}"])
+    report["dataset"] = "stdlib docstrings"
+    write_json(report, out / "retrieval.json")
+    report["plots"] = [str(p) for p in plot_retrieval(report, out / "retrieval.png")]
+    return report
