@@ -183,7 +183,7 @@ def retrieval_demo(model: str = "all-MiniLM-L6-v2", out_dir: str = "mrlkit-demo"
             qr.write(f"q:{d['id']}\t{d['id']}\t1\n")
     spec = get_spec(model)
     report = evaluate_retrieval(str(beir), spec.name,
-                                funnels=[f"{spec.native_dim}:binary:50,{spec.native_dim}"])
+                                funnels=[f"{spec.native_dim}:binary:200,{spec.native_dim}"])
     report["dataset"] = "stdlib docstrings"
     write_json(report, out / "retrieval.json")
     report["plots"] = [str(p) for p in plot_retrieval(report, out / "retrieval.png")]
