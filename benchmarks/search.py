@@ -249,25 +249,33 @@ def main() -> None:
 
 
 def plot_recall_latency(report: dict, path: str) -> None:
+    """Recall@10 against p50 latency; points are numbered, names listed beside the plot
+    (labels written next to close points would overlap)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(9, 6))
-    for m in report["methods"]:
+    fig, (ax, side) = plt.subplots(1, 2, figsize=(13, 6), width_ratios=[3, 2])
+    names = []
+    for i, m in enumerate(report["methods"], 1):
         family = ("mrlkit" if m["name"].startswith("mrlkit") else
                   "faiss" if m["name"].startswith("faiss") else "numpy")
         colour = {"mrlkit": "tab:red", "faiss": "tab:blue", "numpy": "tab:gray"}[family]
         ax.scatter(m["p50_ms"], m["recall@10"], color=colour, s=40)
-        ax.annotate(m["name"].replace("mrlkit funnel ", ""), (m["p50_ms"], m["recall@10"]),
-                    fontsize=7, xytext=(4, 2), textcoords="offset points")
+        ax.annotate(str(i), (m["p50_ms"], m["recall@10"]), fontsize=8, xytext=(3, 3),
+                    textcoords="offset points", color=colour)
+        names.append((i, m["name"], colour))
     ax.set_xscale("log")
     ax.set_xlabel("single-query p50 latency (ms, log scale)")
     ax.set_ylabel("recall@10 vs exact float32")
-    ax.set_title(f"Recall against latency — n={report['n']:,}, dim={report['dim']} "
-                 "(red: mrlkit, blue: faiss, grey: numpy)")
+    ax.set_title(f"Recall against latency — n={report['n']:,}, dim={report['dim']}\n"
+                 "(red: mrlkit, blue: faiss, grey: numpy)", fontsize=10)
     ax.grid(True, alpha=0.3)
+    side.axis("off")
+    for row, (i, name, colour) in enumerate(names):
+        side.text(0, 1 - row / max(len(names), 20), f"{i:>2}  {name}", color=colour,
+                  fontsize=8, family="monospace", va="top", transform=side.transAxes)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
 
