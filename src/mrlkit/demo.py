@@ -132,7 +132,7 @@ def search_demo(model: str = "all-MiniLM-L6-v2", funnel: str | None = None) -> d
         t0 = time.perf_counter()
         s.add_stream(docs, total=len(docs), progress=True)
         index_s = time.perf_counter() - t0
-        queries = s._embed(list(DEMO_QUERIES), "query")
+        queries = s.embed(list(DEMO_QUERIES), "query")
         rows = []
         for text, q in zip(DEMO_QUERIES, queries):
             runs = {}

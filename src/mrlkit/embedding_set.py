@@ -44,7 +44,10 @@ class EmbeddingSet:
             options.setdefault("show_progress", False)  # our own bar covers the batches
         return get_provider(self.spec, **options)
 
-    def _embed(self, texts: Sequence[str], kind: str) -> np.ndarray:
+    def embed(self, texts: Sequence[str], kind: str = "query") -> np.ndarray:
+        """Embed texts with the set's model at its stored dimension (``kind`` picks the
+        prompt), ready for :meth:`search_vectors` or the store."""
+        # the set's current dimension: a reindex may have shrunk it since __init__
         dim = self.store.get_set(self.name).stored_dim
         return self.provider.embed(list(texts), kind=kind, dim=dim)  # type: ignore[arg-type]
 
@@ -55,7 +58,7 @@ class EmbeddingSet:
         atomic batch."""
         if len(ids) != len(texts):
             raise InvalidInputError(f"{len(ids)} ids but {len(texts)} texts")
-        emb = self._embed(embed_texts if embed_texts is not None else texts, "document")
+        emb = self.embed(embed_texts if embed_texts is not None else texts, "document")
         return self.store.add(self.name, ids, emb, texts, metadata, upsert=upsert)
 
     def add_stream(self, records: Iterable[dict[str, Any]], *, total: int | None = None,
@@ -99,7 +102,7 @@ class EmbeddingSet:
                adaptive: Adaptive | bool | None = None) -> SearchResult:
         """Embed query texts with the query prompt and search the set."""
         texts = [queries] if isinstance(queries, str) else list(queries)
-        q = self._embed(texts, "query")
+        q = self.embed(texts, "query")
         return self.search_vectors(q, k=k, funnel=funnel, filters=filters, adaptive=adaptive)
 
     def search_vectors(self, queries: np.ndarray, *, k: int = 10,

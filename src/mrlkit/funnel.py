@@ -213,7 +213,9 @@ def execute(source: FunnelSource, name: str, queries: np.ndarray, funnel: Funnel
     if index is not None:
         method = "ann"
         dead = 0 if live is None else int(n_rows - live.sum())
-        fetch = min(n_rows, keep + dead if dead < 10 * keep else keep * 2 + dead)
+        # the index still holds deleted rows: fetch past them, and more when many died
+        fetch = keep + dead if dead < 10 * keep else 2 * keep + dead
+        fetch = min(n_rows, fetch)
         scores, rows = index.search(vectors.truncate(q, first.dim), fetch)
         top_rows, top_scores = [], []
         for r, s in zip(rows, scores):

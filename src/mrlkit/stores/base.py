@@ -133,7 +133,7 @@ class Store(Protocol):
 
 
 # --- validation shared by every backend ----------------------------------------
-def check_batch(info: SetInfo, ids: Sequence[str], embeddings: np.ndarray,
+def check_batch(name: str, stored_dim: int, ids: Sequence[str], embeddings: np.ndarray,
                 texts: Sequence[str | None] | None,
                 metadata: Sequence[Mapping[str, Any] | None] | None,
                 ) -> tuple[list[str], np.ndarray, list[str | None], list[dict[str, Any]]]:
@@ -141,8 +141,7 @@ def check_batch(info: SetInfo, ids: Sequence[str], embeddings: np.ndarray,
 
     Example::
 
-        >>> info = SetInfo("s", "m", None, 2, "float32", 0, "")
-        >>> check_batch(info, ["a"], np.array([[3.0, 4.0]]), None, None)[1].tolist()
+        >>> check_batch("s", 2, ["a"], np.array([[3.0, 4.0]]), None, None)[1].tolist()
         [[0.6000000238418579, 0.800000011920929]]
     """
     ids = [str(i) for i in ids]
@@ -160,8 +159,8 @@ def check_batch(info: SetInfo, ids: Sequence[str], embeddings: np.ndarray,
     emb = vectors.as_matrix(embeddings, name="embeddings")
     if emb.shape[0] != len(ids):
         raise InvalidInputError(f"{len(ids)} ids but {emb.shape[0]} vectors")
-    if emb.shape[1] != info.stored_dim:
-        raise InvalidInputError(f"set {info.name!r} expects {info.stored_dim} dimensions, "
+    if emb.shape[1] != stored_dim:
+        raise InvalidInputError(f"set {name!r} expects {stored_dim} dimensions, "
                                 f"not {emb.shape[1]}")
     texts = list(texts) if texts is not None else [None] * len(ids)
     if len(texts) != len(ids):

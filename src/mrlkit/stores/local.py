@@ -39,7 +39,7 @@ from ..errors import (InvalidInputError, ReembedRequiredError, SetExistsError,
                       SetNotFoundError, StoreError)
 from ..registry import get_spec, validate_dim
 from ..vectors import Int8Calibration
-from .base import (STORAGE_PRECISIONS, Document, SearchResult, SetInfo, View, check_batch)
+from .base import STORAGE_PRECISIONS, Document, SearchResult, SetInfo, View, check_batch
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS models (
@@ -223,11 +223,13 @@ class LocalStore:
             metadata: Sequence[Mapping[str, Any] | None] | None = None, *,
             upsert: bool = False) -> int:
         """Add a batch atomically; with ``upsert``, existing ids are replaced."""
-        info = self.get_set(name)
-        ids, emb, texts, metas = check_batch(info, ids, embeddings, texts, metadata)
         with self._write() as db:
             row = self._row(name)
             set_id, n_rows = row[0], row[6]
+            # checked against the row read under the write lock: a concurrent reindex
+            # cannot slip a dimension change between the check and the write
+            ids, emb, texts, metas = check_batch(name, row[4], ids, embeddings, texts,
+                                                 metadata)
             existing = self._existing(set_id, ids)
             if existing and not upsert:
                 raise InvalidInputError(f"ids already in set {name!r}: {sorted(existing)[:5]}"
@@ -246,15 +248,19 @@ class LocalStore:
                        (n_rows + len(ids), set_id))
         return len(ids)
 
+    def _select_in(self, columns: str, key: str, set_id: int, values: Sequence) -> Iterator:
+        """``SELECT columns FROM documents WHERE set_id = ? AND key IN (values)``, in
+        chunks below SQLite's parameter limit."""
+        values = list(values)
+        for start in range(0, len(values), 900):
+            chunk = values[start:start + 900]
+            marks = ",".join("?" * len(chunk))
+            yield from self._db.execute(f"SELECT {columns} FROM documents "
+                                        f"WHERE set_id = ? AND {key} IN ({marks})",
+                                        (set_id, *chunk))
+
     def _existing(self, set_id: int, ids: Sequence[str]) -> set[str]:
-        found: set[str] = set()
-        for start in range(0, len(ids), 900):  # SQLite's parameter limit
-            chunk = ids[start:start + 900]
-            q = ",".join("?" * len(chunk))
-            found |= {r[0] for r in self._db.execute(
-                f"SELECT ext_id FROM documents WHERE set_id = ? AND ext_id IN ({q})",
-                (set_id, *chunk))}
-        return found
+        return {r[0] for r in self._select_in("ext_id", "ext_id", set_id, ids)}
 
     def delete(self, name: str, ids: Sequence[str]) -> int:
         """Delete documents by id; returns how many existed. Their rows become dead."""
@@ -301,25 +307,10 @@ class LocalStore:
 
     # --- reads ----------------------------------------------------------------------
     def get(self, name: str, ids: Sequence[str]) -> list[Document | None]:
-        set_id = self._row(name)[0]
-        out = []
-        for i in ids:
-            r = self._db.execute("SELECT ext_id, text, metadata FROM documents "
-                                 "WHERE set_id = ? AND ext_id = ?", (set_id, str(i))).fetchone()
-            out.append(Document(r[0], r[1], json.loads(r[2])) if r else None)
-        return out
-
-    def vectors_of(self, name: str, ids: Sequence[str]) -> np.ndarray:
-        """Stored vectors (float32) of documents by id; unknown ids are an error."""
-        row = self._row(name)
-        rows = []
-        for i in ids:
-            r = self._db.execute("SELECT row FROM documents WHERE set_id = ? AND ext_id = ?",
-                                 (row[0], str(i))).fetchone()
-            if r is None:
-                raise InvalidInputError(f"no document {i!r} in set {name!r}")
-            rows.append(r[0])
-        return np.asarray(self._matrix(row)[rows], dtype=np.float32)
+        ids = [str(i) for i in ids]
+        found = {r[0]: Document(r[0], r[1], json.loads(r[2])) for r in self._select_in(
+            "ext_id, text, metadata", "ext_id", self._row(name)[0], ids)}
+        return [found.get(i) for i in ids]
 
     def _live(self, row) -> np.ndarray | None:
         """Boolean mask of live rows, or None when no row was ever deleted."""
@@ -490,15 +481,8 @@ class LocalStore:
         return SearchResult(hits, timings, dims)
 
     def _documents(self, set_id: int, rows) -> dict[int, tuple[str, str | None, dict]]:
-        out = {}
-        rows = [int(r) for r in rows]
-        for start in range(0, len(rows), 900):
-            chunk = rows[start:start + 900]
-            q = ",".join("?" * len(chunk))
-            for r in self._db.execute(f"SELECT row, ext_id, text, metadata FROM documents "
-                                      f"WHERE set_id = ? AND row IN ({q})", (set_id, *chunk)):
-                out[r[0]] = (r[1], r[2], json.loads(r[3]))
-        return out
+        return {r[0]: (r[1], r[2], json.loads(r[3])) for r in self._select_in(
+            "row, ext_id, text, metadata", "row", set_id, [int(r) for r in rows])}
 
     # --- storage summary ------------------------------------------------------------
     def info(self, name: str) -> dict[str, Any]:
