@@ -123,3 +123,16 @@ def test_index_a_folder_and_scifact_sample(tmp_path):
             *store, cwd=tmp_path)
     hit = json.loads(r.stdout)["hits"][0][0]
     assert hit["id"] == first["_id"] and hit["metadata"]["title"] == first["title"]
+
+
+def test_a_bad_line_late_in_the_file_stores_nothing(tmp_path):
+    """The whole JSONL file is validated before the first batch is embedded."""
+    store = ["--store", str(tmp_path / "store")]
+    path = tmp_path / "docs.jsonl"
+    path.write_text("".join(json.dumps({"id": f"d{i}", "text": f"note {i}"}) + "\n"
+                            for i in range(300)) + '{"id": "late"}\n')
+    run("sets", "create", "s", "--model", "all-MiniLM-L6-v2", *store, cwd=tmp_path)
+    r = run("index", "s", str(path), "--batch-size", "100", *store, cwd=tmp_path)
+    assert r.returncode != 0 and "docs.jsonl:301" in r.stderr
+    info = json.loads(run("sets", "info", "s", "--json", *store, cwd=tmp_path).stdout)
+    assert info["count"] == 0

@@ -52,7 +52,8 @@ def _folder(path: Path) -> Iterator[dict[str, Any]]:
 
 
 def read_documents(path: str | Path) -> tuple[Iterator[dict[str, Any]], int]:
-    """Records and their count (for a progress bar)."""
+    """Records and their count (for a progress bar). A JSONL file is validated whole
+    before the first record is returned."""
     p = Path(path)
     if p.is_dir():
         files = [f for f in p.rglob("*") if f.suffix in (".txt", ".md") and f.is_file()]
@@ -63,6 +64,7 @@ def read_documents(path: str | Path) -> tuple[Iterator[dict[str, Any]], int]:
         raise InvalidInputError(f"{p} does not exist")
     if p.suffix != ".jsonl":
         raise InvalidInputError(f"{p}: expected a .jsonl file or a folder of .txt/.md files")
-    with open(p, encoding="utf-8") as fh:
-        total = sum(1 for line in fh if line.strip())
+    # a full validating pass first: a bad line deep in the file must fail the command
+    # before any batch is embedded or stored (parsing costs little next to embedding)
+    total = sum(1 for _ in _jsonl(p))
     return _jsonl(p), total
