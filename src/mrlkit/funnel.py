@@ -240,14 +240,34 @@ def execute(source: FunnelSource, name: str, queries: np.ndarray, funnel: Funnel
     timings.append(StageTiming(first.dim, first.precision, keep,
                                (time.perf_counter() - t0) * 1000, method))
 
-    # --- later stages: rescore survivors from the stored vectors ----------------
-    active = np.arange(nq)
-    final_rows = list(top_rows)
-    final_scores = list(top_scores)
-    for i, stage in enumerate(rest):
+    rows, scores, more_timings, more_dims = rerank(
+        source, name, q, rest, top_rows, top_scores,
+        final_k=funnel.stages[-1].keep or 10, adaptive=adaptive)
+    for used, extra in zip(dims_used, more_dims):
+        used.extend(extra)
+    return rows, scores, timings + more_timings, dims_used
+
+
+def rerank(source: FunnelSource, name: str, queries: np.ndarray, stages: Sequence[Stage],
+           rows: list[np.ndarray], scores: list[np.ndarray], *, final_k: int,
+           adaptive: Adaptive | None = None,
+           ) -> tuple[list[np.ndarray], list[np.ndarray], list[StageTiming], list[list[int]]]:
+    """Rescore each query's candidate ``rows`` (current ``scores`` best first) through
+    ``stages``, reading the candidates' stored vectors from ``source``.
+
+    This is the part of a funnel after its first stage; a backend that runs the first
+    stage natively (pgvector SQL) hands its survivors here for stages it cannot run.
+    Returns rows, scores, the stage timings and the dimensions each query went through.
+    """
+    q = vectors.as_matrix(queries, name="queries")
+    timings: list[StageTiming] = []
+    dims_used: list[list[int]] = [[] for _ in range(q.shape[0])]
+    active = np.arange(q.shape[0])
+    final_rows = list(rows)
+    final_scores = list(scores)
+    for stage in stages:
         if adaptive is not None:
-            active = np.array([a for a in active if not _decided(final_scores[a],
-                                                                 funnel.stages[-1].keep or 10,
+            active = np.array([a for a in active if not _decided(final_scores[a], final_k,
                                                                  adaptive)], dtype=int)
         t0 = time.perf_counter()
         cal = (source.calibration(name, stage.dim)
@@ -280,8 +300,8 @@ def execute(source: FunnelSource, name: str, queries: np.ndarray, funnel: Funnel
                 dims_used[a].append(stage.dim)
         timings.append(StageTiming(stage.dim, stage.precision, stage.keep or 10,
                                    (time.perf_counter() - t0) * 1000, "rerank"))
-    k = funnel.stages[-1].keep or 10
-    return ([r[:k] for r in final_rows], [s[:k] for s in final_scores], timings, dims_used)
+    return ([r[:final_k] for r in final_rows], [s[:final_k] for s in final_scores],
+            timings, dims_used)
 
 
 def _decided(scores: np.ndarray, k: int, policy: Adaptive) -> bool:

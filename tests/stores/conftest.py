@@ -1,27 +1,27 @@
-"""Backends the Store contract suite runs against. A later backend adds itself to
-BACKENDS with a factory returning a fresh store location."""
+"""Backends the Store contract suite runs against: each entry of BACKENDS returns a fresh,
+empty store location for one test."""
 
 from __future__ import annotations
-
-import itertools
 
 import pytest
 
 from mrlkit.stores import open_store
 
-_counter = itertools.count()
+
+def _local(request):
+    return str(request.getfixturevalue("tmp_path_factory").mktemp("local-store"))
 
 
-def _local(tmp_path_factory):
-    return str(tmp_path_factory.mktemp("local-store"))
+def _pgvector(request):
+    return request.getfixturevalue("pg_url")  # a fresh database on the session's server
 
 
-BACKENDS = {"local": _local}
+BACKENDS = {"local": _local, "pgvector": _pgvector}
 
 
 @pytest.fixture(params=sorted(BACKENDS))
-def location(request, tmp_path_factory):
-    return BACKENDS[request.param](tmp_path_factory)
+def location(request):
+    return BACKENDS[request.param](request)
 
 
 @pytest.fixture

@@ -1,7 +1,7 @@
 """Store backends, one file each behind :class:`~mrlkit.stores.base.Store`.
 
-``open_store(location)`` picks the backend from the location: a path (the embedded
-``local`` store); later backends add URL schemes. Default: ``MRLKIT_STORE`` or
+``open_store(location)`` picks the backend from the location: a directory path (the
+embedded ``local`` store) or a ``postgresql://`` URL (``pgvector``). Default: ``MRLKIT_STORE`` or
 ``./mrlkit-data``.
 
 Example::
@@ -38,9 +38,13 @@ def open_store(location: str | os.PathLike[str] | None = None) -> Store:
     """Open (creating if needed) the store at ``location``."""
     loc = str(location) if location is not None else default_location()
     scheme = loc.split("://", 1)[0] if "://" in loc else ""
+    if scheme in ("postgresql", "postgres"):
+        from .pgvector import PgvectorStore
+
+        return PgvectorStore(loc)
     if scheme or loc.startswith(("chroma:", "qdrant:")):
-        raise StoreError(f"no backend for {loc!r} yet: this version supports a directory "
-                         "path (the embedded local store)")
+        raise StoreError(f"no backend for {loc!r}: use a directory path (the embedded local "
+                         "store) or a postgresql:// URL")
     from .local import LocalStore
 
     return LocalStore(loc)

@@ -13,6 +13,7 @@ Example::
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Protocol, Sequence, runtime_checkable
 
@@ -132,7 +133,13 @@ class Store(Protocol):
     def close(self) -> None: ...
 
 
-# --- validation shared by every backend ----------------------------------------
+# --- shared by every backend ------------------------------------------------------
+def crash_point(name: str) -> None:
+    """Test hook: the kill -9 contract test dies exactly here (``MRLKIT_TEST_CRASH_AT``)."""
+    if os.environ.get("MRLKIT_TEST_CRASH_AT") == name:
+        os.kill(os.getpid(), 9)
+
+
 def check_batch(name: str, stored_dim: int, ids: Sequence[str], embeddings: np.ndarray,
                 texts: Sequence[str | None] | None,
                 metadata: Sequence[Mapping[str, Any] | None] | None,

@@ -39,7 +39,8 @@ from ..errors import (InvalidInputError, ReembedRequiredError, SetExistsError,
                       SetNotFoundError, StoreError)
 from ..registry import get_spec, validate_dim
 from ..vectors import Int8Calibration
-from .base import STORAGE_PRECISIONS, Document, SearchResult, SetInfo, View, check_batch
+from .base import (STORAGE_PRECISIONS, Document, SearchResult, SetInfo, View, check_batch,
+                   crash_point)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS models (
@@ -58,12 +59,6 @@ CREATE TABLE IF NOT EXISTS documents (
 """
 
 CALIBRATION_SAMPLE = 20_000
-
-
-def _crash_point(name: str) -> None:
-    # test hook: the kill -9 contract test dies exactly here
-    if os.environ.get("MRLKIT_TEST_CRASH_AT") == name:
-        os.kill(os.getpid(), 9)
 
 
 @contextmanager
@@ -117,7 +112,7 @@ class LocalStore:
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
-            _crash_point("before_commit")
+            crash_point("before_commit")
             self._db.execute("COMMIT")
 
     def _row(self, name: str) -> sqlite3.Row:
@@ -235,7 +230,7 @@ class LocalStore:
                 raise InvalidInputError(f"ids already in set {name!r}: {sorted(existing)[:5]}"
                                         "; use upsert to replace them")
             self._append_vectors(row, emb)
-            _crash_point("after_vectors")
+            crash_point("after_vectors")
             if existing:
                 db.executemany("DELETE FROM documents WHERE set_id = ? AND ext_id = ?",
                                [(set_id, i) for i in existing])
