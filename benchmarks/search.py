@@ -207,6 +207,96 @@ def run_dataset(label: str, x: np.ndarray, q: np.ndarray, *, mrl: bool, hnsw: bo
             "methods": methods}
 
 
+def run_pgvector(label: str, x: np.ndarray, q: np.ndarray, *, funnels: list[str],
+                 url: str | None = None) -> dict:
+    """The pgvector backend against a real PostgreSQL (an embedded one unless ``url``):
+    binary-COPY ingest, exact SQL scan, pgvector's own HNSW on the full vector, and
+    mrlkit funnels whose first stage is an HNSW expression index on a prefix."""
+    from mrlkit.stores.pgvector import PgvectorStore, start_embedded, stop_embedded
+
+    n, dim = x.shape
+    print(f"\n== {label} on pgvector: n={n:,} dim={dim} queries={len(q)}", flush=True)
+    truth = exact_truth(x, q)
+    tmp = tempfile.mkdtemp(prefix="mrlb", dir="/tmp")
+    own_server = url is None
+    url = url or start_embedded(os.path.join(tmp, "pg"))
+    register({"name": f"bench-{dim}", "provider": "openai", "native_dim": dim,
+              "supports_mrl": True, "mrl_dims": "any"}, replace=True)
+    store = PgvectorStore(url, exact_below=0)
+    methods: list[dict] = []
+    try:
+        for name in [s.name for s in store.list_sets() if s.name.startswith("bench")]:
+            store.drop_set(name)
+        store.create_set("bench", f"bench-{dim}", index=False)
+        t0 = time.perf_counter()
+        for start in range(0, n, 10_000):
+            store.add("bench", [str(i) for i in range(start, min(n, start + 10_000))],
+                      x[start:start + 10_000])
+        ingest = n / (time.perf_counter() - t0)
+        print(f"ingest (binary COPY, no index): {ingest:,.0f} vectors/s", flush=True)
+        # the same rows into a set that maintains an HNSW index on a 128-d prefix as rows land
+        m = min(n, 20_000)
+        store.create_set("bench-indexed", f"bench-{dim}", index=False)
+        store.index("bench-indexed", Funnel.parse(f"{dim // 6}:float32:10,{dim}"))
+        t0 = time.perf_counter()
+        for start in range(0, m, 10_000):
+            store.add("bench-indexed", [str(i) for i in range(start, min(m, start + 10_000))],
+                      x[start:start + 10_000])
+        ingest_indexed = m / (time.perf_counter() - t0)
+        store.drop_set("bench-indexed")
+        print(f"ingest (binary COPY into a set with an HNSW index, first {m:,} rows): "
+              f"{ingest_indexed:,.0f} vectors/s", flush=True)
+        table_mb = store.info("bench")["stored_bytes"] / 2**20
+
+        def add(name, store_, funnel, build_s, index_mb):
+            def one(qq):
+                res = store_.search("bench", qq, k=K, funnel=funnel)
+                return [np.array([int(h.id) for h in hits]) for hits in res.hits]
+
+            found, p50, p95, qps = timed(one, one, q)
+            row = {"name": name, "recall@10": round(recall(found, truth), 4),
+                   "p50_ms": round(p50, 3), "p95_ms": round(p95, 3), "qps": round(qps, 1),
+                   "memory_mb": round(table_mb + index_mb, 1), "index_mb": round(index_mb, 1),
+                   "build_s": round(build_s, 2)}
+            methods.append(row)
+            print(f"{name:<46} recall@10 {row['recall@10']:.3f}  p50 {p50:8.2f} ms  "
+                  f"p95 {p95:8.2f} ms  index {index_mb:7.1f} MB  build {build_s:6.1f} s",
+                  flush=True)
+
+        exact_store = PgvectorStore(url, exact_below=10**12)
+        add(f"pgvector exact scan @{dim} (SQL)", exact_store, Funnel.exact(dim), 0.0, 0.0)
+        exact_store.close()
+
+        def build(spec):
+            before = {v["dim"]: v for v in store.info("bench")["views"]}
+            t0 = time.perf_counter()
+            store.index("bench", Funnel.parse(spec))
+            took = time.perf_counter() - t0
+            first = Funnel.parse(spec).stages[0]
+            size = [v["bytes"] for v in store.info("bench")["views"]
+                    if v["dim"] == first.dim and v["precision"] == first.precision]
+            print(f"  HNSW index {first}: {took:.1f} s", flush=True)
+            return (took if first.dim not in before else 0.0), size[0] / 2**20
+
+        took, size = build(f"{dim}:float32")
+        for ef in (40, 100):
+            store.ef_search = ef
+            add(f"pgvector HNSW @{dim} ef_search={ef}", store, Funnel.exact(dim), took, size)
+        store.ef_search = 100
+        for spec in funnels:
+            took, size = build(spec)
+            add(f"mrlkit funnel {spec} (one SQL statement)", store, Funnel.parse(spec),
+                took, size)
+    finally:
+        store.close()
+        if own_server:
+            stop_embedded(os.path.join(tmp, "pg"))
+    return {"dataset": label, "n": n, "dim": dim, "queries": len(q),
+            "ingest_vectors_per_s": {"binary_copy": round(ingest),
+                                     "binary_copy_into_hnsw_indexed_set": round(ingest_indexed)},
+            "methods": methods}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--n", type=int, default=200_000)
@@ -215,7 +305,9 @@ def main() -> None:
     ap.add_argument("--json", default="benchmarks/out/search.json")
     ap.add_argument("--no-hnsw", action="store_true", help="skip the faiss HNSW build")
     ap.add_argument("--no-real", action="store_true", help="skip the SciFact vectors")
-    ap.add_argument("--backend", default="local", choices=["local"])
+    ap.add_argument("--backend", default="local", choices=["local", "pgvector"])
+    ap.add_argument("--store", default=None,
+                    help="pgvector: an existing server's URL (default: an embedded one)")
     ap.add_argument("--plot", default=None, help="PNG of recall against latency")
     args = ap.parse_args()
 
@@ -228,9 +320,16 @@ def main() -> None:
          f"{d // 6}:float32:1000,{d // 3}:float32:100,{d}"]
     funnels = [f for f in funnels if int(f.split(":")[0]) >= 8]
     prefixes = [p for p in (64, 128, 256) if p < d]
-    report = {"n": args.n, "dim": d, "k": K, "backend": args.backend,
-              **run_dataset("generated MRL-like", x, q, mrl=True, hnsw=not args.no_hnsw,
-                            funnels=funnels, prefixes=prefixes)}
+    if args.backend == "pgvector":
+        funnels = [f"{d // 6}:float32:200,{d}", f"{d // 6}:float32:500,{d}",
+                   f"{d // 3}:binary:1000,{d}", f"{d // 6}:float16:200,{d}"]
+        report = {"n": args.n, "dim": d, "k": K, "backend": args.backend,
+                  **run_pgvector("generated MRL-like", x, q, funnels=funnels, url=args.store)}
+        args.no_real = True
+    else:
+        report = {"n": args.n, "dim": d, "k": K, "backend": args.backend,
+                  **run_dataset("generated MRL-like", x, q, mrl=True, hnsw=not args.no_hnsw,
+                                funnels=funnels, prefixes=prefixes)}
     del x
     real = None if args.no_real else scifact_vectors()
     if real is not None:
