@@ -43,6 +43,11 @@ def cache_key(spec: ModelSpec, texts: Sequence[str], kind: str, dim: int | None)
     h = hashlib.sha256()
     h.update(json.dumps([spec.name, spec.model_id, spec.provider, spec.prompt(kind),
                          spec.transform, kind, dim]).encode())
+    weights = Path(spec.model_id) / "model.safetensors"
+    if spec.provider == "sentence-transformers" and weights.is_file():
+        # a model folder on disk (e.g. from `mrlkit train`) can be trained again in place
+        st = weights.stat()
+        h.update(f"{st.st_size}:{st.st_mtime_ns}".encode())
     for t in texts:
         h.update(hashlib.sha256(t.encode()).digest())
     return h.hexdigest()

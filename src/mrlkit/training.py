@@ -1,0 +1,385 @@
+"""Make prefixes meaningful: fine-tune with MatryoshkaLoss, or fit a rotation on stored vectors.
+
+Two ways out for a model that was not Matryoshka-trained (whose short prefixes are poor):
+
+* :func:`train` fine-tunes a sentence-transformers model with ``MatryoshkaLoss`` around
+  ``MultipleNegativesRankingLoss`` (pairs) or ``CoSENTLoss`` (scored pairs), saves it as a
+  model folder and registers it in the user catalog as MRL with its trained ``mrl_dims``.
+* :func:`fit_transform` fits, on vectors already stored, an orthogonal map after which
+  prefixes keep their meaning — with no model call, and full-dimension scores unchanged
+  (an orthogonal map preserves every cosine). ``pca`` orders directions by variance in
+  closed form; ``adaptor`` learns an orthogonal matrix (initialised from PCA) so that, at
+  every prefix length, similarities to each vector's nearest neighbours match the full
+  vectors' — the unsupervised objective of Matryoshka-Adaptor (Yoon et al., "Matryoshka-
+  Adaptor: Unsupervised and Supervised Tuning for Smaller Embedding Dimensions", EMNLP
+  2024), restricted to orthogonal maps so that full-dimension quality cannot move.
+
+Example::
+
+    >>> t = fit_transform(np.eye(4, dtype=np.float32), "pca")   # doctest: +SKIP
+    >>> t.matrix.shape                                          # doctest: +SKIP
+    (4, 4)
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from . import vectors
+from .errors import InvalidInputError
+
+# --- post-hoc transforms -------------------------------------------------------------
+
+
+@dataclass
+class Transform:
+    """An orthogonal map applied to stored vectors and to every query: ``x → x @ matrix``."""
+
+    method: str
+    matrix: np.ndarray
+    mrl_dims: list[int]
+    fitted_on: int
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def apply(self, x: np.ndarray) -> np.ndarray:
+        """Transform rows and re-normalise them.
+
+        Example::
+
+            >>> Transform("pca", np.eye(2, dtype=np.float32), [1, 2], 2).apply(
+            ...     np.array([[3.0, 4.0]])).tolist()
+            [[0.6000000238418579, 0.800000011920929]]
+        """
+        return vectors.normalize(vectors.as_matrix(x) @ self.matrix)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"method": self.method, "matrix": self.matrix.tolist(),
+                "mrl_dims": self.mrl_dims, "fitted_on": self.fitted_on,
+                "details": self.details}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Transform":
+        return cls(d["method"], np.asarray(d["matrix"], np.float32), list(d["mrl_dims"]),
+                   int(d["fitted_on"]), dict(d.get("details", {})))
+
+
+def default_prefix_dims(native: int) -> list[int]:
+    """The prefixes a transform or a training run optimises: powers of two from 32 and
+    the 1/2, 1/4, 1/8, 1/16 fractions of the native dimension, up to native.
+
+    Example::
+
+        >>> default_prefix_dims(384)
+        [24, 32, 48, 64, 96, 128, 192, 256, 384]
+    """
+    dims = {native} | {native // f for f in (2, 4, 8, 16) if native // f >= 16}
+    dims |= {d for d in (32, 64, 128, 256, 512, 1024, 2048) if d < native}
+    return sorted(dims)
+
+
+def pca_rotation(x: np.ndarray) -> np.ndarray:
+    """The orthogonal matrix whose columns are the principal directions of ``x``, by
+    decreasing variance (``x @ R`` puts the most variance in the first dimensions)."""
+    x = np.asarray(x, np.float64)
+    centred = x - x.mean(axis=0)
+    cov = centred.T @ centred / max(1, len(x) - 1)
+    values, vecs = np.linalg.eigh(cov)
+    order = np.argsort(values)[::-1]
+    return vecs[:, order].astype(np.float32)
+
+
+def fit_transform(x: np.ndarray, method: str = "pca", *, dims: Sequence[int] | None = None,
+                  steps: int = 300, neighbours: int = 10, batch: int = 512, seed: int = 0,
+                  progress: Callable[[int, int, float], None] | None = None) -> Transform:
+    """Fit an orthogonal transform on stored vectors (rows of ``x``, unit norm).
+
+    ``adaptor`` trains, in torch on the CPU, an orthogonal matrix ``W`` (parametrised as
+    the matrix exponential of a skew-symmetric one, starting from the PCA rotation) to
+    minimise, over prefix lengths ``m`` in ``dims`` and anchors ``i``,
+    ``(cos((x_i W)[:m], (x_j W)[:m]) − cos(x_i, x_j))²`` for ``j`` among ``i``'s
+    ``neighbours`` nearest (weight 1) and random others (weight 0.25).
+    """
+    x = vectors.normalize(vectors.as_matrix(x, name="stored vectors"))
+    n, d = x.shape
+    if n < 2:
+        raise InvalidInputError(f"a transform needs at least 2 stored vectors, not {n}")
+    dims = sorted(int(m) for m in (dims or default_prefix_dims(d)) if 0 < m <= d)
+    rotation = pca_rotation(x)
+    if method == "pca":
+        return Transform("pca", rotation, dims, n,
+                         {"source": "principal directions of the stored vectors (closed form)"})
+    if method != "adaptor":
+        raise InvalidInputError(f"method must be pca or adaptor, not {method!r}")
+    import torch
+
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    xt = torch.from_numpy(x)
+    # each vector's nearest neighbours at full dimension: the similarities to keep
+    nn_idx = np.empty((n, neighbours), np.int64)
+    for start in range(0, n, 2048):
+        s = x[start:start + 2048] @ x.T
+        s[np.arange(len(s)), np.arange(start, start + len(s))] = -np.inf
+        nn_idx[start:start + 2048] = np.argpartition(-s, neighbours, axis=1)[:, :neighbours]
+    nn = torch.from_numpy(nn_idx)
+    skew = torch.zeros(d, d, requires_grad=True)
+    base = torch.from_numpy(rotation)
+    opt = torch.optim.Adam([skew], lr=1e-3)
+    dims_t = [m for m in dims if m < d]
+    losses = []
+    t0 = time.perf_counter()
+    for step in range(steps):
+        a = torch.from_numpy(rng.choice(n, size=min(batch, n), replace=False))
+        others = torch.from_numpy(rng.integers(0, n, size=(len(a), neighbours)))
+        j = torch.cat([nn[a], others], dim=1)                      # (B, 2K)
+        weight = torch.cat([torch.ones(neighbours), torch.full((neighbours,), 0.25)])
+        target = (xt[a, None, :] * xt[j]).sum(-1)                  # full cosines
+        w = base @ torch.matrix_exp(skew - skew.T)
+        za, zj = xt[a] @ w, xt[j] @ w
+        loss = 0.0
+        for m in dims_t:
+            pa = torch.nn.functional.normalize(za[:, :m], dim=-1)
+            pj = torch.nn.functional.normalize(zj[..., :m], dim=-1)
+            loss = loss + (((pa[:, None, :] * pj).sum(-1) - target) ** 2 * weight).mean()
+        loss = loss / max(1, len(dims_t))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(float(loss))
+        if progress:
+            progress(step + 1, steps, float(loss))
+    with torch.no_grad():
+        w = (base @ torch.matrix_exp(skew - skew.T)).numpy().astype(np.float32)
+    # re-orthogonalise in float64 (polar decomposition) so full-dimension scores stay put
+    u, _, vt = np.linalg.svd(w.astype(np.float64))
+    w = (u @ vt).astype(np.float32)
+    return Transform("adaptor", w, dims, n, {
+        "source": "Matryoshka-Adaptor (Yoon et al., EMNLP 2024), unsupervised objective, "
+                  "orthogonal parametrisation", "steps": steps, "neighbours": neighbours,
+        "first_loss": round(losses[0], 6), "last_loss": round(losses[-1], 6),
+        "seconds": round(time.perf_counter() - t0, 1)})
+
+
+# --- fine-tuning with MatryoshkaLoss ---------------------------------------------------
+
+
+@dataclass
+class TrainData:
+    """Training examples: ``columns`` of texts (and ``score`` for scored pairs)."""
+
+    kind: str                      # "pairs" (MNRL) or "scored" (CoSENT)
+    columns: dict[str, list]
+    source: str
+    eval_folder: str | None = None  # a BEIR folder whose test split measures the result
+
+    def __len__(self) -> int:
+        return len(next(iter(self.columns.values())))
+
+
+def load_training_data(path: str | Path, split: str = "train") -> TrainData:
+    """Read training examples from a JSONL of ``anchor``/``positive`` (optional
+    ``negative``) or ``sentence1``/``sentence2``/``score`` objects, a BEIR folder
+    (``qrels/<split>.tsv``: query → each relevant document), or an STS-B folder
+    (scores 0–5, scaled to 0–1).
+
+    Example::
+
+        >>> load_training_data("../shared/datasets/scifact").kind   # doctest: +SKIP
+        'pairs'
+    """
+    from .evaluation.datasets import DatasetError, load_beir, load_sts
+
+    path = Path(path)
+    if path.is_dir() and (path / "corpus.jsonl").exists():
+        ds = load_beir(path, split)
+        docs = dict(zip(ds.doc_ids, ds.doc_texts))
+        anchors, positives = [], []
+        for qid, text in zip(ds.query_ids, ds.query_texts):
+            for did, rel in sorted(ds.qrels.get(qid, {}).items()):
+                if rel > 0 and did in docs:
+                    anchors.append(text)
+                    positives.append(docs[did])
+        test = path / "qrels" / "test.tsv"
+        return TrainData("pairs", {"anchor": anchors, "positive": positives},
+                         f"{path.name} ({split} split)", str(path) if test.exists() else None)
+    if path.is_dir() and (path / f"sts-{split}.csv").exists():
+        sts = load_sts(path, split)
+        return TrainData("scored", {"sentence1": sts.sentences1, "sentence2": sts.sentences2,
+                                    "score": [s / 5.0 for s in sts.scores]},
+                         f"{path.name} ({split} split)")
+    if not path.is_file():
+        raise DatasetError(f"{path}: expected a JSONL file, a BEIR folder or an STS-B folder")
+    rows = []
+    with open(path, encoding="utf-8") as fh:
+        for n, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                rows.append(json.loads(line))
+            except ValueError:
+                raise DatasetError(f"{path}:{n}: not valid JSON") from None
+    if not rows:
+        raise DatasetError(f"{path}: no training examples")
+    if all("anchor" in r and "positive" in r for r in rows):
+        cols = ["anchor", "positive"] + (["negative"] if all("negative" in r for r in rows)
+                                         else [])
+        return TrainData("pairs", {c: [str(r[c]) for r in rows] for c in cols}, path.name)
+    if all({"sentence1", "sentence2", "score"} <= r.keys() for r in rows):
+        scores = [float(r["score"]) for r in rows]
+        top = max(scores)
+        return TrainData("scored", {"sentence1": [r["sentence1"] for r in rows],
+                                    "sentence2": [r["sentence2"] for r in rows],
+                                    "score": [s / top if top > 1 else s for s in scores]},
+                         path.name)
+    raise DatasetError(f"{path}: every line needs anchor and positive (optional negative), "
+                       "or sentence1, sentence2 and score")
+
+
+@dataclass
+class TrainResult:
+    name: str
+    output: str
+    mrl_dims: list[int]
+    steps: int
+    seconds: float
+    catalog: str
+    card: dict[str, Any] | None
+
+
+def train(data: TrainData, output: str | Path, *, base: str = "all-MiniLM-L6-v2",
+          name: str | None = None, epochs: int = 3, batch_size: int = 32,
+          max_seq_length: int = 128, learning_rate: float = 5e-5,
+          dims: Sequence[int] | None = None, weights: Sequence[float] | None = None,
+          max_steps: int = -1, save_steps: int = 50, resume: bool = True,
+          evaluate: bool = True, register_model: bool = True, seed: int = 42) -> TrainResult:
+    """Fine-tune ``base`` with MatryoshkaLoss and register the result.
+
+    Defaults are sized for a CPU: sequences cut to 128 tokens while training (the saved
+    model keeps the base's own limit), batch 32, every prefix of
+    :func:`default_prefix_dims` weighted 1. Checkpoints go to ``OUTPUT/checkpoints``
+    every ``save_steps``; a run started again with ``resume`` continues from the last one.
+    With ``evaluate`` and a BEIR folder, the model card holds nDCG@10 retention before
+    and after, on the folder's test split.
+    """
+    import os
+
+    from datasets import Dataset
+    from sentence_transformers import (SentenceTransformer, SentenceTransformerTrainer,
+                                       SentenceTransformerTrainingArguments)
+    from sentence_transformers.training_args import BatchSamplers
+
+    try:
+        from sentence_transformers.sentence_transformer import losses
+    except ImportError:  # older sentence-transformers
+        from sentence_transformers import losses
+
+    from .providers.sentence_transformers import resolve_model_path
+    from .registry import get_spec, register, save_to_user_catalog
+
+    spec = get_spec(base)
+    if spec.provider != "sentence-transformers":
+        raise InvalidInputError(f"{spec.name} is served by {spec.provider}; training needs a "
+                                "sentence-transformers model whose weights are on disk")
+    output = Path(output).expanduser().resolve()
+    name = name or output.name
+    dims = sorted({int(d) for d in (dims or default_prefix_dims(spec.native_dim))},
+                  reverse=True)
+    if dims[0] != spec.native_dim or dims[-1] < 1:
+        raise InvalidInputError(f"matryoshka dims must start at the native dimension "
+                                f"{spec.native_dim} and stay positive, not {dims}")
+    if weights is not None and len(weights) != len(dims):
+        raise InvalidInputError(f"{len(weights)} weights for {len(dims)} dimensions")
+    if len(data) < batch_size:
+        raise InvalidInputError(f"{len(data)} training examples; need at least one batch "
+                                f"of {batch_size}")
+
+    model = SentenceTransformer(resolve_model_path(spec.model_id), device="cpu",
+                                local_files_only=True)
+    native_length = model.max_seq_length
+    model.max_seq_length = max_seq_length
+    inner = (losses.MultipleNegativesRankingLoss(model) if data.kind == "pairs"
+             else losses.CoSENTLoss(model))
+    loss = losses.MatryoshkaLoss(model, inner, matryoshka_dims=dims,
+                                 matryoshka_weights=list(weights) if weights else None)
+    prompts = None
+    if data.kind == "pairs" and (spec.query_prompt or spec.document_prompt):
+        prompts = {"anchor": spec.query_prompt, "positive": spec.document_prompt,
+                   "negative": spec.document_prompt}
+    checkpoints = output / "checkpoints"
+    args = SentenceTransformerTrainingArguments(
+        output_dir=str(checkpoints), num_train_epochs=epochs, max_steps=max_steps,
+        per_device_train_batch_size=batch_size, learning_rate=learning_rate,
+        warmup_ratio=0.1, seed=seed, save_strategy="steps", save_steps=save_steps,
+        save_total_limit=2, logging_steps=10, report_to="none", use_cpu=True,
+        dataloader_num_workers=0, prompts=prompts,
+        batch_sampler=(BatchSamplers.NO_DUPLICATES if data.kind == "pairs"
+                       else BatchSamplers.BATCH_SAMPLER))
+    trainer = SentenceTransformerTrainer(model=model, args=args, loss=loss,
+                                         train_dataset=Dataset.from_dict(data.columns))
+    has_checkpoint = checkpoints.is_dir() and any(checkpoints.glob("checkpoint-*"))
+    t0 = time.perf_counter()
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    state = trainer.train(resume_from_checkpoint=bool(resume and has_checkpoint))
+    seconds = time.perf_counter() - t0
+    model.max_seq_length = native_length
+    model.save(str(output))
+
+    new = {"name": name, "provider": "sentence-transformers", "model_id": str(output),
+           "native_dim": spec.native_dim, "supports_mrl": True,
+           "mrl_dims": sorted(dims), "query_prompt": spec.query_prompt,
+           "document_prompt": spec.document_prompt, "max_tokens": native_length,
+           "license": spec.license,
+           "notes": f"{spec.name} fine-tuned with MatryoshkaLoss on {data.source} by "
+                    "mrlkit train"}
+    catalog = ""
+    if register_model:
+        catalog = str(save_to_user_catalog(new))
+    register(new, replace=True)
+    card = None
+    if evaluate and data.eval_folder:
+        card = retention_card(data.eval_folder, spec.name, name, sorted(dims))
+    _write_card(output, new, data, dims, weights, epochs, batch_size, max_seq_length,
+                int(state.global_step), seconds, card)
+    return TrainResult(name, str(output), sorted(dims), int(state.global_step),
+                       round(seconds, 1), catalog, card)
+
+
+def retention_card(folder: str, before: str, after: str, dims: Sequence[int]) -> dict:
+    """nDCG@10 and its retention at each prefix, for two models on a BEIR test split."""
+    from .evaluation.retrieval import evaluate_retrieval
+
+    out = {"dataset": Path(folder).name, "split": "test", "dims": list(dims)}
+    for label, model in (("before", before), ("after", after)):
+        report = evaluate_retrieval(folder, model, dims=dims, precisions=["float32"])
+        out[label] = {"model": model, "ndcg@10": {r["dim"]: r["ndcg@10"]
+                                                  for r in report["results"]},
+                      "retention": {r["dim"]: r["retention"] for r in report["results"]}}
+    return out
+
+
+def _write_card(output: Path, spec: dict, data: TrainData, dims, weights, epochs,
+                batch_size, max_seq_length, steps, seconds, card) -> None:
+    lines = [f"# {spec['name']}", "", spec["notes"] + ".", "",
+             f"- Matryoshka dims: {', '.join(map(str, sorted(dims)))} "
+             f"(weights: {', '.join(map(str, weights)) if weights else 'all 1'})",
+             f"- Data: {data.source}, {len(data):,} {data.kind}; loss: MatryoshkaLoss("
+             + ("MultipleNegativesRankingLoss" if data.kind == "pairs" else "CoSENTLoss")
+             + ")",
+             f"- Epochs {epochs}, batch {batch_size}, max_seq_length {max_seq_length} while "
+             f"training; {steps} steps in {seconds / 60:.1f} min on the CPU", ""]
+    if card:
+        lines += [f"## nDCG@10 on {card['dataset']} ({card['split']})", "",
+                  "| dim | before | retention | after | retention |", "|---|---|---|---|---|"]
+        for d in sorted(card["dims"], reverse=True):
+            b, a = card["before"], card["after"]
+            lines.append(f"| {d} | {b['ndcg@10'][d]:.4f} | {b['retention'][d]:.1%} | "
+                         f"{a['ndcg@10'][d]:.4f} | {a['retention'][d]:.1%} |")
+    (output / "README.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    (output / "mrlkit.json").write_text(json.dumps({"spec": spec, "card": card}, indent=2,
+                                                   default=str))
