@@ -268,7 +268,7 @@ def run_pgvector(label: str, x: np.ndarray, q: np.ndarray, *, funnels: list[str]
         exact_store.close()
 
         def build(spec):
-            before = {v["dim"]: v for v in store.info("bench")["views"]}
+            before = {(v["dim"], v["precision"]) for v in store.info("bench")["views"]}
             t0 = time.perf_counter()
             store.index("bench", Funnel.parse(spec))
             took = time.perf_counter() - t0
@@ -276,7 +276,8 @@ def run_pgvector(label: str, x: np.ndarray, q: np.ndarray, *, funnels: list[str]
             size = [v["bytes"] for v in store.info("bench")["views"]
                     if v["dim"] == first.dim and v["precision"] == first.precision]
             print(f"  HNSW index {first}: {took:.1f} s", flush=True)
-            return (took if first.dim not in before else 0.0), size[0] / 2**20
+            return (took if (first.dim, first.precision) not in before else 0.0), \
+                size[0] / 2**20
 
         took, size = build(f"{dim}:float32")
         for ef in (40, 100):

@@ -229,8 +229,9 @@ def _load() -> dict[str, ModelSpec]:
         paths = ([Path(p).expanduser() for p in env.split(os.pathsep) if p]
                  if env is not None else [user_catalog_path()])
         _catalog = catalog
-        for path in paths:
-            if env is not None or path.exists():
+        for i, path in enumerate(paths):
+            # the first path is where `mrlkit train` registers models: absent = empty yet
+            if path.exists() or (env is not None and i > 0):
                 load_catalog(path)
     return _catalog
 

@@ -315,7 +315,7 @@ def train(data: TrainData, output: str | Path, *, base: str = "all-MiniLM-L6-v2"
     args = SentenceTransformerTrainingArguments(
         output_dir=str(checkpoints), num_train_epochs=epochs, max_steps=max_steps,
         per_device_train_batch_size=batch_size, learning_rate=learning_rate,
-        warmup_ratio=0.1, seed=seed, save_strategy="steps", save_steps=save_steps,
+        **_warmup(0.1), seed=seed, save_strategy="steps", save_steps=save_steps,
         save_total_limit=2, logging_steps=10, report_to="none", use_cpu=True,
         dataloader_num_workers=0, prompts=prompts,
         batch_sampler=(BatchSamplers.NO_DUPLICATES if data.kind == "pairs"
@@ -348,6 +348,15 @@ def train(data: TrainData, output: str | Path, *, base: str = "all-MiniLM-L6-v2"
                 int(state.global_step), seconds, card)
     return TrainResult(name, str(output), sorted(dims), int(state.global_step),
                        round(seconds, 1), catalog, card)
+
+
+def _warmup(ratio: float) -> dict[str, float]:
+    import transformers
+
+    # transformers 5 takes the ratio as a float warmup_steps and deprecates warmup_ratio
+    if int(transformers.__version__.split(".")[0]) >= 5:
+        return {"warmup_steps": ratio}
+    return {"warmup_ratio": ratio}
 
 
 def retention_card(folder: str, before: str, after: str, dims: Sequence[int]) -> dict:

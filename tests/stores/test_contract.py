@@ -315,3 +315,31 @@ def test_bad_funnels_are_refused(store):
 def test_empty_set_search(store):
     store.create_set("s", MODEL)
     assert store.search("s", unit(2), k=3).hits == [[], []]
+
+
+# --- adapt: an orthogonal transform kept with the set ----------------------------------
+def test_adapt_keeps_full_dimension_results_and_transforms_queries_like_documents(store):
+    from mrlkit.training import fit_transform
+
+    x = fill(store, 300)
+    q = unit(4, seed=31)
+    before = store.search("s", q, k=10, funnel=Funnel.exact(DIM))
+    ids_, stored = store.vectors("s")
+    t = fit_transform(stored, "pca")
+    info = store.adapt("s", t)
+    assert (info.adapted, info.count) == ("pca", 300) and info.mrl_dims == t.mrl_dims
+    after = store.search("s", q, k=10, funnel=Funnel.exact(DIM))
+    assert [[h.id for h in r] for r in after.hits] == [[h.id for h in r] for r in before.hits]
+    np.testing.assert_allclose([[h.score for h in r] for r in after.hits],
+                               [[h.score for h in r] for r in before.hits], atol=1e-4)
+    # stored vectors are the transformed ones; a new document is transformed on the way in
+    _, now = store.vectors("s")
+    np.testing.assert_allclose(now[ids_.index("doc-5")], t.apply(x[5:6])[0], atol=1e-3)
+    new = unit(1, seed=99)
+    store.add("s", ["new"], new)
+    hit = store.search("s", new, k=1, funnel=Funnel.parse("64:float32:50,384")).hits[0][0]
+    assert hit.id == "new" and hit.score == pytest.approx(1.0, abs=1e-4)
+    with pytest.raises(errors.InvalidInputError, match="adapted"):
+        store.reindex("s", 128, allow_non_mrl=True)
+    # a second open of the store still applies the transform
+    assert store.get_set("s").adapted == "pca"

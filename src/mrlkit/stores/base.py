@@ -13,6 +13,7 @@ Example::
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Protocol, Sequence, runtime_checkable
@@ -38,6 +39,8 @@ class SetInfo:
     count: int
     created_at: str
     allow_non_mrl: bool = False
+    adapted: str | None = None          # the transform's method (pca, adaptor), if any
+    mrl_dims: list[int] | None = None   # prefixes the transform made meaningful
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -126,6 +129,10 @@ class Store(Protocol):
 
     def delete(self, name: str, ids: Sequence[str]) -> int: ...
 
+    def adapt(self, name: str, transform) -> SetInfo: ...
+
+    def vectors(self, name: str) -> tuple[list[str], np.ndarray]: ...
+
     def get(self, name: str, ids: Sequence[str]) -> list[Document | None]: ...
 
     def info(self, name: str) -> dict[str, Any]: ...
@@ -143,9 +150,57 @@ def crash_point(name: str) -> None:
         os.kill(os.getpid(), 9)
 
 
+def transform_fields(stored: str | dict | None) -> dict[str, Any]:
+    """SetInfo's ``adapted`` and ``mrl_dims`` from a set's stored transform (JSON)."""
+    if not stored:
+        return {"adapted": None, "mrl_dims": None}
+    t = json.loads(stored) if isinstance(stored, str) else stored
+    return {"adapted": t["method"], "mrl_dims": list(t["mrl_dims"])}
+
+
+_matrices: dict[int, np.ndarray] = {}
+
+
+def apply_transform(stored: str | dict | None, x: np.ndarray) -> np.ndarray:
+    """Unit-norm rows of ``x``, mapped by a set's stored transform when it has one."""
+    x = vectors.normalize(x)
+    if not stored:
+        return x
+    key = hash(stored if isinstance(stored, str) else json.dumps(stored, sort_keys=True))
+    if key not in _matrices:
+        t = json.loads(stored) if isinstance(stored, str) else stored
+        _matrices.clear()  # one set's matrix at a time is plenty
+        _matrices[key] = np.asarray(t["matrix"], np.float32)
+    return vectors.normalize(x @ _matrices[key])
+
+
+def compose_transform(stored: str | dict | None, new, dim: int) -> dict[str, Any]:
+    """The transform to keep after applying ``new`` on top of a set's current one."""
+    if new.matrix.shape != (dim, dim):
+        raise InvalidInputError(f"a transform for this set must be {dim}×{dim}, "
+                                f"not {new.matrix.shape[0]}×{new.matrix.shape[1]}")
+    total = new.to_dict()
+    if stored:
+        old = json.loads(stored) if isinstance(stored, str) else stored
+        total["matrix"] = (np.asarray(old["matrix"], np.float32) @ new.matrix).tolist()
+        total["method"] = f"{old['method']}+{new.method}"
+    return total
+
+
+def refuse_adapted_reindex(name: str, stored: str | dict | None) -> None:
+    """Reindexing an adapted set would need queries transformed at the full dimension
+    and then truncated; not supported: search its prefixes through a funnel instead."""
+    if stored:
+        raise InvalidInputError(
+            f"set {name!r} is adapted ({transform_fields(stored)['adapted']}): search its "
+            "prefixes with a funnel (e.g. 64:float32:200,<full>); reindexing an adapted "
+            "set to a shorter prefix is not supported")
+
+
 def check_batch(name: str, stored_dim: int, ids: Sequence[str], embeddings: np.ndarray,
                 texts: Sequence[str | None] | None,
-                metadata: Sequence[Mapping[str, Any] | None] | None,
+                metadata: Sequence[Mapping[str, Any] | None] | None, *,
+                transform: str | dict | None = None,
                 ) -> tuple[list[str], np.ndarray, list[str | None], list[dict[str, Any]]]:
     """Check a write batch before anything is written; return it normalised.
 
@@ -181,4 +236,4 @@ def check_batch(name: str, stored_dim: int, ids: Sequence[str], embeddings: np.n
     metas = [dict(m) if m else {} for m in (metadata or [None] * len(ids))]
     if len(metas) != len(ids):
         raise InvalidInputError(f"{len(ids)} ids but {len(metas)} metadata entries")
-    return ids, vectors.normalize(emb), texts, metas
+    return ids, apply_transform(transform, emb), texts, metas

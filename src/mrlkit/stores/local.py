@@ -39,8 +39,9 @@ from ..errors import (InvalidInputError, ReembedRequiredError, SetExistsError,
                       SetNotFoundError, StoreError)
 from ..registry import get_spec, validate_dim
 from ..vectors import Int8Calibration
-from .base import (STORAGE_PRECISIONS, Document, SearchResult, SetInfo, View, check_batch,
-                   crash_point)
+from .base import (STORAGE_PRECISIONS, Document, SearchResult, SetInfo, View,
+                   apply_transform, check_batch, compose_transform, crash_point,
+                   refuse_adapted_reindex, transform_fields)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS models (
@@ -58,6 +59,8 @@ CREATE TABLE IF NOT EXISTS documents (
     PRIMARY KEY (set_id, row), UNIQUE (set_id, ext_id));
 """
 
+_COLUMNS = ("id, name, model, truncate_dim, stored_dim, storage, n_rows, created_at, "
+            "allow_non_mrl, generation, version, transform")
 CALIBRATION_SAMPLE = 20_000
 
 
@@ -89,6 +92,9 @@ class LocalStore:
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.execute("PRAGMA foreign_keys=ON")
         self._db.executescript(_SCHEMA)
+        columns = {r[1] for r in self._db.execute("PRAGMA table_info(sets)")}
+        if "transform" not in columns:  # stores made before `mrlkit adapt` existed
+            self._db.execute("ALTER TABLE sets ADD COLUMN transform TEXT")
         self._lock = threading.RLock()
         self._cache: dict[tuple, Any] = {}
 
@@ -116,9 +122,7 @@ class LocalStore:
             self._db.execute("COMMIT")
 
     def _row(self, name: str) -> sqlite3.Row:
-        cur = self._db.execute(
-            "SELECT id, name, model, truncate_dim, stored_dim, storage, n_rows, created_at, "
-            "allow_non_mrl, generation, version FROM sets WHERE name = ?", (name,))
+        cur = self._db.execute(f"SELECT {_COLUMNS} FROM sets WHERE name = ?", (name,))
         row = cur.fetchone()
         if row is None:
             known = [r[0] for r in self._db.execute("SELECT name FROM sets ORDER BY name")]
@@ -132,7 +136,7 @@ class LocalStore:
                                  (row[0],)).fetchone()[0]
         return SetInfo(name=row[1], model=row[2], truncate_dim=row[3], stored_dim=row[4],
                        storage=row[5], count=count, created_at=row[7],
-                       allow_non_mrl=bool(row[8]))
+                       allow_non_mrl=bool(row[8]), **transform_fields(row[11]))
 
     def create_set(self, name: str, model: str, truncate_dim: int | None = None, *,
                    storage: str = "float32", allow_non_mrl: bool = False,
@@ -162,9 +166,7 @@ class LocalStore:
         return self.get_set(name)
 
     def list_sets(self) -> list[SetInfo]:
-        rows = self._db.execute(
-            "SELECT id, name, model, truncate_dim, stored_dim, storage, n_rows, created_at, "
-            "allow_non_mrl FROM sets ORDER BY name").fetchall()
+        rows = self._db.execute(f"SELECT {_COLUMNS} FROM sets ORDER BY name").fetchall()
         return [self._info(r) for r in rows]
 
     def get_set(self, name: str) -> SetInfo:
@@ -227,7 +229,7 @@ class LocalStore:
             # checked against the row read under the write lock: a concurrent reindex
             # cannot slip a dimension change between the check and the write
             ids, emb, texts, metas = check_batch(name, row[4], ids, embeddings, texts,
-                                                 metadata)
+                                                 metadata, transform=row[11])
             existing = self._existing(set_id, ids)
             if existing and not upsert:
                 raise InvalidInputError(f"ids already in set {name!r}: {sorted(existing)[:5]}"
@@ -283,6 +285,7 @@ class LocalStore:
                 raise ReembedRequiredError(
                     f"set {name!r} stores {stored_dim} dimensions; {dim} needs the texts "
                     "embedded again (create a new set and index it)")
+            refuse_adapted_reindex(name, row[11])
             dim = validate_dim(spec, dim, allow_non_mrl=allow_non_mrl or bool(row[8]))
             new_path = self._vector_path(set_id, gen + 1)
             new_path.parent.mkdir(parents=True, exist_ok=True)
@@ -302,6 +305,39 @@ class LocalStore:
         shutil.rmtree(self._dir(set_id) / "views", ignore_errors=True)
         shutil.rmtree(self._dir(set_id) / "ann", ignore_errors=True)
         return self.get_set(name)
+
+    def adapt(self, name: str, transform) -> SetInfo:
+        """Apply an orthogonal :class:`~mrlkit.training.Transform` to every stored vector
+        (a new vector file, views rebuilt) and keep it with the set: later adds and every
+        query are transformed alike. A second adapt composes with the first."""
+        with self._write() as db:
+            row = self._row(name)
+            set_id, stored_dim, storage, n_rows, gen = row[0], row[4], row[5], row[6], row[9]
+            total = compose_transform(row[11], transform, stored_dim)
+            new_path = self._vector_path(set_id, gen + 1)
+            new_path.parent.mkdir(parents=True, exist_ok=True)
+            old = self._matrix(row)
+            with open(new_path, "wb") as fh:
+                for start in range(0, n_rows, 65536):
+                    block = transform.apply(np.asarray(old[start:start + 65536], np.float32))
+                    fh.write(block.astype(self._dtype(storage)).tobytes())
+                fh.flush()
+                os.fsync(fh.fileno())
+            db.execute("UPDATE sets SET generation = ?, transform = ?, version = version + 1 "
+                       "WHERE id = ?", (gen + 1, json.dumps(total), set_id))
+        self._cache.clear()
+        self._vector_path(set_id, gen).unlink(missing_ok=True)
+        shutil.rmtree(self._dir(set_id) / "views", ignore_errors=True)
+        shutil.rmtree(self._dir(set_id) / "ann", ignore_errors=True)
+        return self.get_set(name)
+
+    def vectors(self, name: str) -> tuple[list[str], np.ndarray]:
+        """Every live document's id and stored vector (float32), in row order."""
+        row = self._row(name)
+        got = list(self._db.execute("SELECT row, ext_id FROM documents WHERE set_id = ? "
+                                    "ORDER BY row", (row[0],)))
+        rows = np.fromiter((r[0] for r in got), np.int64, len(got))
+        return [r[1] for r in got], np.asarray(self._matrix(row)[rows], np.float32)
 
     # --- reads ----------------------------------------------------------------------
     def get(self, name: str, ids: Sequence[str]) -> list[Document | None]:
@@ -484,9 +520,10 @@ class LocalStore:
         if q.shape[1] != stored_dim:
             raise InvalidInputError(f"set {name!r} expects {stored_dim}-d queries, "
                                     f"not {q.shape[1]}")
-        q = vectors.normalize(q)
+        q = apply_transform(row[11], q)
         if funnel is None:
-            funnel = default_funnel(n_rows, stored_dim, get_spec(row[2]).supports_mrl, k)
+            funnel = default_funnel(n_rows, stored_dim,
+                                    get_spec(row[2]).supports_mrl or row[11] is not None, k)
         funnel = funnel.check(stored_dim, k)
         live = self._live(row)
         candidates = self._filtered(row, filters) if filters else None

@@ -42,7 +42,8 @@ from ..funnel import Funnel, Stage, default_funnel, execute, rerank
 from ..registry import get_spec, validate_dim
 from ..vectors import Int8Calibration
 from .base import (STORAGE_PRECISIONS, Document, Hit, SearchResult, SetInfo, StageTiming, View,
-                   check_batch, crash_point)
+                   apply_transform, check_batch, compose_transform, crash_point,
+                   refuse_adapted_reindex, transform_fields)
 
 try:
     import psycopg
@@ -109,6 +110,8 @@ BEGIN
 END $$;
 CREATE TRIGGER embedding_set_truncate_dim BEFORE INSERT OR UPDATE ON embedding_set
     FOR EACH ROW EXECUTE FUNCTION mrlkit_check_truncate_dim();
+"""), (2, """
+ALTER TABLE embedding_set ADD COLUMN transform jsonb;  -- `mrlkit adapt`: x -> x @ matrix
 """)]
 
 
@@ -256,7 +259,7 @@ class PgvectorStore:
 
     # --- catalogue --------------------------------------------------------------------
     _SET_COLUMNS = ("id, name, config, truncate_dim, stored_dim, storage, doc_count, "
-                    "created_at, allow_non_mrl, indexes")
+                    "created_at, allow_non_mrl, indexes, transform")
 
     def _row(self, name: str, cur=None, *, lock: bool = False) -> tuple:
         cur = cur or self._conn.cursor()
@@ -274,7 +277,7 @@ class PgvectorStore:
         return SetInfo(name=row[1], model=row[2], truncate_dim=row[3], stored_dim=row[4],
                        storage=row[5], count=int(row[6]),
                        created_at=row[7].isoformat(timespec="seconds"),
-                       allow_non_mrl=bool(row[8]))
+                       allow_non_mrl=bool(row[8]), **transform_fields(row[10]))
 
     def create_set(self, name: str, model: str, truncate_dim: int | None = None, *,
                    storage: str = "float32", allow_non_mrl: bool = False,
@@ -402,7 +405,7 @@ class PgvectorStore:
             row = self._row(name, cur, lock=True)
             set_id, stored_dim, storage = row[0], row[4], row[5]
             ids, emb, texts, metas = check_batch(name, stored_dim, ids, embeddings, texts,
-                                                 metadata)
+                                                 metadata, transform=row[10])
             table = _ident(set_id)
             existing = [r[0] for r in cur.execute(
                 sql.SQL("SELECT id FROM {} WHERE id = ANY(%s)").format(table), (ids,))]
@@ -447,6 +450,7 @@ class PgvectorStore:
                 raise ReembedRequiredError(
                     f"set {name!r} stores {stored_dim} dimensions; {dim} needs the texts "
                     "embedded again (create a new set and index it)")
+            refuse_adapted_reindex(name, row[10])
             allow = allow_non_mrl or bool(row[8])
             dim = validate_dim(spec, dim, allow_non_mrl=allow)
             column = "halfvec" if storage == "float16" else "vector"
@@ -471,6 +475,51 @@ class PgvectorStore:
                 if stage.dim <= dim:
                     self._create_index(cur, set_id, dim, storage, stage, required=False)
         return self.get_set(name)
+
+    def adapt(self, name: str, transform) -> SetInfo:
+        """Apply an orthogonal :class:`~mrlkit.training.Transform` to every stored vector
+        (in one transaction: a new table loaded by COPY, indexes rebuilt) and keep it
+        with the set, so that later adds and every query are transformed alike."""
+        with self._tx() as cur:
+            row = self._row(name, cur, lock=True)
+            set_id, stored_dim, storage = row[0], row[4], row[5]
+            total = compose_transform(row[10], transform, stored_dim)
+            column = "halfvec" if storage == "float16" else "vector"
+            table, new = _ident(set_id), sql.Identifier(f"mrlkit_set_{set_id}_new")
+            cur.execute(sql.SQL(
+                "CREATE TABLE {new} (id text PRIMARY KEY, text text, "
+                "metadata jsonb NOT NULL DEFAULT '{{}}', embedding {col}({d}) NOT NULL)").format(
+                    new=new, col=sql.SQL(column), d=sql.Literal(stored_dim)))
+            with self._conn.cursor(name="mrlkit_adapt") as read, self._conn.cursor() as write:
+                read.execute(sql.SQL("SELECT id, text, metadata, embedding FROM {}").format(
+                    table))
+                while rows := read.fetchmany(10_000):
+                    x = transform.apply(np.asarray([r[3].to_numpy() for r in rows], np.float32))
+                    data = ([HalfVector(v) for v in x.astype(np.float16)]
+                            if storage == "float16" else x)
+                    with write.copy(sql.SQL("COPY {} (id, text, metadata, embedding) FROM "
+                                            "STDIN WITH (FORMAT BINARY)").format(new)) as copy:
+                        copy.set_types(["text", "text", "jsonb", column])
+                        for r, v in zip(rows, data):
+                            copy.write_row((r[0], r[1], r[2], v))
+            cur.execute(sql.SQL("DROP TABLE {}").format(table))
+            cur.execute(sql.SQL("ALTER TABLE {} RENAME TO {}").format(new, table))
+            self._table_settings(cur, set_id, stored_dim, storage)
+            cur.execute("UPDATE embedding_set SET transform = %s WHERE id = %s",
+                        (json.dumps(total), set_id))
+            cur.execute("DELETE FROM mrlkit_calibration WHERE set_id = %s", (set_id,))
+            for text in row[9]:
+                self._create_index(cur, set_id, stored_dim, storage,
+                                   Funnel.parse(text).stages[0], required=False)
+        return self.get_set(name)
+
+    def vectors(self, name: str) -> tuple[list[str], np.ndarray]:
+        """Every document's id and stored vector (float32), ordered by id."""
+        set_id, dim = self._row(name)[0], self._row(name)[4]
+        got = self._conn.execute(sql.SQL("SELECT id, embedding FROM {} ORDER BY id").format(
+            _ident(set_id))).fetchall()
+        x = np.asarray([r[1].to_numpy() for r in got], np.float32).reshape(len(got), dim)
+        return [r[0] for r in got], x
 
     # --- reads ----------------------------------------------------------------------
     def get(self, name: str, ids: Sequence[str]) -> list[Document | None]:
@@ -515,9 +564,10 @@ class PgvectorStore:
         if q.shape[1] != stored_dim:
             raise InvalidInputError(f"set {name!r} expects {stored_dim}-d queries, "
                                     f"not {q.shape[1]}")
-        q = vectors.normalize(q)
+        q = apply_transform(row[10], q)
         if funnel is None:
-            funnel = default_funnel(n, stored_dim, get_spec(row[2]).supports_mrl, k)
+            funnel = default_funnel(n, stored_dim,
+                                    get_spec(row[2]).supports_mrl or row[10] is not None, k)
         funnel = funnel.check(stored_dim, k)
         if n == 0:
             return SearchResult([[] for _ in q], [], [[] for _ in q])
@@ -627,7 +677,7 @@ class PgvectorStore:
             raise InvalidInputError("the funnel's first stage is int8: it runs in mrlkit")
         use_index = (int(row[6]) >= self.exact_below
                      and f"{stages[0].dim}:{stages[0].precision}" in row[9])
-        q = vectors.normalize(vectors.as_matrix(query, name="query"))[0]
+        q = apply_transform(row[10], vectors.as_matrix(query, name="query"))[0]
         statement = self._statement(row[0], row[4], row[5], stages, filters,
                                     with_vectors=False, use_index=use_index)
         with self._tx() as cur:
