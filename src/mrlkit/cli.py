@@ -309,8 +309,12 @@ CsvOpt = Annotated[Optional[Path], typer.Option("--csv", help="Write the rows as
 
 
 def _save(result: dict, json_path: Optional[Path], csv_path: Optional[Path] = None) -> None:
+    from .evaluation import report as rep
 
-    _save(result, json_path, csv_path)
+    if json_path:
+        rep.write_json(result, json_path)
+    if csv_path:
+        rep.write_csv(result["results"], csv_path)
 
 
 def _dims(text: Optional[str]) -> Optional[list[int]]:
@@ -411,6 +415,35 @@ def eval_classification(
     if plot:
         rep.plot_curve(result["results"], ["accuracy", "v_measure"], plot,
                        f"{result['model']} on {result['dataset']}: accuracy and V-measure")
+
+
+@eval_app.command("adapt")
+def eval_adapt(
+    folder: str,
+    model: ModelOpt = "all-MiniLM-L6-v2",
+    trained: Annotated[Optional[str], typer.Option(
+        help="A model from `mrlkit train` to compare (its catalog name).")] = None,
+    dims: DimsOpt = None,
+    steps: Annotated[int, typer.Option(help="Adaptor optimisation steps.")] = 300,
+    json_path: JsonOpt = None,
+    csv_path: CsvOpt = None,
+    plot: Annotated[Optional[Path], typer.Option(help="PNG path.")] = None,
+) -> None:
+    """Retention at each prefix for truncation, PCA rotation, adaptor and a fine-tune."""
+    from .evaluation import report as rep
+    from .evaluation.adaptation import compare
+    from .evaluation.adaptation import plot as plot_adapt
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        result = compare(folder, model, trained=trained, dims=_dims(dims), adaptor_steps=steps)
+    out.print(rep.simple_table(
+        f"{result['model']} on {result['dataset']} ({result['metric']}, transforms fitted on "
+        f"the {result['fitted_on']})", result["results"],
+        ["method", "dim", result["metric"], "retention"]))
+    _save(result, json_path, csv_path)
+    if plot:
+        plot_adapt(result, plot)
 
 
 @app.command("advise")

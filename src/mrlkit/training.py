@@ -96,6 +96,7 @@ def pca_rotation(x: np.ndarray) -> np.ndarray:
 
 def fit_transform(x: np.ndarray, method: str = "pca", *, dims: Sequence[int] | None = None,
                   steps: int = 300, neighbours: int = 10, batch: int = 512, seed: int = 0,
+                  lr: float = 5e-3,
                   progress: Callable[[int, int, float], None] | None = None) -> Transform:
     """Fit an orthogonal transform on stored vectors (rows of ``x``, unit norm).
 
@@ -130,30 +131,39 @@ def fit_transform(x: np.ndarray, method: str = "pca", *, dims: Sequence[int] | N
     nn = torch.from_numpy(nn_idx)
     skew = torch.zeros(d, d, requires_grad=True)
     base = torch.from_numpy(rotation)
-    opt = torch.optim.Adam([skew], lr=1e-3)
+    opt = torch.optim.Adam([skew], lr=lr)
     dims_t = [m for m in dims if m < d]
-    losses = []
-    t0 = time.perf_counter()
-    for step in range(steps):
-        a = torch.from_numpy(rng.choice(n, size=min(batch, n), replace=False))
-        others = torch.from_numpy(rng.integers(0, n, size=(len(a), neighbours)))
-        j = torch.cat([nn[a], others], dim=1)                      # (B, 2K)
-        weight = torch.cat([torch.ones(neighbours), torch.full((neighbours,), 0.25)])
-        target = (xt[a, None, :] * xt[j]).sum(-1)                  # full cosines
+    weight = torch.cat([torch.ones(neighbours), torch.full((neighbours,), 0.25)])
+
+    def objective(a: np.ndarray, others: np.ndarray):
+        a_t = torch.from_numpy(a)
+        j = torch.cat([nn[a_t], torch.from_numpy(others)], dim=1)   # (B, 2K)
+        target = (xt[a_t, None, :] * xt[j]).sum(-1)                 # full cosines
         w = base @ torch.matrix_exp(skew - skew.T)
-        za, zj = xt[a] @ w, xt[j] @ w
+        za, zj = xt[a_t] @ w, xt[j] @ w
         loss = 0.0
         for m in dims_t:
             pa = torch.nn.functional.normalize(za[:, :m], dim=-1)
             pj = torch.nn.functional.normalize(zj[..., :m], dim=-1)
             loss = loss + (((pa[:, None, :] * pj).sum(-1) - target) ** 2 * weight).mean()
-        loss = loss / max(1, len(dims_t))
+        return loss / max(1, len(dims_t))
+
+    # a fixed sample measures the objective before and after, free of batch noise
+    probe = (rng.choice(n, size=min(batch, n), replace=False),
+             rng.integers(0, n, size=(min(batch, n), neighbours)))
+    with torch.no_grad():
+        first = float(objective(*probe))
+    t0 = time.perf_counter()
+    for step in range(steps):
+        loss = objective(rng.choice(n, size=min(batch, n), replace=False),
+                         rng.integers(0, n, size=(min(batch, n), neighbours)))
         opt.zero_grad()
         loss.backward()
         opt.step()
-        losses.append(float(loss))
         if progress:
             progress(step + 1, steps, float(loss))
+    with torch.no_grad():
+        last = float(objective(*probe))
     with torch.no_grad():
         w = (base @ torch.matrix_exp(skew - skew.T)).numpy().astype(np.float32)
     # re-orthogonalise in float64 (polar decomposition) so full-dimension scores stay put
@@ -162,7 +172,7 @@ def fit_transform(x: np.ndarray, method: str = "pca", *, dims: Sequence[int] | N
     return Transform("adaptor", w, dims, n, {
         "source": "Matryoshka-Adaptor (Yoon et al., EMNLP 2024), unsupervised objective, "
                   "orthogonal parametrisation", "steps": steps, "neighbours": neighbours,
-        "first_loss": round(losses[0], 6), "last_loss": round(losses[-1], 6),
+        "first_loss": round(first, 6), "last_loss": round(last, 6), "lr": lr,
         "seconds": round(time.perf_counter() - t0, 1)})
 
 
