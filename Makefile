@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 export HF_HUB_OFFLINE := 1
 
-.PHONY: demo test install clean results
+.PHONY: demo test install clean results results-mrl
 
 install: $(STAMP)
 
@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q torch==2.13.0
-	$(BIN)/python -m pip install -q -e '.[dev,eval,pg]'
+	$(BIN)/python -m pip install -q -e '.[dev,eval,pg,train,chroma]'
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -39,6 +39,17 @@ results: $(STAMP)
 	    --json $(RES)/banking77-minilm.json --csv $(RES)/banking77-minilm.csv --plot $(RES)/banking77-minilm.png
 	$(BIN)/mrlkit advise $(DATA)/scifact --model all-MiniLM-L6-v2 --target 0.95 --json $(RES)/advise-scifact-minilm.json
 	$(BIN)/mrlkit check-mrl all-MiniLM-L6-v2 --beir $(DATA)/scifact --json $(RES)/check-mrl-minilm.json
+
+# docs/results/adapt-*: truncation vs PCA vs adaptor vs a MatryoshkaLoss fine-tune
+# (trains ~15 min on 2 cores the first time; the model lands in models/, not in git)
+MRL_MODEL := models/minilm-scifact-mrl
+results-mrl: $(STAMP)
+	test -f $(MRL_MODEL)/model.safetensors || $(BIN)/mrlkit train $(DATA)/scifact --output $(MRL_MODEL)
+	$(BIN)/mrlkit eval adapt $(DATA)/scifact --trained minilm-scifact-mrl --dims 32,64,128,192,384 \
+	    --json $(RES)/adapt-scifact.json --csv $(RES)/adapt-scifact.csv --plot $(RES)/adapt-scifact.png
+	$(BIN)/mrlkit eval adapt $(DATA)/stsb --trained minilm-scifact-mrl --dims 32,64,128,192,384 \
+	    --json $(RES)/adapt-stsb.json --csv $(RES)/adapt-stsb.csv --plot $(RES)/adapt-stsb.png
+	$(BIN)/mrlkit check-mrl minilm-scifact-mrl --beir $(DATA)/scifact --json $(RES)/check-mrl-minilm-scifact-mrl.json
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info

@@ -157,6 +157,36 @@ class FunnelSource(Protocol):
     def ann(self, name: str, dim: int): ...
 
 
+class MatrixSource:
+    """Vectors already in memory (a backend's candidates, or every row it read) served to
+    the generic executor; views are computed on the fly, ``calibrate(dim)`` gives the
+    set's int8 calibration.
+
+    Example::
+
+        >>> src = MatrixSource(np.eye(2, dtype=np.float32), calibrate=None)
+        >>> src.view("s", 1, "binary").codes.shape
+        (2, 1)
+    """
+
+    def __init__(self, matrix: np.ndarray, calibrate) -> None:
+        self.matrix, self._calibrate = matrix, calibrate
+
+    def view(self, name: str, dim: int, precision: str) -> View:
+        cal = self._calibrate(dim) if precision == "int8" else None
+        codes = vectors.quantize(vectors.truncate(self.matrix, dim), precision, cal)
+        return View(dim, precision, codes, cal)
+
+    def full_vectors(self, name: str, rows: np.ndarray) -> np.ndarray:
+        return self.matrix[rows]
+
+    def calibration(self, name: str, dim: int) -> Int8Calibration:
+        return self._calibrate(dim)
+
+    def ann(self, name: str, dim: int):
+        return None
+
+
 def _score_rows(q: np.ndarray, cand: np.ndarray, stage: Stage,
                 cal: Int8Calibration | None) -> np.ndarray:
     """Scores of each query against its own candidates: q (Q, D), cand (Q, S, D), both

@@ -16,7 +16,12 @@ def _pgvector(request):
     return request.getfixturevalue("pg_url")  # a fresh database on the session's server
 
 
-BACKENDS = {"local": _local, "pgvector": _pgvector}
+def _chroma(request):
+    pytest.importorskip("chromadb", reason="needs mrlkit[chroma]")
+    return "chroma:" + str(request.getfixturevalue("tmp_path_factory").mktemp("chroma"))
+
+
+BACKENDS = {"local": _local, "pgvector": _pgvector, "chroma": _chroma}
 
 
 @pytest.fixture(params=sorted(BACKENDS))

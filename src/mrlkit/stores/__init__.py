@@ -1,7 +1,8 @@
 """Store backends, one file each behind :class:`~mrlkit.stores.base.Store`.
 
 ``open_store(location)`` picks the backend from the location: a directory path (the
-embedded ``local`` store) or a ``postgresql://`` URL (``pgvector``). Default: ``MRLKIT_STORE`` or
+embedded ``local`` store), a ``postgresql://`` URL (``pgvector``), or ``chroma:PATH`` /
+``chroma+http://host:port`` (``chroma``). Default: ``MRLKIT_STORE`` or
 ``./mrlkit-data``.
 
 Example::
@@ -42,9 +43,13 @@ def open_store(location: str | os.PathLike[str] | None = None) -> Store:
         from .pgvector import PgvectorStore
 
         return PgvectorStore(loc)
-    if scheme or loc.startswith(("chroma:", "qdrant:")):
+    if loc.startswith(("chroma:", "chroma+http:", "chroma+https:")):
+        from .chroma import ChromaStore
+
+        return ChromaStore(loc)
+    if scheme or loc.startswith("qdrant:"):
         raise StoreError(f"no backend for {loc!r}: use a directory path (the embedded local "
-                         "store) or a postgresql:// URL")
+                         "store), a postgresql:// URL or chroma:PATH")
     from .local import LocalStore
 
     return LocalStore(loc)

@@ -38,7 +38,7 @@ import numpy as np
 from .. import vectors
 from ..errors import (InvalidInputError, ReembedRequiredError, SetExistsError,
                       SetNotFoundError, StoreError)
-from ..funnel import Funnel, Stage, default_funnel, execute, rerank
+from ..funnel import Funnel, MatrixSource, Stage, default_funnel, execute, rerank
 from ..registry import get_spec, validate_dim
 from ..vectors import Int8Calibration
 from .base import (STORAGE_PRECISIONS, Document, Hit, SearchResult, SetInfo, StageTiming, View,
@@ -613,7 +613,7 @@ class PgvectorStore:
                 mine.append(pool[r[0]])
             rows.append(np.asarray(mine, np.int64))
         scores = [np.asarray([r[3] for r in res], np.float32) for res in results]
-        source = _Candidates(np.asarray(mats, np.float32), lambda d: self._calibration(row, d))
+        source = MatrixSource(np.asarray(mats, np.float32), lambda d: self._calibration(row, d))
         rows, scores, more, more_dims = rerank(source, name, q, stages[in_sql:], rows, scores,
                                                final_k=k, adaptive=adaptive)
         hits = [[Hit(docs[r][0], float(s), docs[r][1], docs[r][2]) for r, s in zip(rr, ss)]
@@ -696,7 +696,7 @@ class PgvectorStore:
         if not got:
             return SearchResult([[] for _ in q], [], [[] for _ in q])
         matrix = np.asarray([r[3].to_numpy() for r in got], np.float32)
-        source = _Candidates(matrix, lambda d: self._calibration(row, d))
+        source = MatrixSource(matrix, lambda d: self._calibration(row, d))
         rows, scores, timings, dims = execute(source, row[1], q, funnel, n_rows=len(got),
                                               live=None, candidates=None, adaptive=adaptive)
         hits = [[Hit(got[r][0], float(s), got[r][1], got[r][2]) for r, s in zip(rr, ss)]
@@ -721,28 +721,6 @@ class PgvectorStore:
                 "bytes_per_vector": vectors.bytes_per_vector(row[4], row[5]),
                 "views": views, "indexed_stages": list(row[9]),
                 "schema_version": self.schema_version(), "location": self.location}
-
-
-class _Candidates:
-    """Vectors already in memory (a SQL stage's survivors, or every row) served to the
-    generic funnel as its source; views are computed on the fly."""
-
-    def __init__(self, matrix: np.ndarray, calibrate) -> None:
-        self.matrix, self._calibrate = matrix, calibrate
-
-    def view(self, name: str, dim: int, precision: str) -> View:
-        cal = self._calibrate(dim) if precision == "int8" else None
-        codes = vectors.quantize(vectors.truncate(self.matrix, dim), precision, cal)
-        return View(dim, precision, codes, cal)
-
-    def full_vectors(self, name: str, rows: np.ndarray) -> np.ndarray:
-        return self.matrix[rows]
-
-    def calibration(self, name: str, dim: int) -> Int8Calibration:
-        return self._calibrate(dim)
-
-    def ann(self, name: str, dim: int):
-        return None
 
 
 # --- an embedded server for users who have none (`mrlkit pg start`) ---------------------
