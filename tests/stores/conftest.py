@@ -21,7 +21,12 @@ def _chroma(request):
     return "chroma:" + str(request.getfixturevalue("tmp_path_factory").mktemp("chroma"))
 
 
-BACKENDS = {"local": _local, "pgvector": _pgvector, "chroma": _chroma}
+def _qdrant(request):
+    pytest.importorskip("qdrant_client", reason="needs mrlkit[qdrant]")
+    return "qdrant:" + str(request.getfixturevalue("tmp_path_factory").mktemp("qdrant"))
+
+
+BACKENDS = {"local": _local, "pgvector": _pgvector, "chroma": _chroma, "qdrant": _qdrant}
 
 
 @pytest.fixture(params=sorted(BACKENDS))

@@ -2,7 +2,8 @@
 
 ``open_store(location)`` picks the backend from the location: a directory path (the
 embedded ``local`` store), a ``postgresql://`` URL (``pgvector``), or ``chroma:PATH`` /
-``chroma+http://host:port`` (``chroma``). Default: ``MRLKIT_STORE`` or
+``chroma+http://host:port`` (``chroma``), or ``qdrant:PATH`` / ``qdrant+http://host:port``
+(``qdrant``). Default: ``MRLKIT_STORE`` or
 ``./mrlkit-data``.
 
 Example::
@@ -47,9 +48,13 @@ def open_store(location: str | os.PathLike[str] | None = None) -> Store:
         from .chroma import ChromaStore
 
         return ChromaStore(loc)
-    if scheme or loc.startswith("qdrant:"):
+    if loc.startswith(("qdrant:", "qdrant+http:", "qdrant+https:")):
+        from .qdrant import QdrantStore
+
+        return QdrantStore(loc)
+    if scheme:
         raise StoreError(f"no backend for {loc!r}: use a directory path (the embedded local "
-                         "store), a postgresql:// URL or chroma:PATH")
+                         "store), a postgresql:// URL, chroma:PATH or qdrant:PATH")
     from .local import LocalStore
 
     return LocalStore(loc)
