@@ -298,6 +298,72 @@ def run_pgvector(label: str, x: np.ndarray, q: np.ndarray, *, funnels: list[str]
             "methods": methods}
 
 
+def run_engine(backend: str, label: str, x: np.ndarray, q: np.ndarray, *,
+               funnels: list[str]) -> dict:
+    """Chroma or Qdrant (embedded: Chroma's persistent client, Qdrant's local mode):
+    ingest through mrlkit, each engine's own default single-vector search on the full
+    vector, and mrlkit funnels whose first stage the engine runs."""
+    n, dim = x.shape
+    print(f"\n== {label} on {backend}: n={n:,} dim={dim} queries={len(q)}", flush=True)
+    truth = exact_truth(x, q)
+    tmp = tempfile.mkdtemp(prefix=f"mrlb-{backend}-", dir=os.environ.get("BENCH_TMP"))
+    register({"name": f"bench-{dim}", "provider": "openai", "native_dim": dim,
+              "supports_mrl": True, "mrl_dims": "any"}, replace=True)
+    if backend == "chroma":
+        from mrlkit.stores.chroma import ChromaStore, _names
+
+        store = ChromaStore(f"chroma:{tmp}", exact_below=0)
+    else:
+        from mrlkit.stores.qdrant import QdrantStore, _collection
+
+        store = QdrantStore(f"qdrant:{tmp}", exact_below=0)
+    store.create_set("bench", f"bench-{dim}")
+    t0 = time.perf_counter()
+    step = 5_000
+    for start in range(0, n, step):
+        store.add("bench", [str(i) for i in range(start, min(n, start + step))],
+                  x[start:start + step])
+    ingest = n / (time.perf_counter() - t0)
+    print(f"ingest through mrlkit: {ingest:,.0f} vectors/s", flush=True)
+    methods: list[dict] = []
+
+    def add(name, single):
+        found, p50, p95, qps = timed(single, single, q)
+        row = {"name": name, "recall@10": round(recall(found, truth), 4),
+               "p50_ms": round(p50, 3), "p95_ms": round(p95, 3), "qps": round(qps, 1)}
+        methods.append(row)
+        print(f"{name:<52} recall@10 {row['recall@10']:.3f}  p50 {p50:8.2f} ms  "
+              f"p95 {p95:8.2f} ms", flush=True)
+
+    if backend == "chroma":
+        full = store._client.get_collection(_names("bench")[1], embedding_function=None)
+
+        def engine(qq):
+            res = full.query(query_embeddings=qq, n_results=K, include=[])
+            return [np.array([int(i) for i in ids_]) for ids_ in res["ids"]]
+
+        add("Chroma default HNSW @full (its defaults)", engine)
+    else:
+        def engine(qq):
+            return [np.array([int(p.payload["id"]) for p in store._client.query_points(
+                _collection("bench"), query=v.tolist(), using="full", limit=K,
+                with_payload=["id"]).points]) for v in qq]
+
+        add("Qdrant query @full (local mode)", engine)
+    for spec in funnels:
+        funnel = Funnel.parse(spec)
+        store.index("bench", funnel)
+
+        def one(qq, f=funnel):
+            res = store.search("bench", qq, k=K, funnel=f)
+            return [np.array([int(h.id) for h in hits]) for hits in res.hits]
+
+        add(f"mrlkit funnel {spec} ({backend} first stage + rerank)", one)
+    store.close()
+    return {"dataset": label, "n": n, "dim": dim, "queries": len(q), "backend": backend,
+            "ingest_vectors_per_s": round(ingest), "methods": methods}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--n", type=int, default=200_000)
@@ -306,7 +372,8 @@ def main() -> None:
     ap.add_argument("--json", default="benchmarks/out/search.json")
     ap.add_argument("--no-hnsw", action="store_true", help="skip the faiss HNSW build")
     ap.add_argument("--no-real", action="store_true", help="skip the SciFact vectors")
-    ap.add_argument("--backend", default="local", choices=["local", "pgvector"])
+    ap.add_argument("--backend", default="local",
+                    choices=["local", "pgvector", "chroma", "qdrant"])
     ap.add_argument("--store", default=None,
                     help="pgvector: an existing server's URL (default: an embedded one)")
     ap.add_argument("--plot", default=None, help="PNG of recall against latency")
@@ -321,7 +388,12 @@ def main() -> None:
          f"{d // 6}:float32:1000,{d // 3}:float32:100,{d}"]
     funnels = [f for f in funnels if int(f.split(":")[0]) >= 8]
     prefixes = [p for p in (64, 128, 256) if p < d]
-    if args.backend == "pgvector":
+    if args.backend in ("chroma", "qdrant"):
+        report = {"n": args.n, "dim": d, "k": K, "backend": args.backend,
+                  **run_engine(args.backend, "generated MRL-like", x, q,
+                               funnels=[f"{d // 6}:float32:200,{d}", f"{d // 6}:float32:500,{d}"])}
+        args.no_real = True
+    elif args.backend == "pgvector":
         funnels = [f"{d // 6}:float32:200,{d}", f"{d // 6}:float32:500,{d}",
                    f"{d // 3}:binary:1000,{d}", f"{d // 6}:float16:200,{d}"]
         report = {"n": args.n, "dim": d, "k": K, "backend": args.backend,

@@ -550,10 +550,10 @@ def train_cmd(
     base: Annotated[str, typer.Option(help="Model to fine-tune.")] = "all-MiniLM-L6-v2",
     name: Annotated[Optional[str], typer.Option(help="Catalog name (default: folder name).")
                     ] = None,
-    epochs: Annotated[int, typer.Option()] = 3,
+    epochs: Annotated[int, typer.Option()] = 8,
     batch_size: Annotated[int, typer.Option()] = 32,
     max_seq_length: Annotated[int, typer.Option(help="Tokens per text while training.")] = 128,
-    learning_rate: Annotated[float, typer.Option()] = 5e-5,
+    learning_rate: Annotated[float, typer.Option()] = 1e-4,
     dims: Annotated[Optional[str], typer.Option(help="Matryoshka dims, e.g. 384,192,96,48.")
                     ] = None,
     max_steps: Annotated[int, typer.Option(help="Stop after this many steps (-1: epochs).")

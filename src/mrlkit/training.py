@@ -263,8 +263,8 @@ class TrainResult:
 
 
 def train(data: TrainData, output: str | Path, *, base: str = "all-MiniLM-L6-v2",
-          name: str | None = None, epochs: int = 3, batch_size: int = 32,
-          max_seq_length: int = 128, learning_rate: float = 5e-5,
+          name: str | None = None, epochs: int = 8, batch_size: int = 32,
+          max_seq_length: int = 128, learning_rate: float = 1e-4,
           dims: Sequence[int] | None = None, weights: Sequence[float] | None = None,
           max_steps: int = -1, save_steps: int = 50, resume: bool = True,
           evaluate: bool = True, register_model: bool = True, seed: int = 42) -> TrainResult:

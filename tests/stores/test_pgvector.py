@@ -8,7 +8,7 @@ import pytest
 
 from mrlkit import Funnel, errors, vectors
 
-from .test_contract import DIM, MODEL, exact, ids, unit
+from .test_contract import MODEL, exact, ids, unit
 
 psycopg = pytest.importorskip("psycopg")
 

@@ -37,7 +37,7 @@ import numpy as np
 from .. import vectors
 from ..errors import (InvalidInputError, ReembedRequiredError, SetExistsError,
                       SetNotFoundError, StoreError)
-from ..funnel import Funnel, MatrixSource, Stage, default_funnel, execute, rerank
+from ..funnel import Funnel, MatrixSource, default_funnel, execute, rerank
 from ..registry import get_spec, validate_dim
 from ..vectors import Int8Calibration
 from .base import (STORAGE_PRECISIONS, Document, Hit, SearchResult, SetInfo, StageTiming,
