@@ -41,7 +41,8 @@ from ..errors import (InvalidInputError, ReembedRequiredError, SetExistsError,
 from ..funnel import Funnel, MatrixSource, Stage, default_funnel, execute, rerank
 from ..registry import get_spec, validate_dim
 from ..vectors import Int8Calibration
-from .base import (STORAGE_PRECISIONS, Document, Hit, SearchResult, SetInfo, StageTiming, apply_transform, check_batch, compose_transform, crash_point,
+from .base import (STORAGE_PRECISIONS, Document, Hit, SearchResult, SetInfo, StageTiming,
+                   apply_transform, check_batch, compose_transform, crash_point,
                    refuse_adapted_reindex, transform_fields)
 
 try:
