@@ -351,3 +351,38 @@ def test_adapt_keeps_full_dimension_results_and_transforms_queries_like_document
         store.reindex("s", 128, allow_non_mrl=True)
     # a second open of the store still applies the transform
     assert store.get_set("s").adapted == "pca"
+
+
+@pytest.mark.parametrize("crash_at", ["before_switch", "mid_switch"])
+def test_kill_9_in_the_middle_of_adapt_leaves_the_set_whole(store, location, crash_at):
+    """Adapt rewrites every stored vector; a process killed while it does leaves the set
+    either as it was or fully adapted, never half of each (or gone)."""
+    x = fill(store, 300)
+    _let_go(store)
+    r = _python(f"""
+        from mrlkit.stores import open_store
+        from mrlkit.training import fit_transform
+        s = open_store({location!r})
+        t = fit_transform(s.vectors("s")[1], "pca")
+        import os
+        os.environ["MRLKIT_TEST_CRASH_AT"] = {crash_at!r}
+        s.adapt("s", t)
+        print("adapted", flush=True)
+    """)
+    # a backend with no such step finishes the adapt; the set must then be adapted
+    assert r.returncode in (-9, 0), r.stderr
+    from mrlkit.stores import open_store
+
+    again = open_store(location)
+    info = again.get_set("s")
+    assert info.count == 300 and info.adapted in (None, "pca")
+    if r.returncode == 0:
+        assert info.adapted == "pca"
+    ids_, now = again.vectors("s")
+    assert sorted(ids_) == sorted(ids(300))
+    if info.adapted is None:
+        np.testing.assert_allclose(now[ids_.index("doc-5")], x[5], atol=1e-5)
+    # either way full-dimension search returns the documents themselves
+    res = again.search("s", x[:5], k=1, funnel=Funnel.exact(DIM))
+    assert [q[0].id for q in res.hits] == ids(5)
+    again.close() if getattr(again, "single_process", False) else None

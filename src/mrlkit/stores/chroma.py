@@ -46,12 +46,18 @@ from .base import (STORAGE_PRECISIONS, Document, Hit, SearchResult, SetInfo, Sta
 
 EXACT_BELOW = 10_000
 HNSW = {"space": "cosine", "ef_search": 200, "ef_construction": 200, "max_neighbors": 32}
+# the full-vector collection is never searched, only read back by id; Chroma indexes every
+# collection, so its graph is kept as small as Chroma allows to spare ingest time
+FULL_HNSW = {"space": "cosine", "ef_construction": 8, "max_neighbors": 2}
 _BATCH = 5_000  # rows per Chroma call (below its max batch size)
 
 
-def _names(set_name: str) -> tuple[str, str]:
+def _names(set_name: str, *, staging: bool = False) -> tuple[str, str]:
+    """The set's (documents, full vectors) collections; ``staging``: where a rebuild
+    writes before it swaps them in."""
     h = hashlib.sha1(set_name.encode()).hexdigest()[:20]
-    return f"mrlkit-s-{h}", f"mrlkit-f-{h}"
+    return (f"mrlkit-t-{h}", f"mrlkit-g-{h}") if staging else \
+        (f"mrlkit-s-{h}", f"mrlkit-f-{h}")
 
 
 def _where(filters: Mapping[str, Any]) -> dict:
@@ -105,12 +111,17 @@ class ChromaStore:
         pass  # the client holds no connection to release
 
     # --- catalogue --------------------------------------------------------------------
-    def _collections(self, name: str):
-        docs_name, full_name = _names(name)
+    def _get(self, col: str):
         try:
-            docs = self._client.get_collection(docs_name, embedding_function=None)
-            full = self._client.get_collection(full_name, embedding_function=None)
+            return self._client.get_collection(col, embedding_function=None)
         except Exception:  # Chroma raises NotFoundError/ValueError by version
+            return None
+
+    def _collections(self, name: str):
+        docs, full = (self._get(c) for c in _names(name))
+        if docs is None:
+            docs, full = self._finish_swap(name)
+        if docs is None or full is None:
             known = sorted(s.name for s in self.list_sets())
             raise SetNotFoundError(f"no embedding set named {name!r} in {self.location}"
                                    + (f"; sets: {', '.join(known)}" if known else
@@ -149,11 +160,11 @@ class ChromaStore:
             self._make(name, meta)
         return self.get_set(name)
 
-    def _make(self, name: str, meta: dict):
-        docs_name, full_name = _names(name)
+    def _make(self, name: str, meta: dict, *, staging: bool = False):
+        docs_name, full_name = _names(name, staging=staging)
         full = self._client.create_collection(full_name, embedding_function=None,
                                               metadata={"mrlkit": 1},
-                                              configuration={"hnsw": {"space": "cosine"}})
+                                              configuration={"hnsw": FULL_HNSW})
         docs = self._client.create_collection(docs_name, embedding_function=None,
                                               metadata=meta, configuration={"hnsw": HNSW})
         return docs, full
@@ -171,8 +182,9 @@ class ChromaStore:
 
     def drop_set(self, name: str) -> None:
         self._collections(name)
-        for col in _names(name):
-            self._client.delete_collection(col)
+        for col in _names(name) + _names(name, staging=True):
+            if self._get(col) is not None:
+                self._client.delete_collection(col)
 
     # --- writes ---------------------------------------------------------------------
     def add(self, name: str, ids: Sequence[str], embeddings: np.ndarray,
@@ -221,7 +233,9 @@ class ChromaStore:
 
     def _rebuild(self, name: str, meta: dict, transform=None, dim: int | None = None) -> None:
         """Write the set again through new collections: at a shorter prefix (reindex),
-        another first-stage dimension (index) or transformed (adapt)."""
+        another first-stage dimension (index) or transformed (adapt). They are written
+        under staging names and swapped in only when complete (see ``_finish_swap``): a
+        process killed mid-way leaves either the old set or the new one, whole."""
         docs, full = self._collections(name)
         got_full = full.get(include=["embeddings"])
         x = np.asarray(got_full["embeddings"], np.float32).reshape(
@@ -234,13 +248,33 @@ class ChromaStore:
             x = transform.apply(x)
         if dim is not None:
             x = vectors.truncate(x, dim)
-        for col in _names(name):
-            self._client.delete_collection(col)
-        docs, full = self._make(name, meta)
+        for col in _names(name, staging=True):  # left by a rebuild killed while writing
+            if self._get(col) is not None:
+                self._client.delete_collection(col)
+        docs, full = self._make(name, meta, staging=True)
         if len(x):
             self._write(docs, full, meta, list(got["ids"]), x, list(got["documents"]),
                         [m or {} for m in got["metadatas"]])
+        crash_point("before_switch")
+        self._client.delete_collection(_names(name)[0])  # from here the staging set counts
+        crash_point("mid_switch")
+        self._finish_swap(name)
         self._calibrations.clear()
+
+    def _finish_swap(self, name: str):
+        """Move complete staging collections in place of the set's (none when the set's
+        documents collection exists: then the staging ones are an unfinished write)."""
+        final, staged = _names(name), _names(name, staging=True)
+        docs = self._get(staged[0])
+        if docs is None or self._get(final[0]) is not None:
+            return None, None
+        full = self._get(staged[1])
+        if full is not None:
+            if self._get(final[1]) is not None:
+                self._client.delete_collection(final[1])
+            full.modify(name=final[1])
+        docs.modify(name=final[0])
+        return self._get(final[0]), self._get(final[1])
 
     def reindex(self, name: str, dim: int, *, allow_non_mrl: bool = False) -> SetInfo:
         with self._lock:

@@ -323,6 +323,7 @@ class LocalStore:
                     fh.write(block.astype(self._dtype(storage)).tobytes())
                 fh.flush()
                 os.fsync(fh.fileno())
+            crash_point("before_switch")
             db.execute("UPDATE sets SET generation = ?, transform = ?, version = version + 1 "
                        "WHERE id = ?", (gen + 1, json.dumps(total), set_id))
         self._cache.clear()

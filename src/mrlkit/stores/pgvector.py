@@ -511,6 +511,7 @@ class PgvectorStore:
             for text in row[9]:
                 self._create_index(cur, set_id, stored_dim, storage,
                                    Funnel.parse(text).stages[0], required=False)
+            crash_point("before_switch")
         return self.get_set(name)
 
     def vectors(self, name: str) -> tuple[list[str], np.ndarray]:

@@ -55,8 +55,15 @@ def _point_id(doc_id: str) -> str:
     return str(uuid.uuid5(_NS, doc_id))
 
 
-def _collection(set_name: str) -> str:
-    return "mrlkit-" + hashlib.sha1(set_name.encode()).hexdigest()[:20]
+def _collection(set_name: str, generation: int = 0) -> str:
+    """The collection holding a set's points; a rebuild writes the next generation and
+    switches the catalogue to it, so a killed rebuild leaves the set as it was."""
+    base = "mrlkit-" + hashlib.sha1(set_name.encode()).hexdigest()[:20]
+    return f"{base}-g{generation}" if generation else base
+
+
+def _col(meta: Mapping[str, Any]) -> str:
+    return _collection(meta["name"], meta.get("generation") or 0)
 
 
 class QdrantStore:
@@ -104,8 +111,8 @@ class QdrantStore:
         self._client.upsert(CATALOG, [self.m.PointStruct(id=_point_id(meta["name"]),
                                                          vector={}, payload=meta)], wait=True)
 
-    def _count(self, name: str) -> int:
-        return self._client.count(_collection(name), exact=True).count
+    def _count(self, meta: Mapping[str, Any]) -> int:
+        return self._client.count(_col(meta), exact=True).count
 
     @staticmethod
     def _info(meta: Mapping[str, Any], count: int) -> SetInfo:
@@ -141,7 +148,7 @@ class QdrantStore:
     def _make(self, meta: dict) -> None:
         m = self.m
         datatype = m.Datatype.FLOAT16 if meta["storage"] == "float16" else None
-        self._client.create_collection(_collection(meta["name"]), vectors_config={
+        self._client.create_collection(_col(meta), vectors_config={
             "full": m.VectorParams(size=meta["stored_dim"], distance=m.Distance.COSINE,
                                    datatype=datatype),
             "first": m.VectorParams(size=meta["first_dim"], distance=m.Distance.COSINE,
@@ -149,15 +156,18 @@ class QdrantStore:
 
     def list_sets(self) -> list[SetInfo]:
         points, _ = self._client.scroll(CATALOG, limit=10_000, with_payload=True)
-        return sorted((self._info(p.payload, self._count(p.payload["name"])) for p in points),
+        return sorted((self._info(p.payload, self._count(p.payload)) for p in points),
                       key=lambda s: s.name)
 
     def get_set(self, name: str) -> SetInfo:
-        return self._info(self._meta(name), self._count(name))
+        meta = self._meta(name)
+        return self._info(meta, self._count(meta))
 
     def drop_set(self, name: str) -> None:
-        self._meta(name)
-        self._client.delete_collection(_collection(name))
+        meta = self._meta(name)
+        for gen in {meta.get("generation") or 0, (meta.get("generation") or 0) + 1}:
+            if self._client.collection_exists(_collection(name, gen)):
+                self._client.delete_collection(_collection(name, gen))
         self._client.delete(CATALOG, self.m.PointIdsList(points=[_point_id(name)]), wait=True)
 
     # --- writes ---------------------------------------------------------------------
@@ -171,7 +181,7 @@ class QdrantStore:
             ids, emb, texts, metas = check_batch(name, meta["stored_dim"], ids, embeddings,
                                                  texts, metadata,
                                                  transform=meta.get("transform"))
-            existing = self._existing(name, ids)
+            existing = self._existing(meta, ids)
             if existing and not upsert:
                 raise InvalidInputError(f"ids already in set {name!r}: {sorted(existing)[:5]}"
                                         "; use upsert to replace them")
@@ -180,8 +190,8 @@ class QdrantStore:
             self._write(meta, ids, emb, texts, metas)
         return len(ids)
 
-    def _existing(self, name: str, ids: Sequence[str]) -> set[str]:
-        got = self._client.retrieve(_collection(name), [_point_id(i) for i in ids],
+    def _existing(self, meta: Mapping[str, Any], ids: Sequence[str]) -> set[str]:
+        got = self._client.retrieve(_col(meta), [_point_id(i) for i in ids],
                                     with_payload=["id"])
         return {p.payload["id"] for p in got}
 
@@ -189,7 +199,7 @@ class QdrantStore:
         m = self.m
         first = vectors.truncate(emb, meta["first_dim"])
         for s in range(0, len(ids), _BATCH):
-            self._client.upsert(_collection(meta["name"]), m.Batch(
+            self._client.upsert(_col(meta), m.Batch(
                 ids=[_point_id(i) for i in ids[s:s + _BATCH]],
                 vectors={"full": emb[s:s + _BATCH].tolist(),
                          "first": first[s:s + _BATCH].tolist()},
@@ -200,41 +210,50 @@ class QdrantStore:
     def delete(self, name: str, ids: Sequence[str]) -> int:
         ids = [str(i) for i in ids]
         with self._lock:
-            self._meta(name)
-            found = self._existing(name, ids)
+            meta = self._meta(name)
+            found = self._existing(meta, ids)
             if found:
-                self._client.delete(_collection(name), self.m.PointIdsList(
+                self._client.delete(_col(meta), self.m.PointIdsList(
                     points=[_point_id(i) for i in found]), wait=True)
         return len(found)
 
-    def _all(self, name: str, *, payload: bool = False) -> tuple[list, np.ndarray, list]:
+    def _all(self, meta: Mapping[str, Any], *, payload: bool = False
+             ) -> tuple[list, np.ndarray, list]:
         """Every point's id, full vector and (optionally) payload, ordered by id."""
         points, offset = [], None
         while True:
-            page, offset = self._client.scroll(_collection(name), limit=1_000, offset=offset,
+            page, offset = self._client.scroll(_col(meta), limit=1_000, offset=offset,
                                                with_vectors=["full"],
                                                with_payload=True if payload else ["id"])
             points += page
             if offset is None:
                 break
         points.sort(key=lambda p: p.payload["id"])
-        dim = self._meta(name)["stored_dim"]
+        dim = meta["stored_dim"]
         x = np.asarray([p.vector["full"] for p in points], np.float32).reshape(len(points), dim)
         return [p.payload["id"] for p in points], x, [p.payload for p in points]
 
     def _rebuild(self, meta: dict, transform=None, dim: int | None = None) -> None:
-        ids, x, payloads = self._all(meta["name"], payload=True)
+        """Write the set again into the next generation's collection, then switch the
+        catalogue to it (one upsert) and drop the old one: a process killed before the
+        switch leaves the set as it was, after it the new one complete."""
+        old = _col(meta)
+        ids, x, payloads = self._all(self._meta(meta["name"]), payload=True)
         if transform is not None:
             x = transform.apply(x)
         if dim is not None:
             x = vectors.truncate(x, dim)
-        self._client.delete_collection(_collection(meta["name"]))
+        meta["generation"] = (meta.get("generation") or 0) + 1
+        if self._client.collection_exists(_col(meta)):  # left by a killed rebuild
+            self._client.delete_collection(_col(meta))
         self._make(meta)
         if ids:
             self._write(meta, ids, x, [p.get("text") for p in payloads],
                         [p.get("meta") or {} for p in payloads])
         meta["filter_fields"] = []
+        crash_point("before_switch")
         self._save_meta(meta)
+        self._client.delete_collection(old)
         self._calibrations.clear()
 
     def reindex(self, name: str, dim: int, *, allow_non_mrl: bool = False) -> SetInfo:
@@ -278,14 +297,14 @@ class QdrantStore:
         return self.get_set(name)
 
     def vectors(self, name: str) -> tuple[list[str], np.ndarray]:
-        ids, x, _ = self._all(name)
+        ids, x, _ = self._all(self._meta(name))
         return ids, x
 
     # --- reads ----------------------------------------------------------------------
     def get(self, name: str, ids: Sequence[str]) -> list[Document | None]:
         ids = [str(i) for i in ids]
-        self._meta(name)
-        got = self._client.retrieve(_collection(name), [_point_id(i) for i in ids],
+        meta = self._meta(name)
+        got = self._client.retrieve(_col(meta), [_point_id(i) for i in ids],
                                     with_payload=True)
         found = {p.payload["id"]: Document(p.payload["id"], p.payload.get("text"),
                                            p.payload.get("meta") or {}) for p in got}
@@ -310,7 +329,7 @@ class QdrantStore:
                           m.PayloadSchemaType.KEYWORD)
                 with warnings.catch_warnings():  # local mode has no payload indexes
                     warnings.simplefilter("ignore")
-                    self._client.create_payload_index(_collection(meta["name"]),
+                    self._client.create_payload_index(_col(meta),
                                                       f"meta.{key}", schema, wait=True)
                 meta["filter_fields"].append(str(key))
                 self._save_meta(meta)
@@ -348,7 +367,7 @@ class QdrantStore:
     def search(self, name: str, queries: np.ndarray, *, k: int = 10, funnel=None,
                filters: Mapping[str, Any] | None = None, adaptive=None) -> SearchResult:
         meta = self._meta(name)
-        stored_dim, n = meta["stored_dim"], self._count(name)
+        stored_dim, n = meta["stored_dim"], self._count(meta)
         q = vectors.as_matrix(queries, name="queries")
         if q.shape[1] != stored_dim:
             raise InvalidInputError(f"set {name!r} expects {stored_dim}-d queries, "
@@ -361,13 +380,13 @@ class QdrantStore:
         if n == 0:
             return SearchResult([[] for _ in q], [], [[] for _ in q])
         if not self._native(meta, funnel, filters, adaptive, n):
-            return self._in_mrlkit(name, q, funnel, filters, adaptive)
+            return self._in_mrlkit(meta, q, funnel, filters, adaptive)
         t0 = time.perf_counter()
         hits = []
         for query in q:
             request = self.funnel_request(name, query, funnel, k=k, filters=filters)
             self.requests.append(request)
-            res = self._client.query_points(_collection(name), **request)
+            res = self._client.query_points(_col(meta), **request)
             hits.append([Hit(p.payload["id"], float(p.score), p.payload.get("text"),
                              p.payload.get("meta") or {}) for p in res.points])
         ms = (time.perf_counter() - t0) * 1000
@@ -376,8 +395,9 @@ class QdrantStore:
                    for i, s in enumerate(funnel.stages)]
         return SearchResult(hits, timings, [[s.dim for s in funnel.stages] for _ in q])
 
-    def _in_mrlkit(self, name, q, funnel, filters, adaptive) -> SearchResult:
-        ids, x, payloads = self._all(name, payload=True)
+    def _in_mrlkit(self, meta, q, funnel, filters, adaptive) -> SearchResult:
+        name = meta["name"]
+        ids, x, payloads = self._all(meta, payload=True)
         if filters:
             keep = [r for r, p in enumerate(payloads)
                     if all(k in (p.get("meta") or {}) and p["meta"][k] == v
@@ -394,7 +414,7 @@ class QdrantStore:
 
     def info(self, name: str) -> dict[str, Any]:
         meta = self._meta(name)
-        n = self._count(name)
+        n = self._count(meta)
         info = self._info(meta, n)
         width = 2 if meta["storage"] == "float16" else 4
         return {**info.as_dict(), "rows": n, "dead_rows": 0,
