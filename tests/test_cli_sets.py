@@ -91,6 +91,27 @@ def test_create_index_search_reindex(tmp_path, corpus, location):
     assert r.returncode == 0
 
 
+@pytest.mark.parametrize("kind", ["chroma", "qdrant"])
+def test_the_same_commands_on_chroma_and_qdrant(tmp_path, corpus, kind):
+    """sets create, index, search --funnel and sets index, unchanged but for --store."""
+    store = ["--store", f"{kind}:{tmp_path / kind}"]
+    r = run("sets", "create", "demo", "--model", "all-MiniLM-L6-v2", *store, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    r = run("index", "demo", str(corpus), *store, cwd=tmp_path)
+    assert "indexed 6 documents" in r.stdout, r.stderr
+    r = run("search", "demo", "baking", "-k", "2", "--funnel", "64:binary:6,384", "--filter",
+            "topic=food", "--json", *store, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert [h["id"] for h in json.loads(r.stdout)["hits"][0]] == ["bread", "tea"]
+    r = run("sets", "index", "demo", "--funnel", "64:float32:6,384", *store, cwd=tmp_path)
+    assert r.returncode == 0 and "64" in r.stdout, r.stderr
+    r = run("search", "demo", "which planet has big volcanoes?", "-k", "3", "--funnel",
+            "64:float32:6,384", "--json", *store, cwd=tmp_path)
+    assert json.loads(r.stdout)["hits"][0][0]["id"] == "mars", r.stderr
+    r = run("sets", "drop", "demo", *store, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+
+
 @pytest.mark.parametrize("args, message", [
     (["sets", "create", "x", "--model", "all-MiniLM-L6-v2", "--dim", "64"],
      "not Matryoshka-trained"),
