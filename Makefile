@@ -21,8 +21,9 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/mrlkit demo
 
+# two workers (pytest-xdist): most of the run is CLI subprocesses waiting on imports
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2
 
 # docs/results: every table and plot of docs/evaluation.md, from the shared datasets
 DATA := ../shared/datasets

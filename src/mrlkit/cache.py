@@ -65,7 +65,7 @@ def cached_embed(model: str | ModelSpec, texts: Sequence[str], *, kind: str = "d
             return out
     out = get_provider(spec, **provider_options).embed(texts, kind=kind, dim=dim)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp.npy")
+    tmp = path.with_suffix(f".{os.getpid()}.tmp.npy")  # one per process: no clash
     np.save(tmp, out)
     os.replace(tmp, path)
     return out
