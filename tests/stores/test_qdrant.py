@@ -58,3 +58,24 @@ def test_funnels_qdrant_cannot_run_go_through_mrlkit(qdrant):
     assert qdrant.info("s")["first_stage_dim"] == 64 and qdrant.get_set("s").count == 200
     res = qdrant.search("s", unit(2, 768), k=5, funnel=Funnel.parse("64:float32:100,768"))
     assert res.timings[0].method == "qdrant query"
+
+
+@pytest.mark.parametrize("precision, config", [("binary", "BinaryQuantization"),
+                                               ("int8", "ScalarQuantization")])
+def test_a_quantised_first_stage_is_qdrant_quantisation_without_rescore(qdrant, precision,
+                                                                       config):
+    qdrant.create_set("s", "nomic-embed-text")
+    x = unit(400, 768)
+    qdrant.add("s", ids(400), x)
+    funnel = Funnel.parse(f"128:{precision}:200,768")
+    assert precision in qdrant.index("s", funnel)[0]
+    params = qdrant._client.get_collection(
+        qdrant._col_of("s")).config.params.vectors["first"]
+    assert type(params.quantization_config).__name__ == config
+    q = vectors.normalize(x[:4] + 0.3 * unit(4, 768, seed=5))
+    res = qdrant.search("s", q, k=10, funnel=funnel)
+    assert res.timings[0].method == "qdrant query" and qdrant.get_set("s").count == 400
+    prefetch = qdrant.requests[-1]["prefetch"]
+    assert prefetch.params.quantization.rescore is False   # the rerank is the next stage
+    got = [[int(h.id.split("-")[1]) for h in r] for r in res.hits]
+    assert np.mean([len(set(a) & set(b)) / 10 for a, b in zip(got, exact(x, q, 10))]) >= 0.9

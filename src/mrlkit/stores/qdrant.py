@@ -7,9 +7,11 @@ named vectors — ``full`` (the stored dimension) and ``first`` (the first-stage
 text and metadata (``meta.<key>``, with payload indexes made for filter fields on first
 use). A catalogue collection ``mrlkit-catalog`` holds one point per set describing it.
 
-A float32 funnel over those vectors runs in Qdrant as one ``query_points`` call:
-``prefetch(first, limit=keep)`` inside, the rerank on ``full`` outside. Other funnels
-(binary or int8 stages, other prefix lengths), adaptive search, filters Qdrant cannot
+A funnel over those vectors runs in Qdrant as one ``query_points`` call:
+``prefetch(first, limit=keep)`` inside, the rerank on ``full`` outside; a binary or int8
+first stage (after ``index``) is Qdrant's binary or scalar quantisation of ``first``,
+searched without rescoring. Other funnels (other prefix lengths or precisions, more than
+two stages), adaptive search, filters Qdrant cannot
 match exactly (floats, nulls) and sets below ``exact_below`` rows run in mrlkit over the
 stored vectors, exact like the embedded store.
 
@@ -111,6 +113,10 @@ class QdrantStore:
         self._client.upsert(CATALOG, [self.m.PointStruct(id=_point_id(meta["name"]),
                                                          vector={}, payload=meta)], wait=True)
 
+    def _col_of(self, name: str) -> str:
+        """The collection that holds set ``name``'s points now."""
+        return _col(self._meta(name))
+
     def _count(self, meta: Mapping[str, Any]) -> int:
         return self._client.count(_col(meta), exact=True).count
 
@@ -145,6 +151,16 @@ class QdrantStore:
             self._save_meta(meta)
         return self.get_set(name)
 
+    def _quantization(self, precision: str):
+        """Qdrant's quantisation for a first stage in ``precision`` (None: float32)."""
+        m = self.m
+        if precision == "binary":
+            return m.BinaryQuantization(binary=m.BinaryQuantizationConfig(always_ram=True))
+        if precision == "int8":
+            return m.ScalarQuantization(scalar=m.ScalarQuantizationConfig(
+                type=m.ScalarType.INT8, quantile=0.99, always_ram=True))
+        return None
+
     def _make(self, meta: dict) -> None:
         m = self.m
         datatype = m.Datatype.FLOAT16 if meta["storage"] == "float16" else None
@@ -152,7 +168,8 @@ class QdrantStore:
             "full": m.VectorParams(size=meta["stored_dim"], distance=m.Distance.COSINE,
                                    datatype=datatype),
             "first": m.VectorParams(size=meta["first_dim"], distance=m.Distance.COSINE,
-                                    datatype=datatype)})
+                                    datatype=datatype, quantization_config=self._quantization(
+                                        meta.get("first_precision") or "float32"))})
 
     def list_sets(self) -> list[SetInfo]:
         points, _ = self._client.scroll(CATALOG, limit=10_000, with_payload=True)
@@ -273,20 +290,22 @@ class QdrantStore:
         return self.get_set(name)
 
     def index(self, name: str, funnel) -> list[str]:
-        """Give the points a ``first`` named vector at the funnel's first-stage length
-        (float32); Qdrant cannot add a named vector in place, so the collection is
-        rewritten from the stored vectors when the length changes."""
+        """Give the points a ``first`` named vector at the funnel's first-stage length,
+        quantised by Qdrant when the stage is binary or int8 (the original floats stay for
+        Qdrant's own use). The collection is rewritten from the stored vectors when the
+        length or the quantisation changes (Qdrant cannot add a named vector in place)."""
         with self._lock:
             meta = self._meta(name)
             first = Funnel(funnel.stages[:1]).check(meta["stored_dim"], 1).stages[0]
-            if first.precision != "float32":
-                raise InvalidInputError(
-                    f"a {first.precision} first stage runs in mrlkit over the stored "
-                    "vectors; index a float32 prefix, e.g. 128:float32:200")
-            if first.dim != meta["first_dim"]:
-                meta["first_dim"] = first.dim
+            if first.precision == "float16":
+                raise InvalidInputError("Qdrant quantises to binary or int8; a float16 first "
+                                        "stage runs in mrlkit (index 128:float32:… instead)")
+            if (first.dim, first.precision) != (meta["first_dim"],
+                                                meta.get("first_precision") or "float32"):
+                meta["first_dim"], meta["first_precision"] = first.dim, first.precision
                 self._rebuild(meta)
-        return [f"named vector 'first' at {first.dim} dimensions"]
+        kind = "" if first.precision == "float32" else f", {first.precision}-quantised"
+        return [f"named vector 'first' at {first.dim} dimensions{kind}"]
 
     def adapt(self, name: str, transform) -> SetInfo:
         with self._lock:
@@ -344,8 +363,12 @@ class QdrantStore:
         m = self.m
         first, rest = funnel.stages[0], funnel.stages[1:]
         flt = self._filter(meta, filters) if filters else None
+        # a quantised first stage keeps its candidates by the quantised score (no rescore:
+        # the next stage reranks them on the full vector, as mrlkit's funnel does)
+        params = None if first.precision == "float32" else m.SearchParams(
+            quantization=m.QuantizationSearchParams(ignore=False, rescore=False))
         inner = m.Prefetch(query=vectors.truncate(query[None], first.dim)[0].tolist(),
-                           using="first", limit=first.keep or k, filter=flt)
+                           using="first", limit=first.keep or k, filter=flt, params=params)
         if not rest:
             return {"query": inner.query, "using": "first", "limit": k, "query_filter": flt,
                     "with_payload": True}
@@ -354,7 +377,8 @@ class QdrantStore:
 
     def _native(self, meta: dict, funnel: Funnel, filters, adaptive, n: int) -> bool:
         stages = funnel.stages
-        shape_ok = (stages[0].dim == meta["first_dim"] and stages[0].precision == "float32"
+        shape_ok = (stages[0].dim == meta["first_dim"]
+                    and stages[0].precision == (meta.get("first_precision") or "float32")
                     and all(s.precision == "float32" and s.dim == meta["stored_dim"]
                             for s in stages[1:]) and len(stages) <= 2)
         if len(stages) == 1 and stages[0].dim == meta["stored_dim"] and \
@@ -420,7 +444,8 @@ class QdrantStore:
         return {**info.as_dict(), "rows": n, "dead_rows": 0,
                 "stored_bytes": n * meta["stored_dim"] * width,
                 "bytes_per_vector": meta["stored_dim"] * width,
-                "views": [{"dim": meta["first_dim"], "precision": "float32",
+                "views": [{"dim": meta["first_dim"],
+                           "precision": meta.get("first_precision") or "float32",
                            "kind": "named vector 'first' (estimated)",
                            "bytes": n * meta["first_dim"] * width}],
                 "first_stage_dim": meta["first_dim"], "location": self.location}
