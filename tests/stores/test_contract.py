@@ -385,4 +385,4 @@ def test_kill_9_in_the_middle_of_adapt_leaves_the_set_whole(store, location, cra
     # either way full-dimension search returns the documents themselves
     res = again.search("s", x[:5], k=1, funnel=Funnel.exact(DIM))
     assert [q[0].id for q in res.hits] == ids(5)
-    again.close() if getattr(again, "single_process", False) else None
+    _let_go(again)

@@ -69,8 +69,10 @@ def test_a_quantised_first_stage_is_qdrant_quantisation_without_rescore(qdrant, 
     qdrant.add("s", ids(400), x)
     funnel = Funnel.parse(f"128:{precision}:200,768")
     assert precision in qdrant.index("s", funnel)[0]
+    from mrlkit.stores.qdrant import _col
+
     params = qdrant._client.get_collection(
-        qdrant._col_of("s")).config.params.vectors["first"]
+        _col(qdrant._meta("s"))).config.params.vectors["first"]
     assert type(params.quantization_config).__name__ == config
     q = vectors.normalize(x[:4] + 0.3 * unit(4, 768, seed=5))
     res = qdrant.search("s", q, k=10, funnel=funnel)

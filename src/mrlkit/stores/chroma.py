@@ -117,6 +117,12 @@ class ChromaStore:
         except Exception:  # Chroma raises NotFoundError/ValueError by version
             return None
 
+    def _drop(self, *cols: str) -> None:
+        """Delete those of ``cols`` that exist."""
+        for col in cols:
+            if self._get(col) is not None:
+                self._client.delete_collection(col)
+
     def _collections(self, name: str):
         docs, full = (self._get(c) for c in _names(name))
         if docs is None:
@@ -182,9 +188,7 @@ class ChromaStore:
 
     def drop_set(self, name: str) -> None:
         self._collections(name)
-        for col in _names(name) + _names(name, staging=True):
-            if self._get(col) is not None:
-                self._client.delete_collection(col)
+        self._drop(*_names(name), *_names(name, staging=True))
 
     # --- writes ---------------------------------------------------------------------
     def add(self, name: str, ids: Sequence[str], embeddings: np.ndarray,
@@ -248,9 +252,7 @@ class ChromaStore:
             x = transform.apply(x)
         if dim is not None:
             x = vectors.truncate(x, dim)
-        for col in _names(name, staging=True):  # left by a rebuild killed while writing
-            if self._get(col) is not None:
-                self._client.delete_collection(col)
+        self._drop(*_names(name, staging=True))  # left by a rebuild killed while writing
         docs, full = self._make(name, meta, staging=True)
         if len(x):
             self._write(docs, full, meta, list(got["ids"]), x, list(got["documents"]),
@@ -270,8 +272,7 @@ class ChromaStore:
             return None, None
         full = self._get(staged[1])
         if full is not None:
-            if self._get(final[1]) is not None:
-                self._client.delete_collection(final[1])
+            self._drop(final[1])
             full.modify(name=final[1])
         docs.modify(name=final[0])
         return self._get(final[0]), self._get(final[1])

@@ -113,10 +113,6 @@ class QdrantStore:
         self._client.upsert(CATALOG, [self.m.PointStruct(id=_point_id(meta["name"]),
                                                          vector={}, payload=meta)], wait=True)
 
-    def _col_of(self, name: str) -> str:
-        """The collection that holds set ``name``'s points now."""
-        return _col(self._meta(name))
-
     def _count(self, meta: Mapping[str, Any]) -> int:
         return self._client.count(_col(meta), exact=True).count
 
