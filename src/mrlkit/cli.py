@@ -526,8 +526,9 @@ def adapt_cmd(
     its stored vectors and apply it to them and to every later query."""
     from rich.progress import Progress
 
-    from .training import fit_transform
+    from .training import check_method, fit_transform
 
+    check_method(method)
     st = _store(store)
     ids, x = st.vectors(name)
     t0 = time.perf_counter()

@@ -94,6 +94,16 @@ def pca_rotation(x: np.ndarray) -> np.ndarray:
     return vecs[:, order].astype(np.float32)
 
 
+METHODS = ("pca", "adaptor")
+
+
+def check_method(method: str) -> str:
+    """``method`` if it names a transform, else one clear error (before any work)."""
+    if method not in METHODS:
+        raise InvalidInputError(f"method must be pca or adaptor, not {method!r}")
+    return method
+
+
 def fit_transform(x: np.ndarray, method: str = "pca", *, dims: Sequence[int] | None = None,
                   steps: int = 300, neighbours: int = 10, batch: int = 512, seed: int = 0,
                   lr: float = 5e-3,
@@ -106,6 +116,7 @@ def fit_transform(x: np.ndarray, method: str = "pca", *, dims: Sequence[int] | N
     ``(cos((x_i W)[:m], (x_j W)[:m]) − cos(x_i, x_j))²`` for ``j`` among ``i``'s
     ``neighbours`` nearest (weight 1) and random others (weight 0.25).
     """
+    check_method(method)
     x = vectors.normalize(vectors.as_matrix(x, name="stored vectors"))
     n, d = x.shape
     if n < 2:
@@ -115,8 +126,6 @@ def fit_transform(x: np.ndarray, method: str = "pca", *, dims: Sequence[int] | N
     if method == "pca":
         return Transform("pca", rotation, dims, n,
                          {"source": "principal directions of the stored vectors (closed form)"})
-    if method != "adaptor":
-        raise InvalidInputError(f"method must be pca or adaptor, not {method!r}")
     import torch
 
     torch.manual_seed(seed)
