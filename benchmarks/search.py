@@ -180,9 +180,9 @@ def run_dataset(label: str, x: np.ndarray, q: np.ndarray, *, mrl: bool, hnsw: bo
                 build = time.perf_counter() - t0
                 first = funnel.stages[0]
                 ann = first.precision == "float32" and n >= ANN_THRESHOLD
-                views = store.info("b")["views"]
+                views = store.info("b").as_dict()["views"]
                 first_bytes = sum(v["bytes"] for v in views if v["dim"] == first.dim and (
-                    v["precision"].endswith("index)") if ann else v["precision"] == first.precision))
+                    v["kind"] == "IVF index" if ann else v["precision"] == first.precision))
                 if first.dim == dim and not ann:
                     first_bytes = 0  # the stored vectors themselves
                 stored_bytes = n * vectors.bytes_per_vector(dim, storage)
@@ -246,7 +246,7 @@ def run_pgvector(label: str, x: np.ndarray, q: np.ndarray, *, funnels: list[str]
         store.drop_set("bench-indexed")
         print(f"ingest (binary COPY into a set with an HNSW index, first {m:,} rows): "
               f"{ingest_indexed:,.0f} vectors/s", flush=True)
-        table_mb = store.info("bench")["stored_bytes"] / 2**20
+        table_mb = store.info("bench").stored_bytes / 2**20
 
         def add(name, store_, funnel, build_s, index_mb):
             def one(qq):
@@ -268,12 +268,12 @@ def run_pgvector(label: str, x: np.ndarray, q: np.ndarray, *, funnels: list[str]
         exact_store.close()
 
         def build(spec):
-            before = {(v["dim"], v["precision"]) for v in store.info("bench")["views"]}
+            before = {(v["dim"], v["precision"]) for v in store.info("bench").as_dict()["views"]}
             t0 = time.perf_counter()
             store.index("bench", Funnel.parse(spec))
             took = time.perf_counter() - t0
             first = Funnel.parse(spec).stages[0]
-            size = [v["bytes"] for v in store.info("bench")["views"]
+            size = [v["bytes"] for v in store.info("bench").as_dict()["views"]
                     if v["dim"] == first.dim and v["precision"] == first.precision]
             print(f"  HNSW index {first}: {took:.1f} s", flush=True)
             return (took if (first.dim, first.precision) not in before else 0.0), \
@@ -281,9 +281,9 @@ def run_pgvector(label: str, x: np.ndarray, q: np.ndarray, *, funnels: list[str]
 
         took, size = build(f"{dim}:float32")
         for ef in (40, 100):
-            store.ef_search = ef
+            store.engine.ef_search = ef
             add(f"pgvector HNSW @{dim} ef_search={ef}", store, Funnel.exact(dim), took, size)
-        store.ef_search = 100
+        store.engine.ef_search = 100
         for spec in funnels:
             took, size = build(spec)
             add(f"mrlkit funnel {spec} (one SQL statement)", store, Funnel.parse(spec),
@@ -314,7 +314,7 @@ def run_engine(backend: str, label: str, x: np.ndarray, q: np.ndarray, *,
 
         store = ChromaStore(f"chroma:{tmp}", exact_below=0)
     else:
-        from mrlkit.stores.qdrant import QdrantStore, _col
+        from mrlkit.stores.qdrant import QdrantStore
 
         store = QdrantStore(f"qdrant:{tmp}", exact_below=0)
     store.create_set("bench", f"bench-{dim}")
@@ -338,7 +338,7 @@ def run_engine(backend: str, label: str, x: np.ndarray, q: np.ndarray, *,
     engine_ingest = None
     if backend == "chroma":
         # the engine alone: one collection of full vectors at Chroma's defaults (cosine)
-        plain = store._client.create_collection("bench-plain", embedding_function=None,
+        plain = store.engine._client.create_collection("bench-plain", embedding_function=None,
                                                 configuration={"hnsw": {"space": "cosine"}})
         t0 = time.perf_counter()
         for start in range(0, n, step):
@@ -354,10 +354,10 @@ def run_engine(backend: str, label: str, x: np.ndarray, q: np.ndarray, *,
 
         add("Chroma default HNSW @full (its defaults)", engine)
     else:
-        collection = _col(store._meta("bench"))
+        collection = store.record("bench").collection
 
         def engine(qq):
-            return [np.array([int(p.payload["id"]) for p in store._client.query_points(
+            return [np.array([int(p.payload["id"]) for p in store.engine._client.query_points(
                 collection, query=v.tolist(), using="full", limit=K,
                 with_payload=["id"]).points]) for v in qq]
 

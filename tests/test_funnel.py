@@ -7,7 +7,7 @@ import pytest
 
 from mrlkit import errors, funnel, vectors
 from mrlkit.funnel import Funnel, Stage
-from mrlkit.stores.local import LocalStore
+from mrlkit.stores.local import LocalSource, LocalStore
 
 
 def test_parse_round_trip():
@@ -35,10 +35,10 @@ def test_ann_first_stage_finds_the_neighbours(tmp_path):
     store.add("s", [str(i) for i in range(3000)], x)
     store.delete("s", ["0"])
     q = vectors.normalize(x[:10] + 0.1 * rng.normal(size=(10, 64)))
-    info = store._row("s")
-    rows, _, timings, _ = funnel.execute(store, "s", q, Funnel.exact(64).check(64, 10),
-                                         n_rows=3000, live=store._live(info), candidates=None,
-                                         ann_threshold=0)
+    rec = store.record("s")
+    rows, _, timings, _ = funnel.execute(LocalSource(store.engine, rec), q,
+                                         Funnel.exact(64).check(64, 10), n_rows=3000,
+                                         live=store.engine._live(rec), ann_threshold=0)
     assert timings[0].method == "ann"
     truth = vectors.top_k(q @ x[1:].T, 10)[0] + 1
     recall = np.mean([len(set(r) & set(t)) / 10 for r, t in zip(rows, truth)])

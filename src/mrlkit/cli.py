@@ -13,13 +13,16 @@ import sys
 import time
 import warnings
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from .errors import InvalidInputError, MrlkitError
+
+if TYPE_CHECKING:
+    from .stores import StorageInfo
 
 app = typer.Typer(help="Matryoshka embeddings: embed once, serve any prefix, search in tiers.",
                   no_args_is_help=True, pretty_exceptions_enable=False,
@@ -201,25 +204,24 @@ def sets_info(name: str, store: StoreOpt = None,
     """Count, stored bytes and bytes of each view (the storage summary)."""
     info = _store(store).info(name)
     if json_out:
-        sys.stdout.write(json.dumps(info, indent=2) + "\n")
+        sys.stdout.write(json.dumps(info.as_dict(), indent=2) + "\n")
         return
     out.print(storage_table(info))
 
 
-def storage_table(info: dict) -> Table:
-    table = Table(title=f"set {info['name']} — {info['count']} documents, "
-                        f"{info['model']} at {info['stored_dim']} dims")
+def storage_table(info: StorageInfo) -> Table:
+    s = info.set
+    table = Table(title=f"set {s.name} — {s.count} documents, {s.model} at {s.stored_dim} dims")
     table.add_column("what")
     table.add_column("dim", justify="right")
     table.add_column("precision")
     table.add_column("bytes", justify="right")
     table.add_column("bytes / vector", justify="right")
-    rows = max(info["rows"], 1)
-    table.add_row("stored vectors", str(info["stored_dim"]), info["storage"],
-                  f"{info['stored_bytes']:,}", str(info["bytes_per_vector"]))
-    for v in info["views"]:
-        table.add_row(v.get("kind", "view"), str(v["dim"]), v["precision"], f"{v['bytes']:,}",
-                      f"{v['bytes'] / rows:.1f}")
+    rows = max(info.rows, 1)
+    table.add_row("stored vectors", str(s.stored_dim), s.storage,
+                  f"{info.stored_bytes:,}", str(info.bytes_per_vector))
+    for v in info.views:
+        table.add_row(v.kind, str(v.dim), v.precision, f"{v.bytes:,}", f"{v.bytes / rows:.1f}")
     return table
 
 
@@ -526,19 +528,17 @@ def adapt_cmd(
     its stored vectors and apply it to them and to every later query."""
     from rich.progress import Progress
 
-    from .training import check_method, fit_transform
+    from .transform import adapt, check_method
 
     check_method(method)
     st = _store(store)
-    ids, x = st.vectors(name)
     t0 = time.perf_counter()
     with Progress(console=err, transient=True) as bar:
         task = bar.add_task(f"fitting {method}", total=steps if method == "adaptor" else None)
-        transform = fit_transform(x, method, steps=steps,
-                                  progress=lambda i, n, loss: bar.update(
-                                      task, completed=i, description=f"adaptor loss {loss:.5f}"))
-    info = st.adapt(name, transform)
-    out.print(f"set {name}: {method} fitted on {len(ids):,} stored vectors and applied in "
+        info = adapt(st, name, method, steps=steps,
+                     progress=lambda i, n, loss: bar.update(
+                         task, completed=i, description=f"adaptor loss {loss:.5f}"))
+    out.print(f"set {name}: {method} fitted on {info.count:,} stored vectors and applied in "
               f"{time.perf_counter() - t0:.1f} s; prefixes now meant for "
               f"{', '.join(map(str, info.mrl_dims or []))} dimensions. Full-dimension scores "
               "are unchanged (orthogonal); queries are transformed alike.")
@@ -597,7 +597,7 @@ PgData = Annotated[str, typer.Option("--data", help="Data folder of the server."
 @pg_app.command("start")
 def pg_start(data: PgData = "~/.local/share/mrlkit/pg") -> None:
     """Start PostgreSQL 18 + pgvector (keeps running) and print its URL for --store."""
-    from .stores.pgvector import start_embedded
+    from .stores.pg_server import start_embedded
 
     url = start_embedded(data)
     err.print(f"PostgreSQL with pgvector is running (data in {data}); use it with:")
@@ -608,7 +608,7 @@ def pg_start(data: PgData = "~/.local/share/mrlkit/pg") -> None:
 @pg_app.command("stop")
 def pg_stop(data: PgData = "~/.local/share/mrlkit/pg") -> None:
     """Stop the embedded PostgreSQL started by `mrlkit pg start`."""
-    from .stores.pgvector import stop_embedded
+    from .stores.pg_server import stop_embedded
 
     out.print("stopped" if stop_embedded(data) else f"no server running in {data}")
 

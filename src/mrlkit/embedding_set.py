@@ -15,7 +15,8 @@ Example::
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
+from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 from rich.progress import Progress
@@ -24,7 +25,7 @@ from .errors import InvalidInputError
 from .funnel import Adaptive, Funnel
 from .providers import get_provider
 from .registry import get_spec
-from .stores.base import SearchResult, SetInfo, Store
+from .stores import SearchResult, SetInfo, Store
 
 
 class EmbeddingSet:

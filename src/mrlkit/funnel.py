@@ -15,18 +15,43 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Protocol, Sequence
+from typing import Protocol
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
 from . import vectors
 from .errors import DimensionError, InvalidInputError
-from .stores.base import StageTiming, View
 from .vectors import Int8Calibration
 
 ANN_THRESHOLD = 200_000  # rows; below it an exact scan of a small view is fast enough
 _SCORE_CELLS = 32_000_000  # queries × rows scored at once, to bound memory
 _RERANK_FLOATS = 1_000_000  # candidate floats gathered at once in a rerank stage
+
+
+@dataclass
+class StageTiming:
+    """Time a funnel stage took for the whole query batch."""
+
+    dim: int
+    precision: str
+    keep: int
+    ms: float
+    method: str = "exact"  # exact, ann, rerank, or the engine's own (sql:hnsw, …)
+
+
+@dataclass
+class View:
+    """A resolution view over every row of a set (deleted rows included; the funnel
+    masks them): ``codes`` at (``dim``, ``precision``), and the int8 calibration."""
+
+    dim: int
+    precision: str
+    codes: np.ndarray
+    calibration: Int8Calibration | None = None
+
+
+Result = tuple[list[np.ndarray], list[np.ndarray], list[StageTiming], list[list[int]]]
 
 
 @dataclass(frozen=True)
@@ -54,7 +79,7 @@ class Funnel:
         return ",".join(str(s) for s in self.stages)
 
     @classmethod
-    def exact(cls, dim: int) -> "Funnel":
+    def exact(cls, dim: int) -> Funnel:
         """The one-stage funnel: exact float32 search at ``dim``.
 
         Example::
@@ -65,7 +90,7 @@ class Funnel:
         return cls((Stage(dim, "float32"),))
 
     @classmethod
-    def parse(cls, spec: str) -> "Funnel":
+    def parse(cls, spec: str) -> Funnel:
         """Parse ``DIM[:PRECISION][:KEEP]`` stages separated by commas.
 
         Example::
@@ -93,7 +118,7 @@ class Funnel:
             stages.append(Stage(dim, precision, keep))
         return cls(tuple(stages))
 
-    def check(self, stored_dim: int, k: int) -> "Funnel":
+    def check(self, stored_dim: int, k: int) -> Funnel:
         """Validate against a set; return the funnel with the last stage keeping ``k``."""
         if not self.stages:
             raise InvalidInputError("a funnel needs at least one stage")
@@ -145,16 +170,22 @@ class Adaptive:
     margin: float = 0.25
 
 
+class Index(Protocol):
+    """A nearest-neighbour index over a float prefix (faiss's search signature)."""
+
+    def search(self, x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]: ...
+
+
 class FunnelSource(Protocol):
-    """What the generic executor needs from a store."""
+    """What the generic executor needs from one set's vectors."""
 
-    def view(self, name: str, dim: int, precision: str) -> View: ...
+    def view(self, dim: int, precision: str) -> View: ...
 
-    def full_vectors(self, name: str, rows: np.ndarray) -> np.ndarray: ...
+    def full_vectors(self, rows: np.ndarray) -> np.ndarray: ...
 
-    def calibration(self, name: str, dim: int) -> Int8Calibration: ...
+    def calibration(self, dim: int) -> Int8Calibration: ...
 
-    def ann(self, name: str, dim: int): ...
+    def ann(self, dim: int) -> Index | None: ...
 
 
 class MatrixSource:
@@ -164,26 +195,27 @@ class MatrixSource:
 
     Example::
 
-        >>> src = MatrixSource(np.eye(2, dtype=np.float32), calibrate=None)
-        >>> src.view("s", 1, "binary").codes.shape
+        >>> src = MatrixSource(np.eye(2, dtype=np.float32), calibrate=Int8Calibration.fit)
+        >>> src.view(1, "binary").codes.shape
         (2, 1)
     """
 
-    def __init__(self, matrix: np.ndarray, calibrate) -> None:
+    def __init__(self, matrix: np.ndarray, calibrate: Callable[[int], Int8Calibration]
+                 ) -> None:
         self.matrix, self._calibrate = matrix, calibrate
 
-    def view(self, name: str, dim: int, precision: str) -> View:
+    def view(self, dim: int, precision: str) -> View:
         cal = self._calibrate(dim) if precision == "int8" else None
         codes = vectors.quantize(vectors.truncate(self.matrix, dim), precision, cal)
         return View(dim, precision, codes, cal)
 
-    def full_vectors(self, name: str, rows: np.ndarray) -> np.ndarray:
-        return self.matrix[rows]
+    def full_vectors(self, rows: np.ndarray) -> np.ndarray:
+        return np.asarray(self.matrix[rows], np.float32)
 
-    def calibration(self, name: str, dim: int) -> Int8Calibration:
+    def calibration(self, dim: int) -> Int8Calibration:
         return self._calibrate(dim)
 
-    def ann(self, name: str, dim: int):
+    def ann(self, dim: int) -> Index | None:
         return None
 
 
@@ -200,18 +232,18 @@ def _score_rows(q: np.ndarray, cand: np.ndarray, stage: Stage,
     if stage.precision == "float16":
         x = x.astype(np.float16).astype(np.float32)
     elif stage.precision == "int8":
+        assert cal is not None, "an int8 stage is scored with its calibration"
         flat = x.reshape(-1, stage.dim)
         x = vectors.dequantize_int8(vectors.quantize(flat, "int8", cal), cal).reshape(x.shape)
     elif stage.precision == "binary":
         x = np.where(x > 0, 1.0, -1.0).astype(np.float32)
         qd = np.where(qd > 0, 1.0, -1.0).astype(np.float32)
-    return np.matmul(x, qd[:, :, None])[..., 0]
+    return np.asarray(np.matmul(x, qd[:, :, None])[..., 0])
 
 
-def execute(source: FunnelSource, name: str, queries: np.ndarray, funnel: Funnel, *,
-            n_rows: int, live: np.ndarray | None, candidates: np.ndarray | None,
-            adaptive: Adaptive | None = None, ann_threshold: int | None = None,
-            ) -> tuple[list[np.ndarray], list[np.ndarray], list[StageTiming], list[list[int]]]:
+def execute(source: FunnelSource, queries: np.ndarray, funnel: Funnel, *,
+            n_rows: int, live: np.ndarray | None = None, candidates: np.ndarray | None = None,
+            adaptive: Adaptive | None = None, ann_threshold: int | None = None) -> Result:
     """Run ``funnel`` for prepared float32 ``queries`` at the set's stored dimension.
 
     ``live`` is a boolean mask of live rows (None: all ``n_rows`` are live);
@@ -237,7 +269,7 @@ def execute(source: FunnelSource, name: str, queries: np.ndarray, funnel: Funnel
     else:
         pool = None  # all rows
     n_pool = n_rows if pool is None else len(pool)
-    index = (source.ann(name, first.dim)
+    index = (source.ann(first.dim)
              if candidates is None and first.precision == "float32"
              and n_pool >= ann_threshold else None)
     if index is not None:
@@ -255,7 +287,7 @@ def execute(source: FunnelSource, name: str, queries: np.ndarray, funnel: Funnel
             top_rows.append(r[ok][:keep])
             top_scores.append(s[ok][:keep])
     else:
-        view = source.view(name, first.dim, first.precision)
+        view = source.view(first.dim, first.precision)
         codes = view.codes if pool is None else view.codes[pool]
         qd = vectors.truncate(q, first.dim)
         top_rows, top_scores = [], []
@@ -264,24 +296,22 @@ def execute(source: FunnelSource, name: str, queries: np.ndarray, funnel: Funnel
             s = vectors.score(qd[start:start + step], codes, first.precision,
                               dim=first.dim, calibration=view.calibration)
             idx, sc = vectors.top_k(s, keep)
-            rows = idx if pool is None else pool[idx]
-            top_rows.extend(rows)
+            top_rows.extend(idx if pool is None else pool[idx])
             top_scores.extend(sc.astype(np.float32))
     timings.append(StageTiming(first.dim, first.precision, keep,
                                (time.perf_counter() - t0) * 1000, method))
 
-    rows, scores, more_timings, more_dims = rerank(
-        source, name, q, rest, top_rows, top_scores,
+    final_rows, final_scores, more_timings, more_dims = rerank(
+        source, q, rest, top_rows, top_scores,
         final_k=funnel.stages[-1].keep or 10, adaptive=adaptive)
     for used, extra in zip(dims_used, more_dims):
         used.extend(extra)
-    return rows, scores, timings + more_timings, dims_used
+    return final_rows, final_scores, timings + more_timings, dims_used
 
 
-def rerank(source: FunnelSource, name: str, queries: np.ndarray, stages: Sequence[Stage],
+def rerank(source: FunnelSource, queries: np.ndarray, stages: Sequence[Stage],
            rows: list[np.ndarray], scores: list[np.ndarray], *, final_k: int,
-           adaptive: Adaptive | None = None,
-           ) -> tuple[list[np.ndarray], list[np.ndarray], list[StageTiming], list[list[int]]]:
+           adaptive: Adaptive | None = None) -> Result:
     """Rescore each query's candidate ``rows`` (current ``scores`` best first) through
     ``stages``, reading the candidates' stored vectors from ``source``.
 
@@ -300,7 +330,7 @@ def rerank(source: FunnelSource, name: str, queries: np.ndarray, stages: Sequenc
             active = np.array([a for a in active if not _decided(final_scores[a], final_k,
                                                                  adaptive)], dtype=int)
         t0 = time.perf_counter()
-        cal = (source.calibration(name, stage.dim)
+        cal = (source.calibration(stage.dim)
                if stage.precision == "int8" and len(active) else None)
         keep_i = stage.keep or 10
         # a few queries at a time: a small candidate block is reused by the allocator,
@@ -318,7 +348,7 @@ def rerank(source: FunnelSource, name: str, queries: np.ndarray, stages: Sequenc
                 valid[j, :len(r)] = True
             order = np.argsort(matrix, axis=None)  # read the stored file in row order
             flat = np.empty((matrix.size, q.shape[1]), np.float32)
-            flat[order] = source.full_vectors(name, matrix.ravel()[order])
+            flat[order] = source.full_vectors(matrix.ravel()[order])
             cand = flat.reshape(len(part), width, q.shape[1])
             s = _score_rows(q[part], cand, stage, cal)
             s[~valid] = -np.inf

@@ -105,7 +105,7 @@ class ModelSpec:
 
 
 # ---------------------------------------------------------------------------
-_FIELDS = {
+_FIELDS: dict[str, type | tuple[type, ...]] = {
     "name": str, "provider": str, "model_id": str, "native_dim": int,
     "supports_mrl": bool, "mrl_dims": (list, str), "min_dim": int,
     "query_prompt": str, "document_prompt": str, "transform": str,
@@ -136,8 +136,8 @@ def spec_from_dict(data: dict[str, Any], source: str = "<dict>") -> ModelSpec:
         expected = _FIELDS[key]
         # bool is an int subclass: refuse True where a number is expected
         if (isinstance(value, bool) and expected is int) or not isinstance(value, expected):
-            names = (expected.__name__ if isinstance(expected, type)
-                     else " or ".join(t.__name__ for t in expected))
+            names = (" or ".join(t.__name__ for t in expected)
+                     if isinstance(expected, tuple) else expected.__name__)
             raise CatalogError(f"{where}: field '{key}' must be {names}, "
                                f"not {type(value).__name__} {value!r}")
     native = data["native_dim"]

@@ -13,7 +13,7 @@ Example::
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
@@ -38,7 +38,7 @@ def check_precision(precision: str) -> str:
     return precision
 
 
-def as_matrix(x: np.ndarray | list, *, name: str = "vectors") -> np.ndarray:
+def as_matrix(x: np.ndarray | list[Any], *, name: str = "vectors") -> np.ndarray:
     """``x`` as a 2-D float32 array; NaN or inf are refused.
 
     Example::
@@ -74,7 +74,7 @@ def normalize(x: np.ndarray) -> np.ndarray:
         rows = a[tiny].astype(np.float64)
         n = np.linalg.norm(rows, axis=1, keepdims=True)
         out[tiny] = np.divide(rows, n, out=np.zeros_like(rows), where=n > 0)
-    return out
+    return np.asarray(out, np.float32)
 
 
 def truncate(x: np.ndarray, dim: int, *, renormalize: bool = True) -> np.ndarray:
@@ -108,7 +108,7 @@ def layer_norm(x: np.ndarray, eps: float = 1e-5) -> np.ndarray:
     a = as_matrix(x)
     mean = a.mean(axis=1, keepdims=True)
     var = a.var(axis=1, keepdims=True)
-    return ((a - mean) / np.sqrt(var + eps)).astype(np.float32)
+    return np.asarray((a - mean) / np.sqrt(var + eps), np.float32)
 
 
 def prepare(raw: np.ndarray, dim: int | None = None, transform: str = "none") -> np.ndarray:
@@ -144,7 +144,7 @@ class Int8Calibration:
     hi: np.ndarray
 
     @classmethod
-    def fit(cls, sample: np.ndarray) -> "Int8Calibration":
+    def fit(cls, sample: np.ndarray) -> Int8Calibration:
         """Fit ranges on ``sample`` (rows are vectors)."""
         a = as_matrix(sample)
         if a.shape[0] == 0:
@@ -154,13 +154,13 @@ class Int8Calibration:
     @property
     def step(self) -> np.ndarray:
         # a constant dimension has no range: any step maps it to one code
-        return np.maximum((self.hi - self.lo) / 255.0, 1e-12).astype(np.float32)
+        return np.asarray(np.maximum((self.hi - self.lo) / 255.0, 1e-12), np.float32)
 
     @property
     def dim(self) -> int:
         return int(self.lo.shape[0])
 
-    def prefix(self, dim: int) -> "Int8Calibration":
+    def prefix(self, dim: int) -> Int8Calibration:
         """The calibration of the first ``dim`` dimensions."""
         return Int8Calibration(self.lo[:dim], self.hi[:dim])
 
@@ -168,7 +168,7 @@ class Int8Calibration:
         return {"lo": self.lo.tolist(), "hi": self.hi.tolist()}
 
     @classmethod
-    def from_dict(cls, d: dict[str, list[float]]) -> "Int8Calibration":
+    def from_dict(cls, d: dict[str, list[float]]) -> Int8Calibration:
         return cls(np.asarray(d["lo"], np.float32), np.asarray(d["hi"], np.float32))
 
 
@@ -195,7 +195,7 @@ def quantize(x: np.ndarray, precision: str,
         raise DimensionError(f"int8 calibration has {cal.dim} dimensions, "
                              f"vectors have {a.shape[1]}")
     codes = np.rint((a - cal.lo) / cal.step) - 128.0
-    return np.clip(codes, -128, 127).astype(np.int8)
+    return np.asarray(np.clip(codes, -128, 127), np.int8)
 
 
 def dequantize_int8(codes: np.ndarray, calibration: Int8Calibration) -> np.ndarray:
@@ -207,8 +207,8 @@ def dequantize_int8(codes: np.ndarray, calibration: Int8Calibration) -> np.ndarr
         >>> float(dequantize_int8(np.array([[127]], np.int8), cal)[0, 0])
         1.0
     """
-    return (calibration.lo + (codes.astype(np.float32) + 128.0) * calibration.step
-            ).astype(np.float32)
+    return np.asarray(calibration.lo + (codes.astype(np.float32) + 128.0) * calibration.step,
+                      np.float32)
 
 
 def bytes_per_vector(dim: int, precision: str) -> int:
@@ -237,7 +237,7 @@ def dot(queries: np.ndarray, docs: np.ndarray) -> np.ndarray:
     d = np.asarray(docs)
     if d.dtype != np.float32:
         d = d.astype(np.float32)
-    return q @ d.T
+    return np.asarray(q @ d.T)
 
 
 def cosine(queries: np.ndarray, docs: np.ndarray) -> np.ndarray:

@@ -82,7 +82,7 @@ def test_create_validates_with_the_registry(store):
 def test_storage_summary(store):
     fill(store, 100)
     store.search("s", unit(1), k=3, funnel=Funnel.parse("64:binary:50,384"))
-    info = store.info("s")
+    info = store.info("s").as_dict()
     assert info["count"] == 100 and info["stored_dim"] == 384
     assert info["bytes_per_vector"] == 1536
     assert info["stored_bytes"] >= 100 * 1536 * 0.99

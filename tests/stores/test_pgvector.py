@@ -45,12 +45,12 @@ def test_the_first_stage_uses_its_hnsw_expression_index(pg, spec, expression):
     funnel = Funnel.parse(spec)
     assert pg.index("s", funnel) == [f"mrlkit_set_1_d{funnel.stages[0].dim}_"
                                      f"{funnel.stages[0].precision}"]
-    plan = pg.explain("s", unit(1, seed=3), funnel)
+    plan = pg.engine.explain("s", unit(1, seed=3), funnel)
     assert f"Index Scan using mrlkit_set_1_d{funnel.stages[0].dim}" in plan
     assert expression in plan
     # a small set below exact_below is scanned exactly, index or not
-    pg.exact_below = 10_000
-    assert "Index Scan using mrlkit_set_1_d" not in pg.explain("s", unit(1, seed=3), funnel)
+    pg.engine.exact_below = 10_000
+    assert "Index Scan using mrlkit_set_1_d" not in pg.engine.explain("s", unit(1, seed=3), funnel)
 
 
 def test_sql_funnel_on_hnsw_finds_the_exact_neighbours(pg):
@@ -80,9 +80,10 @@ def test_filtered_search_on_hnsw_returns_k_rows(pg):
 def test_default_index_follows_the_model(pg):
     pg.create_set("mini", MODEL)
     pg.create_set("nomic", "nomic-embed-text")
-    assert pg.info("mini")["indexed_stages"] == ["384:float32"]
-    assert pg.info("nomic")["indexed_stages"] == ["128:float32"]
-    assert pg.create_set("bare", MODEL, index=False) and pg.info("bare")["indexed_stages"] == []
+    assert pg.info("mini").details["indexed_stages"] == ["384:float32"]
+    assert pg.info("nomic").details["indexed_stages"] == ["128:float32"]
+    assert pg.create_set("bare", MODEL, index=False)
+    assert pg.info("bare").details["indexed_stages"] == []
 
 
 def test_int8_stages_run_in_mrlkit_with_the_same_results(pg, tmp_path):
@@ -109,9 +110,9 @@ def test_float16_storage_is_halfvec(pg):
     q = vectors.normalize(x[:5] + 0.3 * unit(5, seed=9))
     res = pg.search("s", q, k=10, funnel=Funnel.parse("64:binary:200,384"))
     assert recall(res, exact(x, q, 10)) >= 0.9
-    col = pg._conn.execute("SELECT format_type(atttypid, atttypmod) FROM pg_attribute "
-                           "WHERE attrelid = 'mrlkit_set_1'::regclass AND attname = "
-                           "'embedding'").fetchone()[0]
+    col = pg.engine._conn.execute("SELECT format_type(atttypid, atttypmod) AS t FROM "
+                                  "pg_attribute WHERE attrelid = 'mrlkit_set_1'::regclass "
+                                  "AND attname = 'embedding'").fetchone()["t"]
     assert col == "halfvec(384)"
 
 
@@ -120,8 +121,8 @@ def test_reindex_keeps_indexes_that_still_fit(pg):
     pg.index("s", Funnel.parse("64:binary:100,384"))
     info = pg.reindex("s", 128, allow_non_mrl=True)
     assert info.stored_dim == 128
-    assert pg.info("s")["indexed_stages"] == ["64:binary"]  # 384:float32 no longer fits
-    plan = pg.explain("s", unit(1, 128), Funnel.parse("64:binary:100,128"))
+    assert pg.info("s").details["indexed_stages"] == ["64:binary"]  # 384:float32 no longer fits
+    plan = pg.engine.explain("s", unit(1, 128), Funnel.parse("64:binary:100,128"))
     assert "Index Scan using mrlkit_set_1_d64_binary" in plan
 
 
@@ -131,10 +132,10 @@ def test_migrations_are_recorded_and_applied_once(pg_url):
 
     a = PgvectorStore(pg_url)
     b = PgvectorStore(pg_url)  # a second open finds the schema in place
-    assert a.schema_version() == b.schema_version() == MIGRATIONS[-1][0]
-    rows = a._conn.execute("SELECT version FROM mrlkit_schema_version").fetchall()
-    assert rows == [(v,) for v, _ in MIGRATIONS]
-    a._conn.execute("INSERT INTO mrlkit_schema_version VALUES (999)")
+    assert a.engine.schema_version() == b.engine.schema_version() == MIGRATIONS[-1][0]
+    rows = a.engine._conn.execute("SELECT version FROM mrlkit_schema_version").fetchall()
+    assert rows == [{"version": v} for v, _ in MIGRATIONS]
+    a.engine._conn.execute("INSERT INTO mrlkit_schema_version VALUES (999)")
     with pytest.raises(errors.StoreError, match="upgrade mrlkit"):
         PgvectorStore(pg_url)
 
@@ -145,14 +146,15 @@ def test_truncate_dim_outside_the_mrl_list_is_refused_twice(pg):
     pg.create_set("n", "nomic-embed-text", 256)
     # bypassing mrlkit, the database's trigger refuses it too
     with pytest.raises(psycopg.errors.CheckViolation, match="MRL dimensions"):
-        pg._conn.execute("INSERT INTO embedding_set (name, config, truncate_dim, stored_dim, "
-                         "storage) VALUES ('y', 'nomic-embed-text', 100, 100, 'float32')")
+        pg.engine._conn.execute("INSERT INTO embedding_set (name, config, truncate_dim, "
+                                "stored_dim, storage) VALUES "
+                                "('y', 'nomic-embed-text', 100, 100, 'float32')")
     with pytest.raises(psycopg.errors.CheckViolation, match="MRL dimensions"):
-        pg._conn.execute("UPDATE embedding_set SET truncate_dim = 200, stored_dim = 200 "
+        pg.engine._conn.execute("UPDATE embedding_set SET truncate_dim = 200, stored_dim = 200 "
                          "WHERE name = 'n'")
     with pytest.raises(psycopg.errors.CheckViolation, match="native dimension"):
-        pg._conn.execute("INSERT INTO embedding_set (name, config, truncate_dim, stored_dim, "
-                         "storage, allow_non_mrl) VALUES "
+        pg.engine._conn.execute("INSERT INTO embedding_set (name, config, truncate_dim, "
+                                "stored_dim, storage, allow_non_mrl) VALUES "
                          "('z', 'nomic-embed-text', 1024, 1024, 'float32', true)")
 
 
@@ -160,9 +162,9 @@ def test_a_wrong_dimension_insert_is_refused_by_the_database(pg):
     pg.create_set("s", MODEL)
     from pgvector.psycopg import register_vector
 
-    register_vector(pg._conn)
+    register_vector(pg.engine._conn)
     with pytest.raises(psycopg.errors.DataException, match="expected 384 dimensions, not 256"):
-        pg._conn.execute("INSERT INTO mrlkit_set_1 (id, embedding) VALUES ('a', %s)",
+        pg.engine._conn.execute("INSERT INTO mrlkit_set_1 (id, embedding) VALUES ('a', %s)",
                          (unit(1, 256)[0],))
     with pytest.raises(errors.InvalidInputError, match="384"):
         pg.add("s", ["a"], unit(1, 256))
@@ -176,7 +178,7 @@ def test_filter_keys_and_values_are_parameters_not_sql(pg):
 
 
 def test_url_password_is_never_shown(pg_url):
-    from mrlkit.stores.pgvector import _masked
+    from mrlkit.stores.pg_sql import masked as _masked
 
     assert _masked("postgresql://me:s3cret@db:5432/x") == "postgresql://me:***@db:5432/x"
     with pytest.raises(errors.StoreError) as exc:

@@ -27,8 +27,8 @@ def test_the_funnel_is_one_query_request_with_prefetch(qdrant, monkeypatch):
     x = unit(500, 768)
     qdrant.add("s", ids(500), x, metadata=[{"g": i % 2} for i in range(500)])
     calls = []
-    real = qdrant._client.query_points
-    monkeypatch.setattr(qdrant._client, "query_points",
+    real = qdrant.engine._client.query_points
+    monkeypatch.setattr(qdrant.engine._client, "query_points",
                         lambda *a, **kw: calls.append(kw) or real(*a, **kw))
     q = vectors.normalize(x[:5] + 0.3 * unit(5, 768, seed=3))
     res = qdrant.search("s", q, k=10, funnel=Funnel.parse("128:float32:100,768"))
@@ -55,7 +55,7 @@ def test_funnels_qdrant_cannot_run_go_through_mrlkit(qdrant):
     res = qdrant.search("s", unit(2, 768), k=5, funnel=Funnel.parse("64:binary:200,768"))
     assert res.timings[0].method == "exact" and all(len(r) == 5 for r in res.hits)
     qdrant.index("s", Funnel.parse("64:float32:100,768"))
-    assert qdrant.info("s")["first_stage_dim"] == 64 and qdrant.get_set("s").count == 200
+    assert qdrant.info("s").details["first_stage_dim"] == 64 and qdrant.get_set("s").count == 200
     res = qdrant.search("s", unit(2, 768), k=5, funnel=Funnel.parse("64:float32:100,768"))
     assert res.timings[0].method == "qdrant query"
 
@@ -69,15 +69,13 @@ def test_a_quantised_first_stage_is_qdrant_quantisation_without_rescore(qdrant, 
     qdrant.add("s", ids(400), x)
     funnel = Funnel.parse(f"128:{precision}:200,768")
     assert precision in qdrant.index("s", funnel)[0]
-    from mrlkit.stores.qdrant import _col
-
-    params = qdrant._client.get_collection(
-        _col(qdrant._meta("s"))).config.params.vectors["first"]
+    params = qdrant.engine._client.get_collection(
+        qdrant.record("s").collection).config.params.vectors["first"]
     assert type(params.quantization_config).__name__ == config
     q = vectors.normalize(x[:4] + 0.3 * unit(4, 768, seed=5))
     res = qdrant.search("s", q, k=10, funnel=funnel)
     assert res.timings[0].method == "qdrant query" and qdrant.get_set("s").count == 400
-    prefetch = qdrant.requests[-1]["prefetch"]
+    prefetch = qdrant.engine.requests[-1]["prefetch"]
     assert prefetch.params.quantization.rescore is False   # the rerank is the next stage
     got = [[int(h.id.split("-")[1]) for h in r] for r in res.hits]
     assert np.mean([len(set(a) & set(b)) / 10 for a, b in zip(got, exact(x, q, 10))]) >= 0.9

@@ -5,12 +5,12 @@ the test split; and k-means V-measure on the test split (k = number of labels).
 
 Example::
 
-    >>> evaluate_classification("../shared/datasets/banking77", "all-MiniLM-L6-v2")  # doctest: +SKIP
+    >>> evaluate_classification("banking77", "all-MiniLM-L6-v2")  # doctest: +SKIP
 """
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 
 from .. import vectors

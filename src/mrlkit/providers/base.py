@@ -7,13 +7,14 @@ model's pre-truncation transform (see :func:`mrlkit.vectors.prepare`).
 Example::
 
     >>> from mrlkit.providers import get_provider
-    >>> get_provider("all-MiniLM-L6-v2").embed(["hi"], kind="query", dim=None).shape  # doctest: +SKIP
+    >>> get_provider("all-MiniLM-L6-v2").embed(["hi"], kind="query").shape  # doctest: +SKIP
     (1, 384)
 """
 
 from __future__ import annotations
 
-from typing import Literal, Protocol, Sequence, runtime_checkable
+from typing import Literal, Protocol, runtime_checkable
+from collections.abc import Sequence
 
 import numpy as np
 

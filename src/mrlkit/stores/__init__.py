@@ -1,10 +1,10 @@
-"""Store backends, one file each behind :class:`~mrlkit.stores.base.Store`.
+"""Embedding sets on four engines behind one store core.
 
-``open_store(location)`` picks the backend from the location: a directory path (the
-embedded ``local`` store), a ``postgresql://`` URL (``pgvector``), or ``chroma:PATH`` /
+``open_store(location)`` picks the engine from the location: a directory path (the
+embedded ``local`` engine), a ``postgresql://`` URL (``pgvector``), ``chroma:PATH`` /
 ``chroma+http://host:port`` (``chroma``), or ``qdrant:PATH`` / ``qdrant+http://host:port``
-(``qdrant``). Default: ``MRLKIT_STORE`` or
-``./mrlkit-data``.
+(``qdrant``). Default: ``MRLKIT_STORE`` or ``./mrlkit-data``. Every engine is wrapped in
+the same :class:`~mrlkit.stores.core.Store`, which owns the rules (see docs/architecture.md).
 
 Example::
 
@@ -15,12 +15,16 @@ Example::
 from __future__ import annotations
 
 import os
+from typing import Any
 
 from ..errors import StoreError
-from .base import Document, Hit, SearchResult, SetInfo, StageTiming, Store, View
+from ..funnel import StageTiming, View
+from .core import Engine, Store
+from .records import (Document, Hit, SearchResult, SetInfo, SetRecord, StorageInfo,
+                      ViewInfo)
 
-__all__ = ["Document", "Hit", "SearchResult", "SetInfo", "StageTiming", "Store", "View",
-           "default_location", "open_store"]
+__all__ = ["Document", "Engine", "Hit", "SearchResult", "SetInfo", "SetRecord", "StageTiming",
+           "StorageInfo", "Store", "View", "ViewInfo", "default_location", "open_store"]
 
 DEFAULT_LOCATION = "./mrlkit-data"
 
@@ -36,7 +40,7 @@ def default_location() -> str:
     return os.environ.get("MRLKIT_STORE") or DEFAULT_LOCATION
 
 
-def open_store(location: str | os.PathLike[str] | None = None) -> Store:
+def open_store(location: str | os.PathLike[str] | None = None) -> Store[Any]:
     """Open (creating if needed) the store at ``location``."""
     loc = str(location) if location is not None else default_location()
     scheme = loc.split("://", 1)[0] if "://" in loc else ""

@@ -1,0 +1,332 @@
+"""The store core: every rule of an embedding set, applied once, over a thin engine.
+
+:class:`Store` is what ``open_store`` returns. It validates (names, ``truncate_dim``,
+batches, queries, funnels, filters), prepares (transforms, normalises), chooses the
+funnel, runs the stages an engine cannot run natively, and builds the results. An
+:class:`Engine` (``local``, ``pgvector``, ``chroma``, ``qdrant``: one file each) only
+reads and writes: set records, rows, vectors, derived data, and its native first stage.
+
+Example::
+
+    >>> from mrlkit.stores import open_store
+    >>> store = open_store("/tmp/mrlkit-example")              # doctest: +SKIP
+    >>> store.create_set("docs", "all-MiniLM-L6-v2")           # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from datetime import datetime, UTC
+from typing import Any, Generic, Protocol, TypeVar
+from collections.abc import Callable, Mapping, Sequence
+
+import numpy as np
+
+from ..errors import InvalidInputError, SetExistsError
+from ..funnel import (Adaptive, Funnel, FunnelSource, MatrixSource, Stage, StageTiming,
+                      default_funnel, execute, rerank)
+from ..registry import get_spec, validate_dim
+from ..transform import Transform
+from ..vectors import Int8Calibration
+from . import rules
+from .records import (Batch, Document, Hit, Rebuild, SearchResult, SetInfo, SetRecord,
+                      StorageInfo)
+
+R = TypeVar("R", bound=SetRecord)
+Documents = Callable[[np.ndarray], Mapping[int, Document]]
+
+
+@dataclass
+class Scan:
+    """Every row of a set (or those a filter leaves) handed to the generic funnel: the
+    engine's own views (``source``) or its vectors read into memory (``matrix``)."""
+
+    n_rows: int
+    documents: Documents          # row numbers → documents, for the hits
+    source: FunnelSource | None = None
+    matrix: np.ndarray | None = None
+    live: np.ndarray | None = None        # mask of live rows (None: all)
+    candidates: np.ndarray | None = None  # rows a filter leaves (None: no filter)
+
+    @property
+    def empty(self) -> bool:
+        return (self.n_rows == 0 or (self.candidates is not None and not len(self.candidates))
+                or (self.live is not None and not self.live.any()))
+
+
+@dataclass
+class Partial:
+    """What an engine's native search ran: the funnel's first ``done`` stages. Row
+    numbers index ``matrix`` (the survivors' stored vectors) when stages are left."""
+
+    done: int
+    rows: list[np.ndarray]
+    scores: list[np.ndarray]
+    timings: list[StageTiming]
+    documents: Documents
+    matrix: np.ndarray | None = None
+
+
+class Engine(Protocol[R]):
+    """What a backend implements: I/O only. ``record`` raises :func:`rules.not_found`."""
+
+    @property
+    def kind(self) -> str: ...
+    @property
+    def location(self) -> str: ...
+    @property
+    def index_precisions(self) -> tuple[str, ...]: ...  # first stages ``index`` can build
+
+    def record(self, name: str) -> R: ...
+    def records(self) -> list[R]: ...
+    def count(self, rec: R) -> int: ...   # live documents
+    def rows(self, rec: R) -> int: ...    # cheap: what a search sizes its funnel on
+    def create(self, rec: SetRecord, first: Stage | None) -> bool: ...  # False: exists
+    def drop(self, name: str) -> None: ...
+    def add(self, name: str, prepare: Callable[[R], Batch]) -> int: ...
+    def delete(self, name: str, ids: list[str]) -> int: ...
+    def rebuild(self, name: str, plan: Callable[[R], Rebuild]) -> None: ...
+    def index(self, rec: R, first: Stage) -> list[str]: ...
+    def vectors(self, rec: R) -> tuple[list[str], np.ndarray]: ...
+    def get(self, rec: R, ids: list[str]) -> dict[str, Document]: ...
+    def sample(self, rec: R) -> np.ndarray: ...
+    def calibration(self, rec: R, dim: int) -> tuple[Int8Calibration, int] | None: ...
+    def save_calibration(self, rec: R, dim: int, cal: Int8Calibration, rows: int) -> None: ...
+    def native(self, rec: R, q: np.ndarray, funnel: Funnel, filters: dict[str, Any] | None,
+               adaptive: Adaptive | None, n: int) -> Partial | None: ...
+    def scan(self, rec: R, filters: dict[str, Any] | None) -> Scan: ...
+    def storage(self, rec: R, count: int) -> StorageInfo: ...
+    def close(self) -> None: ...
+
+
+class EngineDefaults(Generic[R]):
+    """What an engine without a native funnel or kept calibrations inherits."""
+
+    def native(self, rec: R, q: np.ndarray, funnel: Funnel, filters: dict[str, Any] | None,
+               adaptive: Adaptive | None, n: int) -> Partial | None:
+        return None
+
+    def calibration(self, rec: R, dim: int) -> tuple[Int8Calibration, int] | None:
+        return None
+
+    def save_calibration(self, rec: R, dim: int, cal: Int8Calibration, rows: int) -> None:
+        return None
+
+
+class Store(Generic[R]):
+    """Durable embedding sets, one per (model, ``truncate_dim``), on one engine.
+
+    Vectors passed in are float32 at the set's stored dimension; the store normalises
+    them and applies the set's transform. Every method raises :mod:`mrlkit.errors`.
+    """
+
+    def __init__(self, engine: Engine[R]) -> None:
+        self.engine = engine
+        self._calibrations: dict[tuple[str, int, int, str], tuple[Int8Calibration, int]] = {}
+
+    @property
+    def location(self) -> str:
+        return self.engine.location
+
+    @property
+    def kind(self) -> str:
+        return self.engine.kind
+
+    @property
+    def single_process(self) -> bool:
+        """True when the engine locks its data to one process (Qdrant's local mode)."""
+        return bool(getattr(self.engine, "single_process", False))
+
+    def close(self) -> None:
+        self.engine.close()
+
+    def __enter__(self) -> Store[R]:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- sets -------------------------------------------------------------------------
+    def create_set(self, name: str, model: str, truncate_dim: int | None = None, *,
+                   storage: str = "float32", allow_non_mrl: bool = False,
+                   index: bool = True) -> SetInfo:
+        """Create an empty set; with ``index``, build ahead what the funnel mrlkit would
+        choose for a large set of this model reads first (where the engine indexes)."""
+        rules.check_name(name)
+        rules.check_storage(storage)
+        spec = get_spec(model)
+        dim = validate_dim(spec, truncate_dim, allow_non_mrl=allow_non_mrl)
+        rec = SetRecord(name, spec.name, rules.stored_truncate(spec, dim), dim, storage,
+                        allow_non_mrl,
+                        datetime.now(UTC).isoformat(timespec="seconds"))
+        first = default_funnel(10**9, dim, spec.supports_mrl).stages[0] if index else None
+        if not self.engine.create(rec, first):
+            raise SetExistsError(f"embedding set {name!r} exists already in {self.location}")
+        return self.get_set(name)
+
+    def record(self, name: str) -> R:
+        """The engine's record of set ``name`` (raises SetNotFoundError)."""
+        return self.engine.record(name)
+
+    def list_sets(self) -> list[SetInfo]:
+        return sorted((r.info(self.engine.count(r)) for r in self.engine.records()),
+                      key=lambda s: s.name)
+
+    def get_set(self, name: str) -> SetInfo:
+        rec = self.engine.record(name)
+        return rec.info(self.engine.count(rec))
+
+    def drop_set(self, name: str) -> None:
+        self.engine.drop(name)
+        self._forget(name)
+
+    def _forget(self, name: str) -> None:
+        self._calibrations = {k: v for k, v in self._calibrations.items() if k[0] != name}
+
+    # --- writes -----------------------------------------------------------------------
+    def add(self, name: str, ids: Sequence[str], embeddings: np.ndarray,
+            texts: Sequence[str | None] | None = None,
+            metadata: Sequence[Mapping[str, Any] | None] | None = None, *,
+            upsert: bool = False) -> int:
+        """Add a batch atomically; with ``upsert``, existing ids are replaced. The batch
+        is checked against the set as the engine reads it under its write lock."""
+        return self.engine.add(name, lambda rec: rules.check_batch(
+            rec, ids, embeddings, texts, metadata, upsert=upsert))
+
+    def delete(self, name: str, ids: Sequence[str]) -> int:
+        """Delete documents by id; returns how many existed."""
+        return self.engine.delete(name, rules.check_ids(ids))
+
+    def reindex(self, name: str, dim: int, *, allow_non_mrl: bool = False) -> SetInfo:
+        """Re-store a set at a smaller allowed prefix, from its own vectors: no model call."""
+        def plan(rec: R) -> Rebuild:
+            new_dim, truncate, allow = rules.truncation(rec, get_spec(rec.model), dim,
+                                                        allow_non_mrl)
+            return Rebuild(replace(rec, stored_dim=new_dim, truncate_dim=truncate,
+                                   allow_non_mrl=allow), truncate_to=new_dim)
+
+        self.engine.rebuild(name, plan)
+        self._forget(name)
+        return self.get_set(name)
+
+    truncate = reindex  # the name `sets truncate` uses
+
+    def adapt(self, name: str, transform: Transform) -> SetInfo:
+        """Apply an orthogonal :class:`~mrlkit.transform.Transform` to every stored vector
+        and keep it with the set: later adds and every query are transformed alike. A
+        second adapt composes with the first."""
+        def plan(rec: R) -> Rebuild:
+            d = rec.stored_dim
+            if transform.matrix.shape != (d, d):
+                raise InvalidInputError(f"a transform for this set must be {d}×{d}, not "
+                                        f"{transform.matrix.shape[0]}×"
+                                        f"{transform.matrix.shape[1]}")
+            total = rec.transform.then(transform) if rec.transform else transform
+            return Rebuild(replace(rec, transform=total), transform=transform)
+
+        self.engine.rebuild(name, plan)
+        self._forget(name)
+        return self.get_set(name)
+
+    def index(self, name: str, funnel: Funnel) -> list[str]:
+        """Build ahead of the first search what ``funnel``'s first stage reads (a view,
+        an HNSW index, a collection). Returns what was built."""
+        rec = self.engine.record(name)
+        first = Funnel(funnel.stages[:1]).check(rec.stored_dim, 1).stages[0]
+        if first.precision not in self.engine.index_precisions:
+            raise InvalidInputError(
+                f"{self.kind} cannot index a {first.precision} first stage (it indexes "
+                f"{', '.join(self.engine.index_precisions)}); a {first.precision} stage "
+                "runs in mrlkit over the stored vectors")
+        return self.engine.index(rec, first)
+
+    # --- reads ------------------------------------------------------------------------
+    def vectors(self, name: str) -> tuple[list[str], np.ndarray]:
+        """Every live document's id and stored vector (float32)."""
+        return self.engine.vectors(self.engine.record(name))
+
+    def get(self, name: str, ids: Sequence[str]) -> list[Document | None]:
+        """Documents by id, None where absent."""
+        str_ids = rules.check_ids(ids)
+        found = self.engine.get(self.engine.record(name), str_ids)
+        return [found.get(i) for i in str_ids]
+
+    def info(self, name: str) -> StorageInfo:
+        """The storage summary: count, stored bytes and each view's bytes."""
+        rec = self.engine.record(name)
+        return self.engine.storage(rec, self.engine.count(rec))
+
+    def calibration(self, name: str, dim: int) -> Int8Calibration:
+        """The set's int8 calibration at ``dim`` (fitted on an even sample of its rows,
+        refitted as the set grows: see :func:`rules.calibration_stale`)."""
+        return self._calibration(self.engine.record(name), dim)
+
+    def _calibration(self, rec: R, dim: int) -> Int8Calibration:
+        key = (rec.name, dim, rec.stored_dim, rec.transform.method if rec.transform else "")
+        rows = self.engine.rows(rec)
+        got = self._calibrations.get(key) or self.engine.calibration(rec, dim)
+        if got is None or rules.calibration_stale(got[1], rows):
+            got = (rules.fit_calibration(self.engine.sample(rec), dim), rows)
+            self.engine.save_calibration(rec, dim, got[0], rows)
+        self._calibrations[key] = got
+        return got[0]
+
+    def search(self, name: str, queries: np.ndarray, *, k: int = 10,
+               funnel: Funnel | None = None, filters: Mapping[str, Any] | None = None,
+               adaptive: Adaptive | None = None) -> SearchResult:
+        """Run a funnel (default: chosen from the set's size and model) for query
+        vectors at the set's stored dimension."""
+        rec = self.engine.record(name)
+        q = rules.prepare_queries(rec, queries)
+        flt = rules.check_filters(filters)
+        n = self.engine.rows(rec)
+        if funnel is None:
+            mrl = get_spec(rec.model).supports_mrl or rec.transform is not None
+            funnel = default_funnel(n, rec.stored_dim, mrl, k)
+        funnel = funnel.check(rec.stored_dim, k)
+        if n == 0:
+            return SearchResult.empty(len(q))
+        part = self.engine.native(rec, q, funnel, flt, adaptive, n)
+        if part is not None:
+            return self._finish(rec, q, funnel, part, adaptive)
+        scan = self.engine.scan(rec, flt)
+        if scan.empty:
+            return SearchResult.empty(len(q))
+        source = scan.source or self._source(rec, scan.matrix)
+        rows, scores, timings, dims = execute(source, q, funnel, n_rows=scan.n_rows,
+                                              live=scan.live, candidates=scan.candidates,
+                                              adaptive=adaptive)
+        return SearchResult(_hits(scan.documents, rows, scores), timings, dims)
+
+    def _source(self, rec: R, matrix: np.ndarray | None) -> MatrixSource:
+        assert matrix is not None, "an engine's scan gives a source or a matrix"
+        return MatrixSource(matrix, lambda d: self._calibration(rec, d))
+
+    def _finish(self, rec: R, q: np.ndarray, funnel: Funnel, part: Partial,
+                adaptive: Adaptive | None) -> SearchResult:
+        """The stages an engine's native search left, in mrlkit on the survivors."""
+        stages = funnel.stages
+        dims = [[s.dim for s in stages[:part.done]] for _ in q]
+        rows, scores, timings = part.rows, part.scores, list(part.timings)
+        if part.done < len(stages):
+            rows, scores, more, more_dims = rerank(
+                self._source(rec, part.matrix), q, stages[part.done:], rows, scores,
+                final_k=stages[-1].keep or 10, adaptive=adaptive)
+            timings += more
+            dims = [a + b for a, b in zip(dims, more_dims)]
+        return SearchResult(_hits(part.documents, rows, scores), timings, dims)
+
+
+def _hits(documents: Documents, rows: list[np.ndarray], scores: list[np.ndarray]
+          ) -> list[list[Hit]]:
+    wanted = np.unique(np.concatenate(rows)) if rows else np.empty(0, np.int64)
+    docs = documents(wanted.astype(np.int64))
+    out = []
+    for rr, ss in zip(rows, scores):
+        hits = []
+        for r, s in zip(rr.tolist(), ss.tolist()):
+            d = docs.get(r)
+            if d is not None:
+                hits.append(Hit(d.id, float(s), d.text, d.metadata))
+        out.append(hits)
+    return out

@@ -1,0 +1,180 @@
+"""SQL for the ``pgvector`` engine: schema migrations, and a funnel as one statement.
+
+A funnel's first stage is an HNSW *expression* index on a prefix view of the one stored
+column — ``(subvector(embedding, 1, 64)::vector(64))`` with cosine ops, or
+``(binary_quantize(subvector(embedding, 1, 64))::bit(64))`` with hamming ops — so a prefix
+costs an index, never a second copy. The funnel runs as one statement: the inner query
+orders by the indexed expression with a LIMIT, outer queries rerank on longer prefixes or
+the full vector.
+
+Example::
+
+    >>> Expr(Stage(64, "binary"), 384, "float32").expr
+    'binary_quantize(subvector(embedding, 1, 64))::bit(64)'
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+from psycopg import sql
+
+from .. import vectors
+from ..errors import StoreError
+from ..funnel import Stage
+
+HNSW_MAX_DIMS = {"vector": 2000, "halfvec": 4000, "bit": 64000}
+
+# --- migrations: append only; each runs once, in order, in one transaction -------------
+MIGRATIONS: list[tuple[int, str]] = [(1, """
+CREATE EXTENSION IF NOT EXISTS vector;
+CREATE TABLE embedding_config (
+    name text PRIMARY KEY,
+    provider text NOT NULL,
+    native_dim integer NOT NULL CHECK (native_dim > 0),
+    supports_mrl boolean NOT NULL,
+    mrl_dimensions integer[],          -- NULL with supports_mrl: any from min_dim up
+    min_dim integer NOT NULL DEFAULT 1,
+    prompts jsonb NOT NULL DEFAULT '{}',
+    spec jsonb NOT NULL);
+CREATE TABLE embedding_set (
+    id serial PRIMARY KEY,
+    name text UNIQUE NOT NULL CHECK (length(btrim(name)) > 0),
+    config text NOT NULL REFERENCES embedding_config,
+    truncate_dim integer CHECK (truncate_dim IS NULL OR truncate_dim > 0),  -- NULL = native
+    stored_dim integer NOT NULL,
+    storage text NOT NULL CHECK (storage IN ('float32', 'float16')),
+    allow_non_mrl boolean NOT NULL DEFAULT false,
+    doc_count bigint NOT NULL DEFAULT 0,
+    indexes jsonb NOT NULL DEFAULT '[]',   -- first stages with an HNSW index
+    created_at timestamptz NOT NULL DEFAULT now());
+CREATE TABLE mrlkit_calibration (
+    set_id integer NOT NULL REFERENCES embedding_set ON DELETE CASCADE,
+    dim integer NOT NULL,
+    params jsonb NOT NULL,
+    PRIMARY KEY (set_id, dim));
+CREATE FUNCTION mrlkit_check_truncate_dim() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE c embedding_config;
+BEGIN
+    SELECT * INTO c FROM embedding_config WHERE name = NEW.config;
+    IF NEW.stored_dim <> coalesce(NEW.truncate_dim, c.native_dim) THEN
+        RAISE EXCEPTION 'stored_dim % must equal truncate_dim or the native dimension %',
+            NEW.stored_dim, c.native_dim USING ERRCODE = 'check_violation';
+    END IF;
+    IF NEW.truncate_dim IS NOT NULL AND NEW.truncate_dim > c.native_dim THEN
+        RAISE EXCEPTION 'truncate_dim % exceeds model %''s native dimension %',
+            NEW.truncate_dim, c.name, c.native_dim USING ERRCODE = 'check_violation';
+    END IF;
+    IF NEW.truncate_dim IS NOT NULL AND NEW.truncate_dim <> c.native_dim
+       AND NOT NEW.allow_non_mrl AND NOT (c.supports_mrl AND (
+           (c.mrl_dimensions IS NULL AND NEW.truncate_dim >= c.min_dim)
+           OR NEW.truncate_dim = ANY (c.mrl_dimensions))) THEN
+        RAISE EXCEPTION 'truncate_dim % is not one of model %''s MRL dimensions (%)',
+            NEW.truncate_dim, c.name, coalesce(c.mrl_dimensions::text, 'none')
+            USING ERRCODE = 'check_violation';
+    END IF;
+    RETURN NEW;
+END $$;
+CREATE TRIGGER embedding_set_truncate_dim BEFORE INSERT OR UPDATE ON embedding_set
+    FOR EACH ROW EXECUTE FUNCTION mrlkit_check_truncate_dim();
+"""), (2, """
+ALTER TABLE embedding_set ADD COLUMN transform jsonb;  -- `mrlkit adapt`: x -> x @ matrix
+""")]
+
+
+def masked(url: str) -> str:
+    """The URL without its password, for messages."""
+    return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", url)
+
+
+def ident(set_id: int) -> sql.Identifier:
+    return sql.Identifier(f"mrlkit_set_{set_id}")
+
+
+class Expr:
+    """How one (dim, precision) view of the stored column reads in SQL: the indexed
+    expression, its HNSW operator class, the distance operator, the query parameter's
+    cast and the score (higher is better, as in :mod:`mrlkit.vectors`)."""
+
+    def __init__(self, stage: Stage, stored_dim: int, storage: str) -> None:
+        d, prec = stage.dim, stage.precision
+        if prec == "int8":
+            raise StoreError("pgvector has no int8 type: an int8 stage runs in mrlkit")
+        column = "embedding" if d == stored_dim else f"subvector(embedding, 1, {d})"
+        self.dim, self.precision = d, prec
+        if prec == "binary":
+            self.type = "bit"
+            self.expr = f"binary_quantize({column})::bit({d})"
+            self.ops, self.op = "bit_hamming_ops", "<~>"
+            self.param = f"binary_quantize(%(q{d})s::vector({d}))::bit({d})"
+            self.score = f"({d} - 2 * ({self.expr} <~> {self.param}))"
+        else:
+            # a float16 stage, or any float stage of a float16 set, reads as halfvec
+            self.type = "halfvec" if "float16" in (prec, storage) else "vector"
+            stored_type = "halfvec" if storage == "float16" else "vector"
+            self.expr = ("embedding" if d == stored_dim and self.type == stored_type
+                         else f"({column})::{self.type}({d})")
+            self.ops, self.op = f"{self.type}_cosine_ops", "<=>"
+            self.param = f"%(q{d})s::{self.type}({d})"
+            self.score = f"(1 - ({self.expr} <=> {self.param}))"
+        self.order = f"{self.expr} {self.op} {self.param}"
+        self.index_name = f"d{d}_{prec}"
+
+    @property
+    def indexable(self) -> bool:
+        return self.dim <= HNSW_MAX_DIMS[self.type]
+
+
+def statement(set_id: int, stored_dim: int, storage: str, stages: Sequence[Stage],
+              filters: Mapping[str, Any] | None, *, with_vectors: bool,
+              use_index: bool) -> sql.Composed:
+    """Nested SELECTs: the innermost orders the table by the first stage's (indexed)
+    expression with a LIMIT; each outer one reranks its survivors."""
+    exprs = [Expr(s, stored_dim, storage) for s in stages]
+    first, last = exprs[0], len(exprs) - 1
+    where = "WHERE metadata @> %(filters)s::jsonb" if filters else ""
+    # ORDER BY the indexed expression (distance operator) lets the planner use the
+    # HNSW index; ORDER BY the score is the same order but never matches an index,
+    # which makes the scan exact. Only the last stage's score is selected: an inner
+    # stage's would be computed again for every survivor, for nothing.
+    def select(i: int) -> str:
+        return "id, embedding" + (f", {exprs[i].score} AS score" if i == last else "")
+
+    order = first.order if use_index else f"{first.score} DESC, id"
+    text = (f"SELECT {select(0)} FROM {{table}} {where} "
+            f"ORDER BY {order} LIMIT {stages[0].keep:d}")
+    for i in range(1, len(exprs)):
+        text = (f"SELECT {select(i)} FROM ({text}) AS c "
+                f"ORDER BY {exprs[i].score} DESC, id LIMIT {stages[i].keep:d}")
+    vector = ", f.embedding" if with_vectors else ""
+    text = (f"SELECT f.id, t.text, t.metadata, f.score{vector} FROM ({text}) AS f "
+            "JOIN {table} AS t USING (id) ORDER BY f.score DESC, f.id")
+    return sql.SQL(text).format(table=ident(set_id))
+
+
+def params(query: np.ndarray, stages: Sequence[Stage],
+           filters: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The statement's parameters: the query truncated to each stage, the filter."""
+    out: dict[str, Any] = {f"q{s.dim}": vectors.truncate(query[None], s.dim)[0]
+                           for s in stages}
+    if filters:
+        out["filters"] = json.dumps(dict(filters))
+    return out
+
+
+def create_table(table: sql.Identifier, dim: int, storage: str) -> sql.Composed:
+    """A set's table: the vector typed at its dimension, so PostgreSQL itself refuses
+    a vector of another length."""
+    column = "halfvec" if storage == "float16" else "vector"
+    return sql.SQL("CREATE TABLE {} (id text PRIMARY KEY, text text, "
+                   "metadata jsonb NOT NULL DEFAULT '{{}}', embedding {}({}) NOT NULL)").format(
+                       table, sql.SQL(column), sql.Literal(dim))
+
+
+def copy_rows(table: sql.Identifier) -> sql.Composed:
+    return sql.SQL("COPY {} (id, text, metadata, embedding) FROM STDIN "
+                   "WITH (FORMAT BINARY)").format(table)

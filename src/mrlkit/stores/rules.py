@@ -1,0 +1,275 @@
+"""Every rule an embedding set obeys, written once for all engines.
+
+Set names, ``truncate_dim`` (None = native, never 0), write batches, query preparation,
+filters, the truncate (reindex) prelude, int8 calibration. Engines never re-check these:
+the store core (:mod:`mrlkit.stores.core`) applies them before an engine does any I/O.
+
+Example::
+
+    >>> check_name("papers-2024")
+    'papers-2024'
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from typing import Any
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+from .. import vectors
+from ..errors import InvalidInputError, ReembedRequiredError, SetNotFoundError
+from ..registry import ModelSpec, validate_dim
+from ..vectors import Int8Calibration
+from .records import Batch, SetRecord
+
+STORAGE_PRECISIONS = ("float32", "float16")
+MAX_NAME = 128
+# printable, no '/' or '\\', not '.' or '..', no leading or trailing whitespace
+_NAME = re.compile(r"^(?!\.{1,2}$)(?!\s)[^/\\\x00-\x1f\x7f]{1,128}(?<!\s)$")
+CALIBRATION_SAMPLE = 20_000  # rows an int8 calibration is fitted on, at most
+FILTER_TYPES = (str, bool, int, float)
+_MAX_INT = 2**63 - 1
+
+
+def check_name(name: object) -> str:
+    """A set name, or one error saying what a name may be.
+
+    Example::
+
+        >>> check_name("notes") == "notes"
+        True
+    """
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise InvalidInputError(
+            f"bad set name {name!r}: use 1 to {MAX_NAME} printable characters, without "
+            "'/', '\\\\', control characters, leading or trailing spaces, and not '.' or '..'")
+    return name
+
+
+def check_storage(storage: str) -> str:
+    if storage not in STORAGE_PRECISIONS:
+        raise InvalidInputError(f"storage must be float32 or float16, not {storage!r}")
+    return storage
+
+
+def stored_truncate(spec: ModelSpec, dim: int) -> int | None:
+    """What a set records as its ``truncate_dim``: None when it keeps the native length."""
+    return None if dim == spec.native_dim else dim
+
+
+def not_found(name: str, location: str, known: Sequence[str]) -> SetNotFoundError:
+    return SetNotFoundError(f"no embedding set named {name!r} in {location}"
+                            + (f"; sets: {', '.join(sorted(known))}" if known else
+                               "; create one with `mrlkit sets create`"))
+
+
+def crash_point(name: str) -> None:
+    """Test hook: the kill -9 contract test dies exactly here (``MRLKIT_TEST_CRASH_AT``)."""
+    if os.environ.get("MRLKIT_TEST_CRASH_AT") == name:
+        os.kill(os.getpid(), 9)
+
+
+# --- writes -----------------------------------------------------------------------
+def check_ids(ids: Sequence[object]) -> list[str]:
+    """Document ids as strings: str, or int (converted); anything else is refused.
+
+    Example::
+
+        >>> check_ids(["a", 7])
+        ['a', '7']
+    """
+    out = []
+    for i in ids:
+        if isinstance(i, bool) or not isinstance(i, (str, int, np.integer)):
+            raise InvalidInputError(f"document id {i!r} is {type(i).__name__}: ids must be "
+                                    "strings (or integers, converted)")
+        s = str(i)
+        if not s or "\x00" in s:
+            raise InvalidInputError(f"document id {s!r}: ids must be non-empty strings "
+                                    "without NUL characters")
+        out.append(s)
+    return out
+
+
+def check_metadata(doc_id: str, meta: Mapping[str, Any]) -> dict[str, Any]:
+    """Metadata every backend can store and filter: JSON with finite numbers, no NUL."""
+    def ok(value: Any, where: str) -> None:
+        if isinstance(value, float) and not math.isfinite(value):
+            raise InvalidInputError(f"document {doc_id!r}: metadata {where} is {value}; "
+                                    "only finite numbers can be stored")
+        if isinstance(value, int) and not isinstance(value, bool) and abs(value) > _MAX_INT:
+            raise InvalidInputError(f"document {doc_id!r}: metadata {where} does not fit "
+                                    "in 64 bits")
+        if isinstance(value, str) and "\x00" in value:
+            raise InvalidInputError(f"document {doc_id!r}: metadata {where} holds a NUL "
+                                    "character")
+        if isinstance(value, Mapping):
+            for k, v in value.items():
+                ok(v, f"{where}.{k}")
+        elif isinstance(value, (list, tuple)):
+            for n, v in enumerate(value):
+                ok(v, f"{where}[{n}]")
+        elif value is not None and not isinstance(value, (str, int, float, bool)):
+            raise InvalidInputError(f"document {doc_id!r}: metadata {where} is "
+                                    f"{type(value).__name__}; use JSON values")
+
+    if not isinstance(meta, Mapping):
+        raise InvalidInputError(f"document {doc_id!r}: metadata must be a mapping")
+    for key, value in meta.items():
+        if not isinstance(key, str):
+            raise InvalidInputError(f"document {doc_id!r}: metadata keys must be strings")
+        ok(value, repr(key))
+    return dict(meta)
+
+
+def check_batch(rec: SetRecord, ids: Sequence[object], embeddings: np.ndarray,
+                texts: Sequence[str | None] | None,
+                metadata: Sequence[Mapping[str, Any] | None] | None, *,
+                upsert: bool = False) -> Batch:
+    """Check a write batch before anything is written; return it prepared (transformed
+    by the set's transform, unit norm).
+
+    Example::
+
+        >>> rec = SetRecord("s", "m", None, 2, "float32", False, "")
+        >>> check_batch(rec, ["a"], np.array([[3.0, 4.0]]), None, None).vectors.tolist()
+        [[0.6000000238418579, 0.800000011920929]]
+    """
+    name = rec.name
+    str_ids = check_ids(ids)
+    if not str_ids:
+        raise InvalidInputError("empty batch: nothing to add")
+    if len(set(str_ids)) != len(str_ids):
+        seen: set[str] = set()
+        dups: set[str] = set()
+        for i in str_ids:
+            (dups if i in seen else seen).add(i)
+        dup = sorted(dups)
+        raise InvalidInputError(f"duplicate ids in one batch: {dup[:5]}")
+    emb = vectors.as_matrix(embeddings, name="embeddings")
+    if emb.shape[0] != len(str_ids):
+        raise InvalidInputError(f"{len(str_ids)} ids but {emb.shape[0]} vectors")
+    if emb.shape[1] != rec.stored_dim:
+        raise InvalidInputError(f"set {name!r} expects {rec.stored_dim} dimensions, "
+                                f"not {emb.shape[1]}")
+    norms = np.linalg.norm(emb.astype(np.float64), axis=1)
+    bad = np.flatnonzero(~(norms > 1e-12) | ~np.isfinite(norms))
+    if bad.size:
+        raise InvalidInputError(f"document {str_ids[bad[0]]!r}: its vector has norm "
+                                f"{norms[bad[0]]:g} and cannot be normalised")
+    text_list: list[str | None] = list(texts) if texts is not None else [None] * len(str_ids)
+    if len(text_list) != len(str_ids):
+        raise InvalidInputError(f"{len(str_ids)} ids but {len(text_list)} texts")
+    for i, t in zip(str_ids, text_list):
+        if t is not None and (not isinstance(t, str) or not t.strip()):
+            raise InvalidInputError(f"document {i!r} has an empty text")
+        if t is not None and "\x00" in t:
+            raise InvalidInputError(f"document {i!r}: its text holds a NUL character")
+    metas = list(metadata) if metadata is not None else [None] * len(str_ids)
+    if len(metas) != len(str_ids):
+        raise InvalidInputError(f"{len(str_ids)} ids but {len(metas)} metadata entries")
+    checked = [check_metadata(i, m) if m else {} for i, m in zip(str_ids, metas)]
+    return Batch(name, str_ids, prepare(rec, emb.astype(np.float32)), text_list, checked,
+                 upsert)
+
+
+def prepare(rec: SetRecord, x: np.ndarray) -> np.ndarray:
+    """Unit-norm rows of ``x``, mapped by the set's transform when it has one."""
+    if rec.transform is not None:
+        return rec.transform.apply(x)
+    return vectors.normalize(x)
+
+
+# --- reads ------------------------------------------------------------------------
+def prepare_queries(rec: SetRecord, queries: np.ndarray) -> np.ndarray:
+    """Query vectors ready for a funnel: float32 at the set's stored dimension,
+    transformed like the set's vectors, unit norm."""
+    q = vectors.as_matrix(queries, name="queries")
+    if q.shape[1] != rec.stored_dim:
+        raise InvalidInputError(f"set {rec.name!r} expects {rec.stored_dim}-d queries, "
+                                f"not {q.shape[1]}")
+    return prepare(rec, q)
+
+
+def check_filters(filters: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """The filter grammar, the same on every backend: ``{key: value}`` matches documents
+    whose metadata ``key`` equals ``value``, for str, int, float and bool values; several
+    keys must all match. Anything else is refused.
+
+    Example::
+
+        >>> check_filters({"lang": "en", "year": 2020})
+        {'lang': 'en', 'year': 2020}
+    """
+    if not filters:
+        return None
+    out: dict[str, Any] = {}
+    for key, value in filters.items():
+        if not isinstance(key, str) or not key:
+            raise InvalidInputError(f"bad filter key {key!r}: use a metadata field name")
+        if (not isinstance(value, FILTER_TYPES)
+                or (isinstance(value, float) and not math.isfinite(value))
+                or (isinstance(value, int) and abs(value) > _MAX_INT)
+                or (isinstance(value, str) and "\x00" in value)):
+            raise InvalidInputError(
+                f"bad filter {key}={value!r}: a filter value must be a string, a finite "
+                "number, or true/false (equality on one metadata field)")
+        out[key] = value
+    return out
+
+
+def matches(meta: Mapping[str, Any], filters: Mapping[str, Any]) -> bool:
+    """Does a document's metadata match ``filters`` (for engines that filter in mrlkit)?
+    True and 1 differ, as they do in JSON."""
+    for key, want in filters.items():
+        if key not in meta:
+            return False
+        have = meta[key]
+        if isinstance(have, bool) != isinstance(want, bool) or have != want:
+            return False
+    return True
+
+
+# --- truncate (reindex) -----------------------------------------------------------
+def truncation(rec: SetRecord, spec: ModelSpec, dim: int, allow_non_mrl: bool
+               ) -> tuple[int, int | None, bool]:
+    """Check a truncation of ``rec`` to ``dim``; return (stored_dim, truncate_dim,
+    allow_non_mrl) of the set it becomes."""
+    if dim > rec.stored_dim:
+        raise ReembedRequiredError(
+            f"set {rec.name!r} stores {rec.stored_dim} dimensions; {dim} needs the texts "
+            "embedded again (create a new set and index it)")
+    if rec.transform is not None:
+        # queries would need the transform at full length, then a truncation
+        raise InvalidInputError(
+            f"set {rec.name!r} is adapted ({rec.transform.method}): search its prefixes "
+            f"with a funnel (e.g. 64:float32:200,{rec.stored_dim}); reindexing an adapted "
+            "set to a shorter prefix is not supported")
+    allow = allow_non_mrl or rec.allow_non_mrl
+    new_dim = validate_dim(spec, dim, allow_non_mrl=allow)
+    return new_dim, stored_truncate(spec, new_dim), allow
+
+
+# --- int8 calibration -------------------------------------------------------------
+def calibration_stale(fitted_on: int, rows: int) -> bool:
+    """Refit an int8 calibration once the set has doubled since it was fitted, until it
+    was fitted on a full sample. Quantiles of a few rows do not describe the rest
+    (calibrating on 2 rows then adding 2,598 dropped int8 recall@10 to 0.64); doubling
+    bounds the refits to a logarithmic number, each costing one view rebuild."""
+    return fitted_on < CALIBRATION_SAMPLE and rows > 2 * max(1, fitted_on)
+
+
+def sample_rows(n: int) -> np.ndarray:
+    """An even spread of up to ``CALIBRATION_SAMPLE`` row numbers out of ``n`` (the
+    first rows of a corpus are often one topic)."""
+    return np.unique(np.linspace(0, n - 1, min(n, CALIBRATION_SAMPLE)).astype(np.int64))
+
+
+def fit_calibration(sample: np.ndarray, dim: int) -> Int8Calibration:
+    if not len(sample):
+        raise InvalidInputError("cannot calibrate int8 on an empty set")
+    return Int8Calibration.fit(vectors.truncate(np.asarray(sample, np.float32), dim))
