@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 export HF_HUB_OFFLINE := 1
 
-.PHONY: demo test install clean results results-mrl
+.PHONY: demo test lint install clean results results-mrl
 
 install: $(STAMP)
 
@@ -21,8 +21,15 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/mrlkit demo
 
+# ruff, then mypy: plain on all of src/, strict on the store core, funnel, vectors, registry
+STRICT := src/mrlkit/stores src/mrlkit/funnel.py src/mrlkit/vectors.py src/mrlkit/registry.py
+lint: $(STAMP)
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/mypy
+	$(BIN)/mypy --strict $(STRICT)
+
 # two workers (pytest-xdist): most of the run is CLI subprocesses waiting on imports
-test: $(STAMP)
+test: lint
 	$(BIN)/python -m pytest -q -n 2
 
 # docs/results: every table and plot of docs/evaluation.md, from the shared datasets

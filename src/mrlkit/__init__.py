@@ -9,6 +9,7 @@ Example::
 """
 
 from .embedder import Embedder, embed
+from .transform import Transform, adapt
 from .embedding_set import EmbeddingSet
 from .funnel import Adaptive, Funnel, Stage
 from .stores import open_store
@@ -20,7 +21,7 @@ from .vectors import Int8Calibration, PRECISIONS
 __version__ = "0.1.0"
 
 __all__ = [
-    "Adaptive", "EmbeddingSet", "Funnel", "Stage", "open_store",
+    "Adaptive", "EmbeddingSet", "Funnel", "Stage", "Transform", "adapt", "open_store",
     "Embedder", "Int8Calibration", "ModelSpec", "MrlkitError", "PRECISIONS", "embed",
     "get_spec", "list_specs", "load_catalog", "register", "validate_dim",
 ]

@@ -21,7 +21,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from .providers import get_provider
+from .providers import Kind, get_provider
 from .registry import ModelSpec, get_spec
 
 
@@ -53,7 +53,7 @@ def cache_key(spec: ModelSpec, texts: Sequence[str], kind: str, dim: int | None)
     return h.hexdigest()
 
 
-def cached_embed(model: str | ModelSpec, texts: Sequence[str], *, kind: str = "document",
+def cached_embed(model: str | ModelSpec, texts: Sequence[str], *, kind: Kind = "document",
                  dim: int | None = None, **provider_options) -> np.ndarray:
     """Embed ``texts`` through the cache: the model is called only on a miss."""
     spec = get_spec(model)

@@ -70,26 +70,25 @@ def models_show(name: str) -> None:
 
 # --- embed -------------------------------------------------------------------
 def _read_texts(path: str) -> list[str]:
+    from .documents import read_jsonl
+
     if path == "-":
         lines = sys.stdin.read().splitlines()
+    elif path.endswith(".jsonl"):
+        texts = []
+        for n, rec in read_jsonl(path):
+            if not isinstance(rec.get("text"), str):
+                raise InvalidInputError(f"{path}:{n}: expected a JSON object with a 'text' "
+                                        "field")
+            texts.append(rec["text"])
+        return texts
     else:
-        p = Path(path)
         try:
-            raw = p.read_text("utf-8")
+            lines = Path(path).read_bytes().decode("utf-8").splitlines()
         except OSError as exc:
             raise InvalidInputError(f"cannot read {path}: {exc.strerror}") from None
-        if p.suffix == ".jsonl":
-            texts = []
-            for n, line in enumerate(raw.splitlines(), 1):
-                if not line.strip():
-                    continue
-                try:
-                    texts.append(json.loads(line)["text"])
-                except (ValueError, KeyError, TypeError):
-                    raise InvalidInputError(f"{path}:{n}: expected a JSON object with "
-                                            "a 'text' field") from None
-            return texts
-        lines = raw.splitlines()
+        except UnicodeDecodeError:
+            raise InvalidInputError(f"{path}: not UTF-8 text") from None
     return [line for line in lines if line.strip()]
 
 

@@ -1,6 +1,8 @@
-"""Read documents to index: a JSONL file (``id``, ``text``, optional ``title`` and
-``metadata``), a BEIR ``corpus.jsonl`` (``_id``, ``title``, ``text``), or a folder of
-``.txt`` / ``.md`` files (id = path relative to the folder).
+"""The one reader of JSONL input, and the documents to index built on it: a JSONL file
+(``id``, ``text``, optional ``title`` and ``metadata``), a BEIR ``corpus.jsonl`` (``_id``,
+``title``, ``text``), or a folder of ``.txt`` / ``.md`` files (id = path relative to the
+folder). Evaluation datasets, training pairs and ``mrlkit embed --input`` read JSONL
+through :func:`read_jsonl` too, so every bad line is reported as ``FILE:LINE: why``.
 
 Example::
 
@@ -13,34 +15,68 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 from collections.abc import Iterator
+from typing import Any
 
 from .errors import InvalidInputError
 
 
-def _jsonl(path: Path) -> Iterator[dict[str, Any]]:
-    with open(path, encoding="utf-8") as fh:
-        for n, line in enumerate(fh, 1):
+def read_jsonl(path: str | Path, *, error: type[InvalidInputError] = InvalidInputError
+               ) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line number, object) for each non-blank line of a JSONL file; a line that is not
+    a JSON object, or a file that is not UTF-8, raises ``error`` naming file and line.
+
+    Example::
+
+        >>> next(read_jsonl("corpus.jsonl"))  # doctest: +SKIP
+        (1, {'_id': '4983', 'title': '', 'text': '...'})
+    """
+    try:
+        fh = open(path, "rb")
+    except OSError as exc:
+        raise error(f"cannot read {path}: {exc.strerror}") from None
+    with fh:
+        for n, raw in enumerate(fh, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                raise error(f"{path}:{n}: not UTF-8 text") from None
             if not line.strip():
                 continue
             try:
                 rec = json.loads(line)
             except ValueError:
-                raise InvalidInputError(f"{path}:{n}: not valid JSON") from None
+                raise error(f"{path}:{n}: not valid JSON") from None
             if not isinstance(rec, dict):
-                raise InvalidInputError(f"{path}:{n}: expected a JSON object")
-            doc_id = rec.get("id", rec.get("_id"))
-            text = rec.get("text")
-            if doc_id is None or not isinstance(text, str):
-                raise InvalidInputError(f"{path}:{n}: expected 'id' (or '_id') and 'text'")
-            meta = rec.get("metadata") or {}
-            if not isinstance(meta, dict):
-                raise InvalidInputError(f"{path}:{n}: 'metadata' must be an object")
-            if not text.strip() and rec.get("title"):
-                text = rec["title"]  # a title-only record is still a document
-            yield {"id": str(doc_id), "text": text, "title": rec.get("title") or None,
-                   "metadata": meta}
+                raise error(f"{path}:{n}: expected a JSON object")
+            yield n, rec
+
+
+def _jsonl(path: Path) -> Iterator[dict[str, Any]]:
+    """Index records of a JSONL file, each checked as the store will check it, so that a
+    bad line is named (file, line, id) before anything is embedded or stored."""
+    from .stores.rules import check_ids, check_metadata
+
+    seen: dict[str, int] = {}
+    for n, rec in read_jsonl(path):
+        doc_id, text, title = rec.get("id", rec.get("_id")), rec.get("text"), rec.get("title")
+        if doc_id is None or not isinstance(text, str):
+            raise InvalidInputError(f"{path}:{n}: expected 'id' (or '_id') and 'text'")
+        try:
+            doc_id = check_ids([doc_id])[0]
+            meta = check_metadata(doc_id, rec.get("metadata") or {})
+        except InvalidInputError as exc:
+            raise InvalidInputError(f"{path}:{n}: {exc}") from None
+        if doc_id in seen:
+            raise InvalidInputError(f"{path}:{n}: id {doc_id!r} repeats line {seen[doc_id]}")
+        seen[doc_id] = n
+        if not text.strip() and isinstance(title, str) and title.strip():
+            text = title  # a title-only record is still a document
+        if not text.strip() or "\x00" in text:
+            raise InvalidInputError(f"{path}:{n}: document {doc_id!r} has an empty text"
+                                    if not text.strip() else
+                                    f"{path}:{n}: document {doc_id!r}: NUL in its text")
+        yield {"id": doc_id, "text": text, "title": title or None, "metadata": meta}
 
 
 def _folder(path: Path) -> Iterator[dict[str, Any]]:

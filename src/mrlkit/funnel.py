@@ -127,7 +127,7 @@ class Funnel:
         for i, s in enumerate(self.stages):
             if not 0 < s.dim <= stored_dim:
                 raise DimensionError(f"funnel stage {s} asks {s.dim} dimensions; the set "
-                                     f"stores {stored_dim}, so 1..{stored_dim} are possible")
+                                     f"keeps {stored_dim}, so 1..{stored_dim} are possible")
             vectors.check_precision(s.precision)
             last = i == len(self.stages) - 1
             if not last and (s.keep is None or s.keep < k):

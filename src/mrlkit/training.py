@@ -31,6 +31,7 @@ from typing import Any
 from collections.abc import Sequence
 
 
+from .documents import read_jsonl
 from .errors import InvalidInputError
 
 # the post-hoc transforms live in transform.py; kept importable from here
@@ -87,15 +88,7 @@ def load_training_data(path: str | Path, split: str = "train") -> TrainData:
                          f"{path.name} ({split} split)")
     if not path.is_file():
         raise DatasetError(f"{path}: expected a JSONL file, a BEIR folder or an STS-B folder")
-    rows = []
-    with open(path, encoding="utf-8") as fh:
-        for n, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                rows.append(json.loads(line))
-            except ValueError:
-                raise DatasetError(f"{path}:{n}: not valid JSON") from None
+    rows = [rec for _, rec in read_jsonl(path, error=DatasetError)]
     if not rows:
         raise DatasetError(f"{path}: no training examples")
     if all("anchor" in r and "positive" in r for r in rows):
@@ -149,7 +142,7 @@ def train(data: TrainData, output: str | Path, *, base: str = "all-MiniLM-L6-v2"
     try:
         from sentence_transformers.sentence_transformer import losses
     except ImportError:  # older sentence-transformers
-        from sentence_transformers import losses
+        from sentence_transformers import losses  # type: ignore[attr-defined,no-redef]
 
     from .providers.sentence_transformers import resolve_model_path
     from .registry import get_spec, register, save_to_user_catalog
@@ -222,7 +215,7 @@ def train(data: TrainData, output: str | Path, *, base: str = "all-MiniLM-L6-v2"
                        round(seconds, 1), catalog, card)
 
 
-def _warmup(ratio: float) -> dict[str, float]:
+def _warmup(ratio: float) -> dict[str, Any]:
     import transformers
 
     # transformers 5 takes the ratio as a float warmup_steps and deprecates warmup_ratio
@@ -235,7 +228,7 @@ def retention_card(folder: str, before: str, after: str, dims: Sequence[int]) ->
     """nDCG@10 and its retention at each prefix, for two models on a BEIR test split."""
     from .evaluation.retrieval import evaluate_retrieval
 
-    out = {"dataset": Path(folder).name, "split": "test", "dims": list(dims)}
+    out: dict[str, Any] = {"dataset": Path(folder).name, "split": "test", "dims": list(dims)}
     for label, model in (("before", before), ("after", after)):
         report = evaluate_retrieval(folder, model, dims=dims, precisions=["float32"])
         out[label] = {"model": model, "ndcg@10": {r["dim"]: r["ndcg@10"]

@@ -79,6 +79,38 @@ def test_create_validates_with_the_registry(store):
     assert store.create_set("n", "nomic-embed-text", 256).stored_dim == 256
 
 
+BAD_NAMES = ["", "   ", "a/b", "../up", ".", "..", "tab\there", "nul\x00", "bell\x07",
+             " lead", "trail ", "x" * 129, 7, None]
+
+
+def test_set_names_follow_one_rule_on_every_backend(store):
+    """One regex, one message, the same refusals everywhere; nothing is created."""
+    for bad in BAD_NAMES:
+        with pytest.raises(errors.InvalidInputError, match="bad set name") as exc:
+            store.create_set(bad, MODEL)
+        assert "1 to 128 printable characters" in str(exc.value)
+    assert store.list_sets() == []
+    good = ["a", "x" * 128, "papers 2024", "ünïcode-名前", "a.b..c", "semi;colon'quote"]
+    for name in good:
+        assert store.create_set(name, MODEL).name == name
+    assert [s.name for s in store.list_sets()] == sorted(good)
+
+
+def test_truncate_dim_is_none_when_native_on_every_backend(store):
+    """None means native, never 0, whether the native length is implied or spelled out,
+    and after a reindex back to a prefix and a reopen."""
+    assert store.create_set("implied", "nomic-embed-text").truncate_dim is None
+    assert store.create_set("spelled", "nomic-embed-text", 768).truncate_dim is None
+    assert store.create_set("prefix", "nomic-embed-text", 256).truncate_dim == 256
+    store.add("spelled", ["a", "b"], unit(2, 768))
+    assert store.reindex("spelled", 128).truncate_dim == 128
+    for s in store.list_sets():
+        assert s.truncate_dim in (None, 128, 256) and s.truncate_dim != 0
+    assert {s.name: s.truncate_dim for s in store.list_sets()} == {
+        "implied": None, "prefix": 256, "spelled": 128}
+    assert store.info("implied").as_dict()["truncate_dim"] is None
+
+
 def test_storage_summary(store):
     fill(store, 100)
     store.search("s", unit(1), k=3, funnel=Funnel.parse("64:binary:50,384"))
@@ -351,6 +383,21 @@ def test_adapt_keeps_full_dimension_results_and_transforms_queries_like_document
         store.reindex("s", 128, allow_non_mrl=True)
     # a second open of the store still applies the transform
     assert store.get_set("s").adapted == "pca"
+
+
+def test_mrlkit_adapt_fits_applies_and_composes_from_the_python_api(store):
+    import mrlkit
+
+    fill(store, 200)
+    q = unit(3, seed=41)
+    before = store.search("s", q, k=5, funnel=Funnel.exact(DIM))
+    assert mrlkit.adapt(store, "s", "pca").adapted == "pca"
+    info = mrlkit.adapt(store, "s", "pca")  # a second transform composes with the first
+    assert info.adapted == "pca+pca" and info.count == 200
+    after = store.search("s", q, k=5, funnel=Funnel.exact(DIM))
+    assert [[h.id for h in r] for r in after.hits] == [[h.id for h in r] for r in before.hits]
+    with pytest.raises(errors.InvalidInputError, match="pca or adaptor"):
+        mrlkit.adapt(store, "s", "svd")
 
 
 @pytest.mark.parametrize("crash_at", ["before_switch", "mid_switch"])

@@ -14,6 +14,8 @@ from __future__ import annotations
 from pathlib import Path
 from collections.abc import Sequence
 
+from typing import Any
+
 import numpy as np
 from scipy.stats import spearmanr
 
@@ -50,6 +52,8 @@ def compare(folder: str, model: str, *, trained: str | None = None,
     dims = sorted(set(dims or default_prefix_dims(native)) | {native})
     path = Path(folder)
     beir = (path / "corpus.jsonl").exists()
+    ds: Any
+    inputs: dict[str, tuple[np.ndarray, ...]]
     if beir:
         ds = load_beir(path, "test")
         docs, queries = embed_beir(ds, spec.name)

@@ -10,10 +10,11 @@ Example::
 from __future__ import annotations
 
 import csv
-import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+from ..documents import read_jsonl
 from ..errors import InvalidInputError
 
 
@@ -40,16 +41,8 @@ class BeirDataset:
     qrels: dict[str, dict[str, int]]
 
 
-def _read_jsonl(path: Path) -> list[dict]:
-    out = []
-    with open(path, encoding="utf-8") as fh:
-        for n, line in enumerate(fh, 1):
-            if line.strip():
-                try:
-                    out.append(json.loads(line))
-                except ValueError:
-                    raise DatasetError(f"{path}:{n}: not valid JSON") from None
-    return out
+def _read_jsonl(path: Path) -> list[dict[str, Any]]:
+    return [rec for _, rec in read_jsonl(path, error=DatasetError)]
 
 
 def load_qrels(path: Path) -> dict[str, dict[str, int]]:

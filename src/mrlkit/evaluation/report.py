@@ -148,7 +148,7 @@ def plot_retrieval(report: dict, path: str | Path, metric: str = "ndcg@10") -> l
     return [first, second]
 
 
-def plot_curve(rows: list[dict], metric: str, path: str | Path, title: str) -> Path:
+def plot_curve(rows: list[dict], metric: str | list[str], path: str | Path, title: str) -> Path:
     """A single metric against dimension (similarity, classification reports)."""
     import matplotlib
 

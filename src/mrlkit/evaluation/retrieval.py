@@ -19,6 +19,8 @@ import tempfile
 import time
 from collections.abc import Sequence
 
+from typing import Any
+
 import numpy as np
 
 from .. import vectors
@@ -85,12 +87,13 @@ def evaluate_retrieval(folder: str, model: str, *, dims: Sequence[int] | None = 
                                  f"cannot evaluate at {d}")
     precisions = [vectors.check_precision(p) for p in precisions]
     docs, queries = embed_beir(ds, spec.name)
-    settings = [(d, p, Funnel((Stage(d, p),))) for d in dims for p in precisions]
+    settings: list[tuple[int | None, str | None, Funnel]] = [
+        (d, p, Funnel((Stage(d, p),))) for d in dims for p in precisions]
     if (spec.native_dim, "float32") not in {(d, p) for d, p, _ in settings}:
         settings.insert(0, (spec.native_dim, "float32", Funnel.exact(spec.native_dim)))
     settings += [(None, None, Funnel.parse(f)) for f in funnels]
 
-    results = []
+    results: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="mrlkit-eval-") as tmp:
         store = LocalStore(tmp)
         store.create_set("eval", spec.name)

@@ -28,11 +28,15 @@ def get_provider(model: str | ModelSpec, **options: Any) -> Provider:
     spec = get_spec(model)
     key = (spec, tuple(sorted(options.items())))
     if key not in _cache:
+        cls: type[Provider]
         if spec.provider == "sentence-transformers":
-            from .sentence_transformers import SentenceTransformersProvider as cls
+            from .sentence_transformers import SentenceTransformersProvider
+            cls = SentenceTransformersProvider
         elif spec.provider == "ollama":
-            from .ollama import OllamaProvider as cls
+            from .ollama import OllamaProvider
+            cls = OllamaProvider
         else:
-            from .openai import OpenAIProvider as cls
-        _cache[key] = cls(spec, **options)
+            from .openai import OpenAIProvider
+            cls = OpenAIProvider
+        _cache[key] = cls(spec, **options)  # type: ignore[call-arg]
     return _cache[key]

@@ -17,6 +17,8 @@ import os
 from pathlib import Path
 from collections.abc import Sequence
 
+from typing import Any
+
 import numpy as np
 
 from .. import vectors
@@ -64,7 +66,7 @@ class SentenceTransformersProvider:
         self.batch_size = batch_size
         self.device = device
         self.show_progress = show_progress
-        self._model = None
+        self._model: Any = None
 
     @property
     def model(self):

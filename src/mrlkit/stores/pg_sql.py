@@ -28,6 +28,8 @@ from ..errors import StoreError
 from ..funnel import Stage
 
 HNSW_MAX_DIMS = {"vector": 2000, "halfvec": 4000, "bit": 64000}
+INLINE_VECTOR_BYTES = 6_000  # a vector this small stays in its row (page: 8 kB)
+Cursor = Any  # psycopg.Cursor[dict[str, Any]]
 
 # --- migrations: append only; each runs once, in order, in one transaction -------------
 MIGRATIONS: list[tuple[int, str]] = [(1, """
@@ -175,6 +177,82 @@ def create_table(table: sql.Identifier, dim: int, storage: str) -> sql.Composed:
                        table, sql.SQL(column), sql.Literal(dim))
 
 
-def copy_rows(table: sql.Identifier) -> sql.Composed:
-    return sql.SQL("COPY {} (id, text, metadata, embedding) FROM STDIN "
-                   "WITH (FORMAT BINARY)").format(table)
+def copy(cur: Cursor, table: sql.Identifier, storage: str,
+         rows: Sequence[tuple[Any, ...]], x: np.ndarray) -> None:
+    """Binary COPY of (id, text, metadata) rows with their vectors ``x``."""
+    from pgvector import HalfVector
+
+    column = "halfvec" if storage == "float16" else "vector"
+    data = [HalfVector(v) for v in x.astype(np.float16)] if storage == "float16" else x
+    with cur.copy(sql.SQL("COPY {} (id, text, metadata, embedding) FROM STDIN "
+                          "WITH (FORMAT BINARY)").format(table)) as cp:
+        cp.set_types(["text", "text", "jsonb", column])
+        for r, v in zip(rows, data):
+            cp.write_row((*r, v))
+
+
+def migrate(cur: Cursor, location: str) -> None:
+    """Apply the migrations this database lacks, once, in order (under an advisory
+    lock, so that two processes opening a new database do not both run them)."""
+    import psycopg
+
+    cur.execute("SELECT pg_advisory_xact_lock(hashtext('mrlkit-migrations'))")
+    cur.execute("CREATE TABLE IF NOT EXISTS mrlkit_schema_version ("
+                "version integer PRIMARY KEY, "
+                "applied_at timestamptz NOT NULL DEFAULT now())")
+    got = cur.execute("SELECT coalesce(max(version), 0) AS v "
+                      "FROM mrlkit_schema_version").fetchone()
+    current, newest = int(got["v"]) if got else 0, MIGRATIONS[-1][0]
+    if current > newest:
+        raise StoreError(f"the database at {location} has mrlkit schema "
+                         f"version {current}; this mrlkit knows up to {newest}: "
+                         "upgrade mrlkit")
+    for version, script in MIGRATIONS:
+        if version > current:
+            try:
+                cur.execute(script)
+            except psycopg.errors.InsufficientPrivilege:
+                raise StoreError(
+                    f"cannot set up mrlkit's schema in {location}: the pgvector "
+                    "extension must be created by a superuser first "
+                    "(CREATE EXTENSION vector)") from None
+            except psycopg.errors.FeatureNotSupported as exc:
+                raise StoreError(f"pgvector is missing at {location}: "
+                                 f"{exc.diag.message_primary}") from None
+            cur.execute("INSERT INTO mrlkit_schema_version (version) VALUES (%s)",
+                        (version,))
+
+
+def table_settings(cur: Cursor, set_id: int, dim: int, storage: str) -> None:
+    """A GIN index for metadata filters, and vectors kept inline in the row when
+    they fit a page: pgvector's default stores a vector over 2 kB out of line (TOAST),
+    which costs a second lookup per candidate in every rerank stage."""
+    cur.execute(sql.SQL("CREATE INDEX {} ON {} USING gin (metadata jsonb_path_ops)")
+                .format(sql.Identifier(f"mrlkit_set_{set_id}_metadata"),
+                        ident(set_id)))
+    if dim * (2 if storage == "float16" else 4) <= INLINE_VECTOR_BYTES:
+        cur.execute(sql.SQL("ALTER TABLE {} ALTER COLUMN embedding SET STORAGE PLAIN")
+                    .format(ident(set_id)))
+
+
+def create_index(cur: Cursor, set_id: int, stored_dim: int, storage: str, stage: Stage, *,
+                 required: bool = True) -> str | None:
+    """The HNSW expression index of ``stage``, recorded in the set's ``indexes``."""
+    expr = Expr(stage, stored_dim, storage)
+    if not expr.indexable:
+        if required:
+            raise StoreError(
+                f"pgvector's HNSW indexes {expr.type} up to "
+                f"{HNSW_MAX_DIMS[expr.type]:,} dimensions, not {expr.dim:,}: "
+                "index a shorter prefix, or float16 (halfvec, up to 4,000)")
+        return None
+    name = f"mrlkit_set_{set_id}_{expr.index_name}"
+    cur.execute("SET LOCAL maintenance_work_mem = '512MB'")
+    cur.execute(sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} USING hnsw (({}) {})").format(
+        sql.Identifier(name), ident(set_id), sql.SQL(expr.expr),
+        sql.SQL(expr.ops)))
+    stage_text = json.dumps([f"{stage.dim}:{stage.precision}"])
+    cur.execute("UPDATE embedding_set SET indexes = indexes || %s::jsonb "
+                "WHERE id = %s AND NOT indexes @> %s::jsonb",
+                (stage_text, set_id, stage_text))
+    return name

@@ -45,7 +45,6 @@ from .records import Batch, Document, Rebuild, SetRecord, StorageInfo, ViewInfo
 
 try:
     import psycopg
-    from pgvector import HalfVector
     from pgvector.psycopg import register_vector
     from psycopg import sql
     from psycopg.rows import dict_row
@@ -54,7 +53,6 @@ except ImportError:  # pragma: no cover - depends on the install
 
 MIGRATIONS = pg_sql.MIGRATIONS
 EXACT_BELOW = 10_000      # rows; smaller sets are scanned exactly, indexes or not
-INLINE_VECTOR_BYTES = 6_000  # a vector this small stays in its row (page: 8 kB)
 _SET_COLUMNS = ("id, name, config, truncate_dim, stored_dim, storage, doc_count, "
                 "created_at, allow_non_mrl, indexes, transform::text AS transform")
 
@@ -146,31 +144,7 @@ class PgvectorEngine(EngineDefaults[PgRecord]):
 
     def _migrate(self) -> None:
         with self._tx() as cur:
-            cur.execute("SELECT pg_advisory_xact_lock(hashtext('mrlkit-migrations'))")
-            cur.execute("CREATE TABLE IF NOT EXISTS mrlkit_schema_version ("
-                        "version integer PRIMARY KEY, "
-                        "applied_at timestamptz NOT NULL DEFAULT now())")
-            got = cur.execute("SELECT coalesce(max(version), 0) AS v "
-                              "FROM mrlkit_schema_version").fetchone()
-            current, newest = int(got["v"]) if got else 0, MIGRATIONS[-1][0]
-            if current > newest:
-                raise StoreError(f"the database at {self.location} has mrlkit schema "
-                                 f"version {current}; this mrlkit knows up to {newest}: "
-                                 "upgrade mrlkit")
-            for version, script in MIGRATIONS:
-                if version > current:
-                    try:
-                        cur.execute(script)
-                    except psycopg.errors.InsufficientPrivilege:
-                        raise StoreError(
-                            f"cannot set up mrlkit's schema in {self.location}: the pgvector "
-                            "extension must be created by a superuser first "
-                            "(CREATE EXTENSION vector)") from None
-                    except psycopg.errors.FeatureNotSupported as exc:
-                        raise StoreError(f"pgvector is missing at {self.location}: "
-                                         f"{exc.diag.message_primary}") from None
-                    cur.execute("INSERT INTO mrlkit_schema_version (version) VALUES (%s)",
-                                (version,))
+            pg_sql.migrate(cur, self.location)
 
     # --- records ----------------------------------------------------------------------
     @staticmethod
@@ -229,9 +203,9 @@ class PgvectorEngine(EngineDefaults[PgRecord]):
             assert got is not None
             cur.execute(pg_sql.create_table(pg_sql.ident(got["id"]), rec.stored_dim,
                                             rec.storage))
-            self._table_settings(cur, got["id"], rec.stored_dim, rec.storage)
+            pg_sql.table_settings(cur, got["id"], rec.stored_dim, rec.storage)
             if first is not None:
-                self._create_index(cur, got["id"], rec.stored_dim, rec.storage, first,
+                pg_sql.create_index(cur, got["id"], rec.stored_dim, rec.storage, first,
                                    required=False)
         return True
 
@@ -241,45 +215,11 @@ class PgvectorEngine(EngineDefaults[PgRecord]):
             cur.execute(sql.SQL("DROP TABLE {}").format(pg_sql.ident(rec.id)))
             cur.execute("DELETE FROM embedding_set WHERE id = %s", (rec.id,))
 
-    @staticmethod
-    def _table_settings(cur: psycopg.Cursor[Row], set_id: int, dim: int, storage: str) -> None:
-        """A GIN index for metadata filters, and vectors kept inline in the row when
-        they fit a page: pgvector's default stores a vector over 2 kB out of line (TOAST),
-        which costs a second lookup per candidate in every rerank stage."""
-        cur.execute(sql.SQL("CREATE INDEX {} ON {} USING gin (metadata jsonb_path_ops)")
-                    .format(sql.Identifier(f"mrlkit_set_{set_id}_metadata"),
-                            pg_sql.ident(set_id)))
-        if dim * (2 if storage == "float16" else 4) <= INLINE_VECTOR_BYTES:
-            cur.execute(sql.SQL("ALTER TABLE {} ALTER COLUMN embedding SET STORAGE PLAIN")
-                        .format(pg_sql.ident(set_id)))
-
-    # --- indexes ----------------------------------------------------------------------
-    def _create_index(self, cur: psycopg.Cursor[Row], set_id: int, stored_dim: int,
-                      storage: str, stage: Stage, *, required: bool = True) -> str | None:
-        expr = pg_sql.Expr(stage, stored_dim, storage)
-        if not expr.indexable:
-            if required:
-                raise StoreError(
-                    f"pgvector's HNSW indexes {expr.type} up to "
-                    f"{pg_sql.HNSW_MAX_DIMS[expr.type]:,} dimensions, not {expr.dim:,}: "
-                    "index a shorter prefix, or float16 (halfvec, up to 4,000)")
-            return None
-        name = f"mrlkit_set_{set_id}_{expr.index_name}"
-        cur.execute("SET LOCAL maintenance_work_mem = '512MB'")
-        cur.execute(sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} USING hnsw (({}) {})").format(
-            sql.Identifier(name), pg_sql.ident(set_id), sql.SQL(expr.expr),
-            sql.SQL(expr.ops)))
-        stage_text = json.dumps([f"{stage.dim}:{stage.precision}"])
-        cur.execute("UPDATE embedding_set SET indexes = indexes || %s::jsonb "
-                    "WHERE id = %s AND NOT indexes @> %s::jsonb",
-                    (stage_text, set_id, stage_text))
-        return name
-
     def index(self, rec: PgRecord, first: Stage) -> list[str]:
         """Create the HNSW expression index a funnel's first stage uses."""
         with self._tx() as cur:
             rec = self._get(rec.name, cur, lock=True)
-            made = self._create_index(cur, rec.id, rec.stored_dim, rec.storage, first)
+            made = pg_sql.create_index(cur, rec.id, rec.stored_dim, rec.storage, first)
             cur.execute(sql.SQL("ANALYZE {}").format(pg_sql.ident(rec.id)))
         return [made] if made else []
 
@@ -291,16 +231,6 @@ class PgvectorEngine(EngineDefaults[PgRecord]):
             (f"mrlkit_set_{set_id}",)).fetchall()
 
     # --- writes -----------------------------------------------------------------------
-    def _copy(self, cur: psycopg.Cursor[Row], table: sql.Identifier, storage: str,
-              rows: Iterator[tuple[Any, ...]] | list[tuple[Any, ...]], x: np.ndarray) -> None:
-        """Binary COPY of (id, text, metadata) rows with their vectors ``x``."""
-        column = "halfvec" if storage == "float16" else "vector"
-        data = [HalfVector(v) for v in x.astype(np.float16)] if storage == "float16" else x
-        with cur.copy(pg_sql.copy_rows(table)) as copy:
-            copy.set_types(["text", "text", "jsonb", column])
-            for r, v in zip(rows, data):
-                copy.write_row((*r, v))
-
     def add(self, name: str, prepare: Callable[[PgRecord], Batch]) -> int:
         """One transaction (binary COPY); with upsert, existing ids are replaced."""
         with self._tx() as cur:
@@ -313,7 +243,7 @@ class PgvectorEngine(EngineDefaults[PgRecord]):
             if existing:
                 cur.execute(sql.SQL("DELETE FROM {} WHERE id = ANY(%s)").format(table),
                             (existing,))
-            self._copy(cur, table, rec.storage,
+            pg_sql.copy(cur, table, rec.storage,
                        list(zip(batch.ids, batch.texts, batch.metadata)), batch.vectors)
             rules.crash_point("after_vectors")
             cur.execute("UPDATE embedding_set SET doc_count = doc_count + %s WHERE id = %s",
@@ -353,11 +283,11 @@ class PgvectorEngine(EngineDefaults[PgRecord]):
                     while got := read.fetchmany(10_000):
                         x = p.apply(np.asarray([r["embedding"].to_numpy() for r in got],
                                                np.float32))
-                        self._copy(cur, staging, new.storage,
+                        pg_sql.copy(cur, staging, new.storage,
                                    [(r["id"], r["text"], r["metadata"]) for r in got], x)
             cur.execute(sql.SQL("DROP TABLE {}").format(table))
             cur.execute(sql.SQL("ALTER TABLE {} RENAME TO {}").format(staging, table))
-            self._table_settings(cur, rec.id, new.stored_dim, new.storage)
+            pg_sql.table_settings(cur, rec.id, new.stored_dim, new.storage)
             cur.execute("UPDATE embedding_set SET stored_dim = %s, truncate_dim = %s, "
                         "allow_non_mrl = %s, transform = %s::jsonb, indexes = '[]' "
                         "WHERE id = %s", (new.stored_dim, new.truncate_dim,
@@ -366,7 +296,7 @@ class PgvectorEngine(EngineDefaults[PgRecord]):
             for text in rec.indexes:
                 stage = Funnel.parse(text).stages[0]
                 if stage.dim <= new.stored_dim:
-                    self._create_index(cur, rec.id, new.stored_dim, new.storage, stage,
+                    pg_sql.create_index(cur, rec.id, new.stored_dim, new.storage, stage,
                                        required=False)
             rules.crash_point("before_switch")
 
