@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, NamedTuple
 
 from .errors import InvalidInputError
 
@@ -52,9 +52,10 @@ def read_jsonl(path: str | Path, *, error: type[InvalidInputError] = InvalidInpu
             yield n, rec
 
 
-def _jsonl(path: Path) -> Iterator[dict[str, Any]]:
+def _jsonl(path: Path, upsert: bool = False) -> Iterator[dict[str, Any]]:
     """Index records of a JSONL file, each checked as the store will check it, so that a
-    bad line is named (file, line, id) before anything is embedded or stored."""
+    bad line is named (file, line, id) before anything is embedded or stored. With
+    ``upsert`` a repeated id is allowed: its last line wins."""
     from .stores.rules import check_ids, check_metadata
 
     seen: dict[str, int] = {}
@@ -67,8 +68,9 @@ def _jsonl(path: Path) -> Iterator[dict[str, Any]]:
             meta = check_metadata(doc_id, rec.get("metadata") or {})
         except InvalidInputError as exc:
             raise InvalidInputError(f"{path}:{n}: {exc}") from None
-        if doc_id in seen:
-            raise InvalidInputError(f"{path}:{n}: id {doc_id!r} repeats line {seen[doc_id]}")
+        if doc_id in seen and not upsert:
+            raise InvalidInputError(f"{path}:{n}: id {doc_id!r} repeats line {seen[doc_id]} "
+                                    "(with --upsert its last line wins)")
         seen[doc_id] = n
         if not text.strip() and isinstance(title, str) and title.strip():
             text = title  # a title-only record is still a document
@@ -88,20 +90,34 @@ def _folder(path: Path) -> Iterator[dict[str, Any]]:
                    "metadata": {"path": str(file.relative_to(path))}}
 
 
-def read_documents(path: str | Path) -> tuple[Iterator[dict[str, Any]], int]:
-    """Records and their count (for a progress bar). A JSONL file is validated whole
-    before the first record is returned."""
+class Documents(NamedTuple):
+    records: Iterator[dict[str, Any]]
+    total: int          # records to index (for a progress bar)
+    collapsed: int = 0  # repeated ids dropped in favour of their last line (upsert)
+
+
+def read_documents(path: str | Path, *, upsert: bool = False) -> Documents:
+    """Records and their count. A JSONL file is validated whole before the first record
+    is returned; with ``upsert``, ids repeated in it are collapsed (the last line wins)."""
     p = Path(path)
     if p.is_dir():
         files = [f for f in p.rglob("*") if f.suffix in (".txt", ".md") and f.is_file()]
         if not files:
             raise InvalidInputError(f"{p} holds no .txt or .md files")
-        return _folder(p), len(files)
+        return Documents(_folder(p), len(files))
     if not p.is_file():
         raise InvalidInputError(f"{p} does not exist")
     if p.suffix != ".jsonl":
         raise InvalidInputError(f"{p}: expected a .jsonl file or a folder of .txt/.md files")
     # a full validating pass first: a bad line deep in the file must fail the command
     # before any batch is embedded or stored (parsing costs little next to embedding)
-    total = sum(1 for _ in _jsonl(p))
-    return _jsonl(p), total
+    last: dict[str, int] = {}
+    lines = 0
+    for n, rec in enumerate(_jsonl(p, upsert)):
+        last[rec["id"]] = n
+        lines += 1
+    if len(last) == lines:
+        return Documents(_jsonl(p, upsert), lines)
+    keep = set(last.values())
+    return Documents((rec for n, rec in enumerate(_jsonl(p, upsert)) if n in keep),
+                     len(last), lines - len(last))

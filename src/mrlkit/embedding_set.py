@@ -17,15 +17,34 @@ from __future__ import annotations
 
 from typing import Any
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 from rich.progress import Progress
 
 from .errors import InvalidInputError
-from .funnel import Adaptive, Funnel
+from .funnel import MAX_KEEP, Adaptive, Funnel
 from .providers import get_provider
 from .registry import get_spec
 from .stores import SearchResult, SetInfo, Store
+from .stores.rules import check_filters
+
+
+@dataclass
+class Indexed:
+    """What an indexing run did: documents added (replaced ones included), documents
+    skipped because they were stored already with the same text and metadata, and how
+    many of the added replaced a stored document of the same id (``upsert``)."""
+
+    added: int = 0
+    skipped: int = 0
+    replaced: int = 0
+
+    def __iadd__(self, other: Indexed) -> Indexed:
+        self.added += other.added
+        self.skipped += other.skipped
+        self.replaced += other.replaced
+        return self
 
 
 class EmbeddingSet:
@@ -63,36 +82,46 @@ class EmbeddingSet:
         return self.store.add(self.name, ids, emb, texts, metadata, upsert=upsert)
 
     def add_stream(self, records: Iterable[dict[str, Any]], *, total: int | None = None,
-                   batch_size: int = 256, upsert: bool = False, progress: bool = True) -> int:
+                   batch_size: int = 256, upsert: bool = False,
+                   progress: bool = True) -> Indexed:
         """Embed and add ``{"id", "text", "title"?, "metadata"?}`` records in batches;
-        each batch is atomic, so an interrupted run keeps every finished batch."""
-        added = 0
+        each batch is atomic, so an interrupted run keeps every finished batch, and a
+        re-run skips documents already stored with the same text and metadata (no model
+        call for them): it resumes where the interrupted one stopped."""
+        done = Indexed()
         with Progress(disable=not progress, transient=False) as bar:
             task = bar.add_task(f"indexing into {self.name}", total=total)
             batch: list[dict[str, Any]] = []
             for rec in records:
                 batch.append(rec)
                 if len(batch) >= batch_size:
-                    added += self._add_records(batch, upsert)
+                    done += self._add_records(batch, upsert)
                     bar.advance(task, len(batch))
                     batch = []
             if batch:
-                added += self._add_records(batch, upsert)
+                done += self._add_records(batch, upsert)
                 bar.advance(task, len(batch))
-        return added
+        return done
 
-    def _add_records(self, batch: list[dict[str, Any]], upsert: bool) -> int:
-        ids = [str(r["id"]) for r in batch]
-        texts = [r["text"] for r in batch]
-        embed_texts = [f"{r['title']} {r['text']}".strip() if r.get("title") else r["text"]
-                       for r in batch]
+    def _add_records(self, batch: list[dict[str, Any]], upsert: bool) -> Indexed:
         metas = []
         for r in batch:
             m = dict(r.get("metadata") or {})
             if r.get("title"):
                 m.setdefault("title", r["title"])
             metas.append(m)
-        return self.add_texts(ids, texts, metas, upsert=upsert, embed_texts=embed_texts)
+        stored = self.store.get(self.name, [str(r["id"]) for r in batch])
+        fresh = [(r, m, d) for r, m, d in zip(batch, metas, stored)
+                 if d is None or d.text != r["text"] or d.metadata != m]
+        if not fresh:
+            return Indexed(skipped=len(batch))
+        embed_texts = [f"{r['title']} {r['text']}".strip() if r.get("title") else r["text"]
+                       for r, _, _ in fresh]
+        added = self.add_texts([str(r["id"]) for r, _, _ in fresh],
+                               [r["text"] for r, _, _ in fresh], [m for _, m, _ in fresh],
+                               upsert=upsert, embed_texts=embed_texts)
+        return Indexed(added, len(batch) - len(fresh),
+                       sum(1 for _, _, d in fresh if d is not None))
 
     def delete(self, ids: Sequence[str]) -> int:
         """Delete documents by id."""
@@ -103,6 +132,15 @@ class EmbeddingSet:
                adaptive: Adaptive | bool | None = None) -> SearchResult:
         """Embed query texts with the query prompt and search the set."""
         texts = [queries] if isinstance(queries, str) else list(queries)
+        if isinstance(funnel, str):
+            funnel = Funnel.parse(funnel)
+        # what can be checked is checked before the model loads (seconds for a local one)
+        stored_dim = self.store.get_set(self.name).stored_dim
+        if funnel is not None:
+            funnel.check(stored_dim, k)
+        elif not 0 < k <= MAX_KEEP:
+            raise InvalidInputError(f"k must be 1..{MAX_KEEP:,}, not {k}")
+        check_filters(filters)
         q = self.embed(texts, "query")
         return self.search_vectors(q, k=k, funnel=funnel, filters=filters, adaptive=adaptive)
 

@@ -24,6 +24,7 @@ from . import vectors
 from .errors import DimensionError, InvalidInputError
 from .vectors import Int8Calibration
 
+MAX_KEEP = 1_000_000  # candidates a stage may keep (and k): bounds memory per query
 ANN_THRESHOLD = 200_000  # rows; below it an exact scan of a small view is fast enough
 _SCORE_CELLS = 32_000_000  # queries × rows scored at once, to bound memory
 _RERANK_FLOATS = 1_000_000  # candidate floats gathered at once in a rerank stage
@@ -122,13 +123,16 @@ class Funnel:
         """Validate against a set; return the funnel with the last stage keeping ``k``."""
         if not self.stages:
             raise InvalidInputError("a funnel needs at least one stage")
-        if k <= 0:
-            raise InvalidInputError(f"k must be positive, not {k}")
+        if not 0 < k <= MAX_KEEP:
+            raise InvalidInputError(f"k must be 1..{MAX_KEEP:,}, not {k}")
         for i, s in enumerate(self.stages):
             if not 0 < s.dim <= stored_dim:
                 raise DimensionError(f"funnel stage {s} asks {s.dim} dimensions; the set "
                                      f"keeps {stored_dim}, so 1..{stored_dim} are possible")
             vectors.check_precision(s.precision)
+            if s.keep is not None and not 0 < s.keep <= MAX_KEEP:
+                raise InvalidInputError(f"funnel stage {s} keeps {s.keep}: a stage keeps "
+                                        f"1..{MAX_KEEP:,} candidates")
             last = i == len(self.stages) - 1
             if not last and (s.keep is None or s.keep < k):
                 raise InvalidInputError(f"funnel stage {s} must keep at least k={k} "

@@ -433,3 +433,90 @@ def test_kill_9_in_the_middle_of_adapt_leaves_the_set_whole(store, location, cra
     res = again.search("s", x[:5], k=1, funnel=Funnel.exact(DIM))
     assert [q[0].id for q in res.hits] == ids(5)
     _let_go(again)
+
+
+# --- values that would break a set later, filters, bounds (the same on every backend) ---
+@pytest.mark.parametrize("case", ["nan_meta", "inf_meta", "huge_int_meta", "nul_text",
+                                  "none_id", "list_id", "zero_vector", "nan_vector"])
+def test_values_that_would_break_a_set_later_are_refused_naming_the_document(store, case):
+    fill(store, 20)
+    before = snapshot(store)
+    ids_, x, texts, meta = ["n1", "n2"], unit(2, seed=12), ["a", "b"], [{}, {}]
+    if case == "nan_meta":
+        meta = [{}, {"score": float("nan")}]
+    elif case == "inf_meta":
+        meta = [{}, {"nested": {"v": [1, float("inf")]}}]
+    elif case == "huge_int_meta":
+        meta = [{}, {"n": 2**64}]
+    elif case == "nul_text":
+        texts = ["a", "b\x00c"]
+    elif case == "none_id":
+        ids_ = ["n1", None]
+    elif case == "list_id":
+        ids_ = ["n1", ["n2"]]
+    elif case == "zero_vector":
+        x = x.copy()
+        x[1] = 0
+    else:
+        x = x.copy()
+        x[1, 3] = np.nan
+    with pytest.raises(errors.InvalidInputError) as exc:
+        store.add("s", ids_, x, texts, meta)
+    assert ("n2" in str(exc.value)) or ("None" in str(exc.value))
+    assert snapshot(store) == before
+
+
+def test_a_vector_whose_squares_overflow_float32_is_normalised_not_zeroed(store):
+    store.create_set("s", MODEL)
+    v = unit(1, seed=3) * np.float32(1e30)
+    store.add("s", ["big"], v)
+    hit = store.search("s", unit(1, seed=3), k=1, funnel=Funnel.exact(DIM)).hits[0][0]
+    assert hit.id == "big" and hit.score == pytest.approx(1.0, abs=1e-5)
+
+
+@pytest.mark.parametrize("value", [[1], {"x": 1}, None, 2**63, float("nan"), "a\x00"])
+def test_filters_follow_one_grammar_on_every_backend(store, value):
+    fill(store, 20)
+    with pytest.raises(errors.InvalidInputError, match="a filter value must be a string"):
+        store.search("s", unit(1), k=3, filters={"group": value})
+
+
+def test_filters_match_equal_values_on_every_backend(store):
+    store.create_set("s", MODEL)
+    store.add("s", ["a", "b", "c", "d"], unit(4),
+              metadata=[{"lang": "en", "year": 2020, "w": 0.5},
+                        {"lang": "de", "year": 2020, "w": 0.5},
+                        {"lang": "en", "year": 2021, "w": 1.5}, {}])
+    def found(flt):
+        return sorted(h.id for h in store.search("s", unit(1), k=4, filters=flt).hits[0])
+    assert found({"lang": "en"}) == ["a", "c"]
+    assert found({"year": 2020}) == ["a", "b"]
+    assert found({"lang": "en", "year": 2021}) == ["c"]
+    assert found({"w": 0.5}) == ["a", "b"]
+    assert found({"lang": "fr"}) == []
+
+
+@pytest.mark.parametrize("spec", ["64:binary:9223372036854775808,384", "64:binary:0,384"])
+def test_a_keep_out_of_bounds_is_refused(store, spec):
+    fill(store, 20)
+    with pytest.raises(errors.InvalidInputError, match="keeps"):
+        store.search("s", unit(1), k=3, funnel=Funnel.parse(spec))
+    with pytest.raises(errors.InvalidInputError, match="k must be"):
+        store.search("s", unit(1), k=2**63)
+
+
+def test_int8_calibration_follows_a_growing_set(store):
+    """A calibration fitted on the first 2 rows is refitted once the set has grown, so a
+    search during indexing does not freeze int8 quality (recall was 0.64 before)."""
+    store.create_set("s", MODEL)
+    x = unit(2600, seed=21)
+    store.add("s", ids(2), x[:2])
+    int8 = Funnel.parse(f"{DIM}:int8")
+    store.search("s", x[:1], k=1, funnel=int8)  # fits a calibration on 2 rows
+    store.add("s", ids(2598, start=2), x[2:])
+    q = vectors.normalize(x[:40] + 0.3 * unit(40, seed=22))
+    got = store.search("s", q, k=10, funnel=int8)
+    found = [[int(h.id.split("-")[1]) for h in r] for r in got.hits]
+    truth = exact(x, q, 10)
+    recall = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(found, truth)])
+    assert recall >= 0.95, recall

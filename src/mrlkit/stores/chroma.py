@@ -40,7 +40,8 @@ from ..funnel import Adaptive, Funnel, Stage, StageTiming
 from ..transform import Transform
 from . import rules
 from .core import EngineDefaults, Partial, Scan, Store
-from .records import Batch, Document, Rebuild, SetRecord, StorageInfo, ViewInfo
+from .records import (Batch, CheckReport, Document, Rebuild, SetRecord, StorageInfo,
+                      ViewInfo)
 
 EXACT_BELOW = 10_000
 HNSW: Any = {"space": "cosine", "ef_search": 200, "ef_construction": 200, "max_neighbors": 32}
@@ -361,6 +362,10 @@ class ChromaEngine(EngineDefaults[ChromaRecord]):
             keep = [r for r, i in enumerate(ids_all) if i in allowed]
             ids_all, x = [ids_all[r] for r in keep], x[keep]
         return Scan(len(ids_all), self._documents(docs, ids_all), matrix=x)
+
+    def check(self, rec: ChromaRecord, report: CheckReport, repair: bool) -> bool:
+        report.delegated = "storage integrity is Chroma's own (its files or server)"
+        return False  # the core verifies every stored vector
 
     def storage(self, rec: ChromaRecord, count: int) -> StorageInfo:
         """Estimated bytes: Chroma does not report sizes per collection."""

@@ -29,8 +29,8 @@ from ..registry import get_spec, validate_dim
 from ..transform import Transform
 from ..vectors import Int8Calibration
 from . import rules
-from .records import (Batch, Document, Hit, Rebuild, SearchResult, SetInfo, SetRecord,
-                      StorageInfo)
+from .records import (Batch, CheckReport, Document, Hit, Rebuild, SearchResult, SetInfo,
+                      SetRecord, StorageInfo)
 
 R = TypeVar("R", bound=SetRecord)
 Documents = Callable[[np.ndarray], Mapping[int, Document]]
@@ -96,6 +96,7 @@ class Engine(Protocol[R]):
                adaptive: Adaptive | None, n: int) -> Partial | None: ...
     def scan(self, rec: R, filters: dict[str, Any] | None) -> Scan: ...
     def storage(self, rec: R, count: int) -> StorageInfo: ...
+    def check(self, rec: R, report: CheckReport, repair: bool) -> bool: ...
     def close(self) -> None: ...
 
 
@@ -111,6 +112,11 @@ class EngineDefaults(Generic[R]):
 
     def save_calibration(self, rec: R, dim: int, cal: Int8Calibration, rows: int) -> None:
         return None
+
+    def check(self, rec: R, report: CheckReport, repair: bool) -> bool:
+        """Engine-specific checks; True when the engine verified the stored vectors itself
+        (else the core reads them and does)."""
+        return False
 
 
 class Store(Generic[R]):
@@ -255,6 +261,25 @@ class Store(Generic[R]):
         """The storage summary: count, stored bytes and each view's bytes."""
         rec = self.engine.record(name)
         return self.engine.storage(rec, self.engine.count(rec))
+
+    def check(self, name: str, *, repair: bool = False) -> CheckReport:
+        """Verify a set: its engine's files or tables, and that every stored vector is
+        what mrlkit wrote (finite, unit norm). With ``repair``, rebuild derived data and
+        remove documents whose vectors are lost (their ids are reported: add them again);
+        what cannot be repaired stays in ``problems``."""
+        rec = self.engine.record(name)
+        report = CheckReport(name, self.location)
+        if not self.engine.check(rec, report, repair):
+            ids, x = self.engine.vectors(rec)
+            report.checked.append(f"{len(ids):,} stored vectors: finite and unit norm")
+            bad = [ids[i] for i in rules.damaged_rows(x, rec.storage)]
+            if bad:
+                problem = f"{len(bad):,} stored vectors are damaged (ids {bad[:5]})"
+                if repair:
+                    self.engine.delete(name, bad)
+                report.found(problem, "documents removed; add them again" if repair else None)
+        self._forget(name)
+        return report
 
     def calibration(self, name: str, dim: int) -> Int8Calibration:
         """The set's int8 calibration at ``dim`` (fitted on an even sample of its rows,

@@ -44,7 +44,8 @@ from ..vectors import PRECISIONS, Int8Calibration
 from . import rules
 from .core import EngineDefaults, Scan, Store
 from .local_files import SetFiles
-from .records import Batch, Document, Rebuild, SetRecord, StorageInfo, ViewInfo
+from .records import (Batch, CheckReport, Document, Rebuild, SetRecord, StorageInfo,
+                      ViewInfo)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS models (
@@ -56,7 +57,7 @@ CREATE TABLE IF NOT EXISTS sets (
     truncate_dim INTEGER, stored_dim INTEGER NOT NULL, storage TEXT NOT NULL,
     allow_non_mrl INTEGER NOT NULL DEFAULT 0, n_rows INTEGER NOT NULL DEFAULT 0,
     generation INTEGER NOT NULL DEFAULT 0, version INTEGER NOT NULL DEFAULT 0,
-    created_at TEXT NOT NULL, transform TEXT);
+    created_at TEXT NOT NULL, transform TEXT, checksum INTEGER);
 CREATE TABLE IF NOT EXISTS documents (
     set_id INTEGER NOT NULL REFERENCES sets ON DELETE CASCADE, row INTEGER NOT NULL,
     ext_id TEXT NOT NULL, text TEXT, metadata TEXT NOT NULL DEFAULT '{}',
@@ -72,6 +73,7 @@ class LocalRecord(SetRecord):
     n_rows: int       # rows in the vector file, deleted ones included
     generation: int
     version: int
+    checksum: int | None  # CRC-32 of the committed vector file (None: not known)
 
 
 def LocalStore(path: str | os.PathLike[str], *, ann_nprobe: int = 32) -> Store[LocalRecord]:
@@ -103,8 +105,10 @@ class LocalEngine(EngineDefaults[LocalRecord]):
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"cannot open the catalogue of {self.root}: {exc}") from None
         columns = {r["name"] for r in self._db.execute("PRAGMA table_info(sets)")}
-        if "transform" not in columns:  # stores made before `mrlkit adapt` existed
-            self._db.execute("ALTER TABLE sets ADD COLUMN transform TEXT")
+        for column in ("transform", "checksum"):  # stores made before these existed
+            if column not in columns:
+                self._db.execute(f"ALTER TABLE sets ADD COLUMN {column} "
+                                 f"{'TEXT' if column == 'transform' else 'INTEGER'}")
         self._lock = threading.RLock()
         self._cache: dict[tuple[Any, ...], Any] = {}
 
@@ -131,7 +135,8 @@ class LocalEngine(EngineDefaults[LocalRecord]):
                            stored_dim=r["stored_dim"], storage=r["storage"],
                            allow_non_mrl=bool(r["allow_non_mrl"]), created_at=r["created_at"],
                            transform=Transform.from_json(r["transform"]), id=r["id"],
-                           n_rows=r["n_rows"], generation=r["generation"], version=r["version"])
+                           n_rows=r["n_rows"], generation=r["generation"], version=r["version"],
+                           checksum=r["checksum"])
 
     def record(self, name: str) -> LocalRecord:
         r = self._db.execute("SELECT * FROM sets WHERE name = ?", (name,)).fetchone()
@@ -163,10 +168,13 @@ class LocalEngine(EngineDefaults[LocalRecord]):
                        "supports_mrl = excluded.supports_mrl",
                        (spec.name, spec.provider, spec.native_dim, int(spec.supports_mrl),
                         json.dumps(d["mrl_dims"]), json.dumps(d)))
-            db.execute("INSERT INTO sets (name, model, truncate_dim, stored_dim, storage, "
-                       "allow_non_mrl, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                       (rec.name, rec.model, rec.truncate_dim, rec.stored_dim, rec.storage,
-                        int(rec.allow_non_mrl), rec.created_at))
+            cur = db.execute("INSERT INTO sets (name, model, truncate_dim, stored_dim, storage, "
+                             "allow_non_mrl, created_at, checksum) VALUES (?, ?, ?, ?, ?, ?, ?, 0)",
+                             (rec.name, rec.model, rec.truncate_dim, rec.stored_dim, rec.storage,
+                              int(rec.allow_non_mrl), rec.created_at))
+            # files a crashed drop left under this id (stores made before ids were never
+            # reused) must not be served as the new set's
+            shutil.rmtree(self._dir(int(cur.lastrowid or 0)), ignore_errors=True)
         return True
 
     def drop(self, name: str) -> None:
@@ -213,7 +221,7 @@ class LocalEngine(EngineDefaults[LocalRecord]):
             batch = prepare(rec)
             existing = self._existing(rec.id, batch.ids)
             batch.accept(existing)
-            self.files(rec).append(batch.vectors)
+            crc = self.files(rec).append(batch.vectors, rec.checksum)
             rules.crash_point("after_vectors")
             if existing:
                 db.executemany("DELETE FROM documents WHERE set_id = ? AND ext_id = ?",
@@ -223,8 +231,8 @@ class LocalEngine(EngineDefaults[LocalRecord]):
                 "VALUES (?, ?, ?, ?, ?)",
                 [(rec.id, rec.n_rows + j, i, t, json.dumps(m, ensure_ascii=False))
                  for j, (i, t, m) in enumerate(zip(batch.ids, batch.texts, batch.metadata))])
-            db.execute("UPDATE sets SET n_rows = ?, version = version + 1 WHERE id = ?",
-                       (rec.n_rows + len(batch), rec.id))
+            db.execute("UPDATE sets SET n_rows = ?, checksum = ?, version = version + 1 "
+                       "WHERE id = ?", (rec.n_rows + len(batch), crc, rec.id))
         return len(batch)
 
     def _select_in(self, columns: str, key: str, set_id: int,
@@ -261,12 +269,12 @@ class LocalEngine(EngineDefaults[LocalRecord]):
             p = plan(rec)
             new: LocalRecord = p.record
             files = self.files(rec)
-            files.write_next(files.matrix(), p.apply, new.stored_dim)
+            crc = files.write_next(files.matrix(), p.apply, new.stored_dim)
             rules.crash_point("before_switch")
             db.execute("UPDATE sets SET stored_dim = ?, truncate_dim = ?, allow_non_mrl = ?, "
-                       "transform = ?, generation = ?, version = version + 1 WHERE id = ?",
-                       (new.stored_dim, new.truncate_dim, int(new.allow_non_mrl),
-                        new.transform_json, rec.generation + 1, rec.id))
+                       "transform = ?, generation = ?, checksum = ?, version = version + 1 "
+                       "WHERE id = ?", (new.stored_dim, new.truncate_dim, int(new.allow_non_mrl),
+                                        new.transform_json, rec.generation + 1, crc, rec.id))
         self._cache.clear()
         files.remove_derived(old_gen=rec.generation)
 
@@ -340,6 +348,11 @@ class LocalEngine(EngineDefaults[LocalRecord]):
         return {r["row"]: Document(r["ext_id"], r["text"], json.loads(r["metadata"]))
                 for r in self._select_in("row, ext_id, text, metadata", "row", set_id,
                                          rows.tolist())}
+
+    def check(self, rec: LocalRecord, report: CheckReport, repair: bool) -> bool:
+        from .local_check import check
+
+        return check(self, rec, report, repair)
 
     def storage(self, rec: LocalRecord, count: int) -> StorageInfo:
         files = self.files(rec)

@@ -14,6 +14,7 @@ import fcntl
 import json
 import os
 import shutil
+import zlib
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, cast
@@ -22,6 +23,7 @@ from collections.abc import Iterator
 import numpy as np
 
 from .. import vectors
+from ..errors import StoreError
 from ..funnel import Index, View
 from ..vectors import Int8Calibration
 from . import rules
@@ -47,16 +49,36 @@ def storage_dtype(storage: str) -> np.dtype[Any]:
     return np.dtype(np.float16 if storage == "float16" else np.float32)
 
 
-def _fsync_write(path: Path, blocks: Iterator[bytes], *, offset: int = 0) -> None:
-    """Write ``blocks`` at ``offset`` (dropping what lay past it), then fsync."""
+def _fsync_write(path: Path, blocks: Iterator[bytes], *, offset: int = 0,
+                 crc: int = 0) -> int:
+    """Write ``blocks`` at ``offset`` (dropping what lay past it), then fsync. Returns
+    the CRC-32 of the file's first bytes through the new end, continued from ``crc``
+    (the CRC of the bytes before ``offset``)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "r+b" if path.exists() and offset else "w+b") as fh:
         fh.truncate(offset)
         fh.seek(offset)
         for block in blocks:
             fh.write(block)
+            crc = zlib.crc32(block, crc)
         fh.flush()
         os.fsync(fh.fileno())
+    return crc
+
+
+def file_crc(path: Path, size: int) -> int | None:
+    """CRC-32 of the first ``size`` bytes of ``path`` (None: the file is shorter)."""
+    crc, left = 0, size
+    try:
+        with open(path, "rb") as fh:
+            while left > 0:
+                chunk = fh.read(min(left, 1 << 24))
+                if not chunk:
+                    return None
+                crc, left = zlib.crc32(chunk, crc), left - len(chunk)
+    except OSError:
+        return None
+    return crc
 
 
 class SetFiles:
@@ -70,23 +92,37 @@ class SetFiles:
     def vector_path(self, gen: int | None = None) -> Path:
         return self.folder / f"vectors-{self.gen if gen is None else gen}.bin"
 
+    @property
+    def committed_bytes(self) -> int:
+        return self.n_rows * self.stored_dim * storage_dtype(self.storage).itemsize
+
     def matrix(self) -> np.ndarray:
         """The committed rows of the vector file, memory-mapped read-only."""
         dtype = storage_dtype(self.storage)
         if self.n_rows == 0:
             return np.empty((0, self.stored_dim), dtype)
-        return np.memmap(self.vector_path(), mode="r", dtype=dtype,
-                         shape=(self.n_rows, self.stored_dim))
+        path = self.vector_path()
+        size = path.stat().st_size if path.exists() else -1
+        if size < self.committed_bytes:
+            raise StoreError(
+                f"the vector file {path} " + ("is missing" if size < 0 else
+                                               f"holds {size:,} bytes") +
+                f" where {self.n_rows:,} rows need {self.committed_bytes:,}: it was cut "
+                "or removed; `mrlkit sets check` says what can be recovered")
+        return np.memmap(path, mode="r", dtype=dtype, shape=(self.n_rows, self.stored_dim))
 
-    def append(self, emb: np.ndarray) -> None:
+    def append(self, emb: np.ndarray, crc: int | None) -> int | None:
         """Write rows past the committed count (dropping the tail of a batch that never
-        committed), fsynced before the catalogue commits them."""
+        committed), fsynced before the catalogue commits them. Returns the vector file's
+        CRC-32 through the new rows (None when the old one was unknown)."""
         data = np.ascontiguousarray(emb, dtype=storage_dtype(self.storage))
-        _fsync_write(self.vector_path(), iter([data.tobytes()]),
-                     offset=self.n_rows * data.shape[1] * data.itemsize)
+        new = _fsync_write(self.vector_path(), iter([data.tobytes()]),
+                           offset=self.committed_bytes, crc=crc or 0)
+        return new if crc is not None or self.n_rows == 0 else None
 
-    def write_next(self, rows: np.ndarray, apply: Any, dim: int) -> None:
-        """The next generation's vector file: every row mapped by ``apply``, at ``dim``."""
+    def write_next(self, rows: np.ndarray, apply: Any, dim: int) -> int:
+        """The next generation's vector file: every row mapped by ``apply``, at ``dim``;
+        returns its CRC-32."""
         dtype = storage_dtype(self.storage)
 
         def blocks() -> Iterator[bytes]:
@@ -94,7 +130,7 @@ class SetFiles:
                 block = apply(np.asarray(rows[start:start + _BLOCK], np.float32))
                 assert block.shape[1] == dim
                 yield np.asarray(block, dtype).tobytes()
-        _fsync_write(self.vector_path(self.gen + 1), blocks())
+        return _fsync_write(self.vector_path(self.gen + 1), blocks())
 
     def remove_derived(self, *, old_gen: int | None = None) -> None:
         if old_gen is not None:
@@ -116,11 +152,10 @@ class SetFiles:
             {"float32": 4, "float16": 2}.get(precision, 1))
         dtype = _DTYPES[precision]
         itemsize = np.dtype(dtype).itemsize
+        row_bytes = width * itemsize
         with locked(base.with_suffix(".lock")):
-            meta = _read_json(meta_path)
-            size = data_path.stat().st_size if data_path.exists() else 0
-            if (meta.get("generation") != self.gen or meta.get("rows", 0) > self.n_rows
-                    or size < meta.get("rows", 0) * width * itemsize):
+            meta = read_json(meta_path)
+            if not self.view_matches(meta, data_path, row_bytes):
                 meta = {"generation": self.gen, "rows": 0}
             cal = None
             if precision == "int8":
@@ -128,7 +163,7 @@ class SetFiles:
                 if "calibration" not in meta or rules.calibration_stale(fitted, self.n_rows):
                     cal = rules.fit_calibration(matrix[rules.sample_rows(self.n_rows)], dim)
                     meta = {"generation": self.gen, "rows": 0, "calibration": cal.to_dict(),
-                            "calibration_rows": self.n_rows}
+                            "calibration_rows": self.n_rows, "checksum": 0}
                 else:
                     cal = Int8Calibration.from_dict(meta["calibration"])
             done = int(meta["rows"])
@@ -138,11 +173,21 @@ class SetFiles:
                         block = vectors.truncate(
                             np.asarray(matrix[start:start + _BLOCK], np.float32), dim)
                         yield vectors.quantize(block, precision, cal).tobytes()
-                _fsync_write(data_path, blocks(), offset=done * width * itemsize)
+                meta["checksum"] = _fsync_write(data_path, blocks(), offset=done * row_bytes,
+                                                crc=meta.get("checksum", 0) if done else 0)
                 meta["rows"] = self.n_rows
                 _write_json(meta_path, meta)
         codes = np.fromfile(data_path, dtype=dtype, count=self.n_rows * width)
         return View(dim, precision, codes.reshape(self.n_rows, width), cal)
+
+    def view_matches(self, meta: dict[str, Any], data_path: Path, row_bytes: int) -> bool:
+        """Does a view's record match its file and this vector file: the generation, no
+        more rows than the set, and the CRC-32 of the rows it covers?"""
+        rows = meta.get("rows", 0)
+        if meta.get("generation") != self.gen or not isinstance(rows, int) or \
+                rows > self.n_rows or "checksum" not in meta:
+            return False
+        return bool(file_crc(data_path, rows * row_bytes) == meta["checksum"])
 
     def ann(self, dim: int, nprobe: int) -> Index:
         """A persisted faiss IVF index over the float32 view at ``dim``, covering every
@@ -157,7 +202,10 @@ class SetFiles:
         n_rows = self.n_rows
         index: Any
         with locked(path.with_suffix(".lock")):
-            index = faiss.read_index(str(path)) if path.exists() else None
+            try:
+                index = faiss.read_index(str(path)) if path.exists() else None
+            except RuntimeError:  # a damaged index file: rebuilt below
+                index = None
             view = self.view(dim, "float32").codes
             if index is None or index.ntotal > n_rows or index.d != dim:
                 nlist = int(np.clip(4 * np.sqrt(n_rows), 16, 8192))
@@ -187,7 +235,7 @@ class SetFiles:
         return out
 
 
-def _read_json(path: Path) -> dict[str, Any]:
+def read_json(path: Path) -> dict[str, Any]:
     try:
         got = json.loads(path.read_text())
     except (OSError, ValueError):

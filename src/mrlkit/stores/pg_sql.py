@@ -25,7 +25,8 @@ from psycopg import sql
 
 from .. import vectors
 from ..errors import StoreError
-from ..funnel import Stage
+from ..funnel import Adaptive, Funnel, Stage
+from .records import Document
 
 HNSW_MAX_DIMS = {"vector": 2000, "halfvec": 4000, "bit": 64000}
 INLINE_VECTOR_BYTES = 6_000  # a vector this small stays in its row (page: 8 kB)
@@ -156,6 +157,42 @@ def statement(set_id: int, stored_dim: int, storage: str, stages: Sequence[Stage
     text = (f"SELECT f.id, t.text, t.metadata, f.score{vector} FROM ({text}) AS f "
             "JOIN {table} AS t USING (id) ORDER BY f.score DESC, f.id")
     return sql.SQL(text).format(table=ident(set_id))
+
+
+def sql_stages(funnel: Funnel, adaptive: Adaptive | None) -> int:
+    """How many of the funnel's stages SQL runs: up to the first int8 stage (SQL has no
+    int8), and only the first when adaptive early exit decides after it."""
+    n = 0
+    for s in funnel.stages:
+        if s.precision == "int8" or (adaptive is not None and n == 1):
+            break
+        n += 1
+    return n
+
+
+def survivors(results: list[list[dict[str, Any]]], stored_dim: int, *, with_vectors: bool
+              ) -> tuple[list[np.ndarray], list[np.ndarray], dict[int, Document],
+                         np.ndarray | None]:
+    """Rows (numbered once per distinct id), scores, documents and, for the stages left,
+    the survivors' vectors from each query's result rows."""
+    pool: dict[str, int] = {}
+    docs: dict[int, Document] = {}
+    mats: list[np.ndarray] = []
+    rows = []
+    for res in results:
+        mine = []
+        for r in res:
+            if r["id"] not in pool:
+                pool[r["id"]] = len(pool)
+                docs[pool[r["id"]]] = Document(r["id"], r["text"], r["metadata"])
+                if with_vectors:
+                    mats.append(r["embedding"].to_numpy())
+            mine.append(pool[r["id"]])
+        rows.append(np.asarray(mine, np.int64))
+    scores = [np.asarray([r["score"] for r in res], np.float32) for res in results]
+    matrix = np.asarray(mats, np.float32).reshape(len(mats), stored_dim) \
+        if with_vectors else None
+    return rows, scores, docs, matrix
 
 
 def params(query: np.ndarray, stages: Sequence[Stage],

@@ -41,7 +41,8 @@ from ..vectors import PRECISIONS, Int8Calibration, bytes_per_vector
 from . import pg_sql, rules
 from .core import EngineDefaults, Partial, Scan, Store
 from .pg_server import start_embedded, stop_embedded  # noqa: F401  (re-exported)
-from .records import Batch, Document, Rebuild, SetRecord, StorageInfo, ViewInfo
+from .records import (Batch, CheckReport, Document, Rebuild, SetRecord, StorageInfo,
+                      ViewInfo)
 
 try:
     import psycopg
@@ -118,29 +119,39 @@ class PgvectorEngine(EngineDefaults[PgRecord]):
         self._conn.close()
 
     @contextmanager
+    def _errors(self) -> Iterator[None]:
+        """Database errors become :mod:`mrlkit.errors` errors, one line each."""
+        try:
+            yield
+        except psycopg.errors.DataException as exc:
+            raise InvalidInputError(f"PostgreSQL refused the data: "
+                                    f"{exc.diag.message_primary}") from None
+        except psycopg.errors.IntegrityError as exc:
+            raise StoreError(f"PostgreSQL refused the change: "
+                             f"{exc.diag.message_primary}") from None
+        except psycopg.Error as exc:
+            first = (exc.diag.message_primary if isinstance(exc, psycopg.DatabaseError)
+                     else None) or str(exc).strip().splitlines()[0]
+            raise StoreError(f"PostgreSQL at {self.location}: {first}") from None
+
+    @contextmanager
     def _tx(self) -> Iterator[psycopg.Cursor[Row]]:
-        """One transaction; database errors become :mod:`mrlkit.errors` errors."""
-        with self._lock:
-            try:
-                with self._conn.transaction():
-                    with self._conn.cursor() as cur:
-                        yield cur
-                        rules.crash_point("before_commit")
-            except psycopg.errors.DataException as exc:
-                raise InvalidInputError(f"PostgreSQL refused the data: "
-                                        f"{exc.diag.message_primary}") from None
-            except psycopg.errors.IntegrityError as exc:
-                raise StoreError(f"PostgreSQL refused the change: "
-                                 f"{exc.diag.message_primary}") from None
-            except psycopg.OperationalError as exc:
-                raise StoreError(f"PostgreSQL at {self.location}: "
-                                 f"{str(exc).strip().splitlines()[0]}") from None
+        """One transaction."""
+        with self._lock, self._errors():
+            with self._conn.transaction():
+                with self._conn.cursor() as cur:
+                    yield cur
+                    rules.crash_point("before_commit")
+
+    def _read(self, query: Any, params: Any = None) -> list[Row]:
+        """One read outside a transaction, its errors translated."""
+        with self._lock, self._errors():
+            return self._conn.execute(query, params).fetchall()
 
     def schema_version(self) -> int:
         """The newest migration applied to this database."""
-        got = self._conn.execute("SELECT coalesce(max(version), 0) AS v "
-                                 "FROM mrlkit_schema_version").fetchone()
-        return int(got["v"]) if got else 0
+        got = self._read("SELECT coalesce(max(version), 0) AS v FROM mrlkit_schema_version")
+        return int(got[0]["v"]) if got else 0
 
     def _migrate(self) -> None:
         with self._tx() as cur:
@@ -158,19 +169,19 @@ class PgvectorEngine(EngineDefaults[PgRecord]):
 
     def _get(self, name: str, cur: psycopg.Cursor[Row] | None = None, *,
              lock: bool = False) -> PgRecord:
-        c = cur or self._conn.cursor()
-        r = c.execute(f"SELECT {_SET_COLUMNS} FROM embedding_set WHERE name = %s"
-                      + (" FOR UPDATE" if lock else ""), (name,)).fetchone()
-        if r is None:
-            known = [k["name"] for k in c.execute("SELECT name FROM embedding_set")]
+        query = f"SELECT {_SET_COLUMNS} FROM embedding_set WHERE name = %s" + (
+            " FOR UPDATE" if lock else "")
+        got = cur.execute(query, (name,)).fetchall() if cur else self._read(query, (name,))
+        if not got:
+            known = [k["name"] for k in self._read("SELECT name FROM embedding_set")]
             raise rules.not_found(name, self.location, known)
-        return self._record(r)
+        return self._record(got[0])
 
     def record(self, name: str) -> PgRecord:
         return self._get(name)
 
     def records(self) -> list[PgRecord]:
-        return [self._record(r) for r in self._conn.execute(
+        return [self._record(r) for r in self._read(
             f"SELECT {_SET_COLUMNS} FROM embedding_set ORDER BY name")]
 
     def count(self, rec: PgRecord) -> int:
@@ -224,11 +235,11 @@ class PgvectorEngine(EngineDefaults[PgRecord]):
         return [made] if made else []
 
     def _indexes(self, set_id: int) -> list[Row]:
-        return self._conn.execute(
+        return self._read(
             "SELECT c.relname AS name, pg_relation_size(c.oid) AS bytes FROM pg_index i "
             "JOIN pg_class c ON c.oid = i.indexrelid "
             "WHERE i.indrelid = %s::regclass ORDER BY c.relname",
-            (f"mrlkit_set_{set_id}",)).fetchall()
+            (f"mrlkit_set_{set_id}",))
 
     # --- writes -----------------------------------------------------------------------
     def add(self, name: str, prepare: Callable[[PgRecord], Batch]) -> int:
@@ -302,30 +313,30 @@ class PgvectorEngine(EngineDefaults[PgRecord]):
 
     # --- reads ------------------------------------------------------------------------
     def vectors(self, rec: PgRecord) -> tuple[list[str], np.ndarray]:
-        got = self._conn.execute(sql.SQL("SELECT id, embedding FROM {} ORDER BY id").format(
-            pg_sql.ident(rec.id))).fetchall()
+        got = self._read(sql.SQL("SELECT id, embedding FROM {} ORDER BY id").format(
+            pg_sql.ident(rec.id)))
         x = np.asarray([r["embedding"].to_numpy() for r in got], np.float32)
         return [r["id"] for r in got], x.reshape(len(got), rec.stored_dim)
 
     def get(self, rec: PgRecord, ids: list[str]) -> dict[str, Document]:
-        return {r["id"]: Document(r["id"], r["text"], r["metadata"]) for r in self._conn.execute(
+        return {r["id"]: Document(r["id"], r["text"], r["metadata"]) for r in self._read(
             sql.SQL("SELECT id, text, metadata FROM {} WHERE id = ANY(%s)").format(
                 pg_sql.ident(rec.id)), (ids,))}
 
     def sample(self, rec: PgRecord) -> np.ndarray:
-        got = self._conn.execute(sql.SQL(
+        got = self._read(sql.SQL(
             "SELECT embedding FROM {} ORDER BY md5(id) LIMIT %s").format(pg_sql.ident(rec.id)),
-            (rules.CALIBRATION_SAMPLE,)).fetchall()
+            (rules.CALIBRATION_SAMPLE,))
         return np.asarray([r["embedding"].to_numpy() for r in got], np.float32).reshape(
             len(got), rec.stored_dim)
 
     def calibration(self, rec: PgRecord, dim: int) -> tuple[Int8Calibration, int] | None:
         """Kept in ``mrlkit_calibration`` so that every process scores alike."""
-        got = self._conn.execute("SELECT params FROM mrlkit_calibration WHERE set_id = %s "
-                                 "AND dim = %s", (rec.id, dim)).fetchone()
+        got = self._read("SELECT params FROM mrlkit_calibration WHERE set_id = %s "
+                         "AND dim = %s", (rec.id, dim))
         if not got:
             return None
-        params = dict(got["params"])
+        params = dict(got[0]["params"])
         return Int8Calibration.from_dict(params), int(params.get("fitted_on", 0))
 
     def save_calibration(self, rec: PgRecord, dim: int, cal: Int8Calibration,
@@ -336,16 +347,6 @@ class PgvectorEngine(EngineDefaults[PgRecord]):
                         (rec.id, dim, json.dumps({**cal.to_dict(), "fitted_on": rows})))
 
     # --- search -----------------------------------------------------------------------
-    def _sql_stages(self, funnel: Funnel, adaptive: Adaptive | None) -> int:
-        """How many of the funnel's stages SQL runs: up to the first int8 stage (SQL has
-        no int8), and only the first when adaptive early exit decides after it."""
-        n = 0
-        for s in funnel.stages:
-            if s.precision == "int8" or (adaptive is not None and n == 1):
-                break
-            n += 1
-        return n
-
     def _use_index(self, rec: PgRecord, first: Stage) -> bool:
         return rec.doc_count >= self.exact_below and \
             f"{first.dim}:{first.precision}" in rec.indexes
@@ -363,7 +364,7 @@ class PgvectorEngine(EngineDefaults[PgRecord]):
         """The stages SQL can express, as one statement per query (on the first stage's
         HNSW index when the set has it and at least ``exact_below`` rows)."""
         stages = funnel.stages
-        done = self._sql_stages(funnel, adaptive)
+        done = pg_sql.sql_stages(funnel, adaptive)
         if done == 0:
             return None  # an int8 first stage: the generic funnel over the rows
         use_index = self._use_index(rec, stages[0])
@@ -382,31 +383,16 @@ class PgvectorEngine(EngineDefaults[PgRecord]):
         timings = [StageTiming(s.dim, s.precision, s.keep or 10, ms if i == 0 else 0.0,
                                method if i == 0 else "sql (same statement)")
                    for i, s in enumerate(stages[:done])]
-        pool: dict[str, int] = {}
-        docs: dict[int, Document] = {}
-        mats: list[np.ndarray] = []
-        rows = []
-        for res in results:
-            mine = []
-            for r in res:
-                if r["id"] not in pool:
-                    pool[r["id"]] = len(pool)
-                    docs[pool[r["id"]]] = Document(r["id"], r["text"], r["metadata"])
-                    if done < len(stages):
-                        mats.append(r["embedding"].to_numpy())
-                mine.append(pool[r["id"]])
-            rows.append(np.asarray(mine, np.int64))
-        scores = [np.asarray([r["score"] for r in res], np.float32) for res in results]
-        matrix = np.asarray(mats, np.float32).reshape(len(mats), rec.stored_dim) \
-            if done < len(stages) else None
+        rows, scores, docs, matrix = pg_sql.survivors(results, rec.stored_dim,
+                                                      with_vectors=done < len(stages))
         return Partial(done, rows, scores, timings, lambda _: docs, matrix)
 
     def scan(self, rec: PgRecord, filters: dict[str, Any] | None) -> Scan:
         """Every (filtered) row read once, for a funnel SQL cannot start (int8)."""
         where = sql.SQL("WHERE metadata @> %s::jsonb" if filters else "")
-        got = self._conn.execute(sql.SQL("SELECT id, text, metadata, embedding FROM {} {} "
-                                         "ORDER BY id").format(pg_sql.ident(rec.id), where),
-                                 (json.dumps(filters),) if filters else ()).fetchall()
+        got = self._read(sql.SQL("SELECT id, text, metadata, embedding FROM {} {} "
+                                 "ORDER BY id").format(pg_sql.ident(rec.id), where),
+                         (json.dumps(filters),) if filters else ())
         docs = {n: Document(r["id"], r["text"], r["metadata"]) for n, r in enumerate(got)}
         matrix = np.asarray([r["embedding"].to_numpy() for r in got], np.float32).reshape(
             len(got), rec.stored_dim)
@@ -417,7 +403,7 @@ class PgvectorEngine(EngineDefaults[PgRecord]):
         """PostgreSQL's plan for one query through ``funnel`` (the stages SQL runs)."""
         rec = self.record(name)
         funnel = funnel.check(rec.stored_dim, k)
-        done = self._sql_stages(funnel, None)
+        done = pg_sql.sql_stages(funnel, None)
         if not done:
             raise InvalidInputError("the funnel's first stage is int8: it runs in mrlkit")
         stages = funnel.stages[:done]
@@ -432,15 +418,31 @@ class PgvectorEngine(EngineDefaults[PgRecord]):
                                pg_sql.params(q, stages, flt)).fetchall()
         return "\n".join(str(next(iter(r.values()))) for r in plan)
 
+    def check(self, rec: PgRecord, report: CheckReport, repair: bool) -> bool:
+        """The catalogue's count against the table; pages are PostgreSQL's to verify."""
+        got = self._read(sql.SQL("SELECT count(*) AS n FROM {}").format(pg_sql.ident(rec.id)))
+        n = int(got[0]["n"])
+        report.checked.append(f"document count of table mrlkit_set_{rec.id}")
+        if n != rec.doc_count:
+            if repair:
+                with self._tx() as cur:
+                    cur.execute("UPDATE embedding_set SET doc_count = %s WHERE id = %s",
+                                (n, rec.id))
+            report.found(f"the catalogue counts {rec.doc_count:,} documents, the table holds "
+                         f"{n:,}", "count corrected" if repair else None)
+        report.delegated = ("page and index integrity are PostgreSQL's: data checksums "
+                            "(pg_checksums), amcheck, REINDEX")
+        return False
+
     def storage(self, rec: PgRecord, count: int) -> StorageInfo:
-        got = self._conn.execute("SELECT pg_table_size(%s::regclass) AS bytes",
-                                 (f"mrlkit_set_{rec.id}",)).fetchone()
+        got = self._read("SELECT pg_table_size(%s::regclass) AS bytes",
+                         (f"mrlkit_set_{rec.id}",))
         views = []
         for r in self._indexes(rec.id):
             m = re.search(r"_d(\d+)_(\w+)$", r["name"])
             if m and m.group(2) in PRECISIONS:
                 views.append(ViewInfo(int(m.group(1)), m.group(2), r["bytes"], "HNSW index"))
-        return StorageInfo(rec.info(count), count, 0, int(got["bytes"]) if got else 0,
+        return StorageInfo(rec.info(count), count, 0, int(got[0]["bytes"]) if got else 0,
                            bytes_per_vector(rec.stored_dim, rec.storage), views, self.location,
                            {"indexed_stages": list(rec.indexes),
                             "schema_version": self.schema_version()})

@@ -44,7 +44,8 @@ from ..funnel import Adaptive, Funnel, Stage, StageTiming
 from ..transform import Transform
 from . import rules
 from .core import EngineDefaults, Partial, Scan, Store
-from .records import Batch, Document, Rebuild, SetRecord, StorageInfo, ViewInfo
+from .records import (Batch, CheckReport, Document, Rebuild, SetRecord, StorageInfo,
+                      ViewInfo)
 
 EXACT_BELOW = 10_000
 CATALOG = "mrlkit-catalog"
@@ -403,6 +404,10 @@ class QdrantEngine(EngineDefaults[QdrantRecord]):
         docs = {r: Document(i, p.get("text"), p.get("meta") or {})
                 for r, (i, p) in enumerate(zip(ids, payloads))}
         return Scan(len(ids), lambda _: docs, matrix=x)
+
+    def check(self, rec: QdrantRecord, report: CheckReport, repair: bool) -> bool:
+        report.delegated = "storage integrity is Qdrant's own (its files or server)"
+        return False  # the core verifies every stored vector
 
     def storage(self, rec: QdrantRecord, count: int) -> StorageInfo:
         width = 2 if rec.storage == "float16" else 4

@@ -138,6 +138,36 @@ class StorageInfo:
                 "location": self.location}
 
 
+@dataclass
+class CheckReport:
+    """What ``mrlkit sets check`` verified of one set, what it found, what it repaired
+    and what it could not (with what to do about it)."""
+
+    name: str
+    location: str
+    checked: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+    repaired: list[str] = field(default_factory=list)
+    delegated: str | None = None  # integrity the engine itself is responsible for
+
+    @property
+    def ok(self) -> bool:
+        """No problem is left (none found, or every one repaired)."""
+        return not self.problems
+
+    def found(self, problem: str, repaired: str | None = None) -> None:
+        """Record a problem, or its repair when one was made."""
+        if repaired is None:
+            self.problems.append(problem)
+        else:
+            self.repaired.append(f"{problem}: {repaired}")
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "location": self.location, "ok": self.ok,
+                "checked": self.checked, "problems": self.problems,
+                "repaired": self.repaired, "delegated": self.delegated}
+
+
 @dataclass(frozen=True)
 class Batch:
     """A checked write batch: ids, prepared float32 vectors at the set's stored dimension

@@ -150,17 +150,29 @@ def check_batch(rec: SetRecord, ids: Sequence[object], embeddings: np.ndarray,
             (dups if i in seen else seen).add(i)
         dup = sorted(dups)
         raise InvalidInputError(f"duplicate ids in one batch: {dup[:5]}")
-    emb = vectors.as_matrix(embeddings, name="embeddings")
-    if emb.shape[0] != len(str_ids):
-        raise InvalidInputError(f"{len(str_ids)} ids but {emb.shape[0]} vectors")
+    try:
+        with np.errstate(over="ignore", invalid="ignore"):
+            emb = np.asarray(embeddings, dtype=np.float32)
+    except (TypeError, ValueError):
+        raise InvalidInputError("embeddings must be an array of numbers (n × dim)") from None
+    if emb.ndim == 1:
+        emb = emb[None, :]
+    if emb.ndim != 2 or emb.shape[0] != len(str_ids):
+        raise InvalidInputError(f"{len(str_ids)} ids but {emb.shape[0] if emb.ndim else 0} "
+                                "vectors")
     if emb.shape[1] != rec.stored_dim:
         raise InvalidInputError(f"set {name!r} expects {rec.stored_dim} dimensions, "
                                 f"not {emb.shape[1]}")
-    norms = np.linalg.norm(emb.astype(np.float64), axis=1)
-    bad = np.flatnonzero(~(norms > 1e-12) | ~np.isfinite(norms))
+    finite = np.asarray(np.isfinite(emb).all(axis=1))
+    norms = _norms(emb)
+    bad = np.flatnonzero(~finite | ~(norms > 0))
     if bad.size:
-        raise InvalidInputError(f"document {str_ids[bad[0]]!r}: its vector has norm "
-                                f"{norms[bad[0]]:g} and cannot be normalised")
+        row = int(bad[0])
+        why = ("holds NaN or infinite values (or values beyond float32)"
+               if not finite[row] else "is zero and cannot be normalised")
+        raise InvalidInputError(f"document {str_ids[row]!r}: its vector {why}"
+                                + (f" ({bad.size} such vectors in the batch)"
+                                   if bad.size > 1 else ""))
     text_list: list[str | None] = list(texts) if texts is not None else [None] * len(str_ids)
     if len(text_list) != len(str_ids):
         raise InvalidInputError(f"{len(str_ids)} ids but {len(text_list)} texts")
@@ -173,15 +185,36 @@ def check_batch(rec: SetRecord, ids: Sequence[object], embeddings: np.ndarray,
     if len(metas) != len(str_ids):
         raise InvalidInputError(f"{len(str_ids)} ids but {len(metas)} metadata entries")
     checked = [check_metadata(i, m) if m else {} for i, m in zip(str_ids, metas)]
-    return Batch(name, str_ids, prepare(rec, emb.astype(np.float32)), text_list, checked,
-                 upsert)
+    return Batch(name, str_ids, prepare(rec, emb), text_list, checked, upsert)
+
+
+def _norms(x: np.ndarray) -> np.ndarray:
+    """Row norms of float32 ``x``; rows whose squares overflow or underflow float32 are
+    measured again in float64, so that they still normalise."""
+    with np.errstate(over="ignore", under="ignore", invalid="ignore"):
+        norms = np.sqrt(np.einsum("ij,ij->i", x, x, dtype=np.float32))
+    odd = np.flatnonzero(~np.isfinite(norms) | (norms < 1e-18))
+    if odd.size:
+        fixed = np.linalg.norm(x[odd].astype(np.float64), axis=1)
+        norms = norms.astype(np.float64)
+        norms[odd] = fixed
+    return np.asarray(norms)
 
 
 def prepare(rec: SetRecord, x: np.ndarray) -> np.ndarray:
-    """Unit-norm rows of ``x``, mapped by the set's transform when it has one."""
+    """Unit-norm float32 rows of ``x`` (rows whose squares overflow or underflow float32
+    are normalised in float64), mapped by the set's transform if any."""
+    x32 = np.asarray(x, np.float32)
+    norms = _norms(x32)[:, None]
+    if norms.dtype == np.float32:
+        unit = np.divide(x32, norms, out=np.zeros_like(x32), where=norms > 0)
+    else:
+        x64 = x32.astype(np.float64)
+        unit = np.divide(x64, norms, out=np.zeros_like(x64), where=norms > 0).astype(
+            np.float32)
     if rec.transform is not None:
-        return rec.transform.apply(x)
-    return vectors.normalize(x)
+        return rec.transform.apply(unit)
+    return np.asarray(unit, np.float32)
 
 
 # --- reads ------------------------------------------------------------------------
@@ -189,6 +222,8 @@ def prepare_queries(rec: SetRecord, queries: np.ndarray) -> np.ndarray:
     """Query vectors ready for a funnel: float32 at the set's stored dimension,
     transformed like the set's vectors, unit norm."""
     q = vectors.as_matrix(queries, name="queries")
+    if not len(q):
+        raise InvalidInputError("no query vectors: pass at least one")
     if q.shape[1] != rec.stored_dim:
         raise InvalidInputError(f"set {rec.name!r} expects {rec.stored_dim}-d queries, "
                                 f"not {q.shape[1]}")
@@ -267,6 +302,17 @@ def sample_rows(n: int) -> np.ndarray:
     """An even spread of up to ``CALIBRATION_SAMPLE`` row numbers out of ``n`` (the
     first rows of a corpus are often one topic)."""
     return np.unique(np.linspace(0, n - 1, min(n, CALIBRATION_SAMPLE)).astype(np.int64))
+
+
+def damaged_rows(x: np.ndarray, storage: str) -> np.ndarray:
+    """Rows of stored vectors that cannot be what mrlkit wrote: every stored vector is
+    finite and unit norm (float16 storage: within its rounding)."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        x64 = np.asarray(x, np.float64)
+        norms = np.linalg.norm(x64, axis=1)
+    tol = 2e-2 if storage == "float16" else 1e-3
+    return np.asarray(np.flatnonzero(~np.isfinite(x64).all(axis=1)
+                                     | ~(np.abs(norms - 1.0) <= tol)))
 
 
 def fit_calibration(sample: np.ndarray, dim: int) -> Int8Calibration:

@@ -1,0 +1,275 @@
+"""Faults and bad input, as a careful user meets them: every case ends in one line on
+stderr, exit 2 for bad input (3 for `sets check` finding a problem), no traceback, and the
+store unchanged — or, for damage, repaired by `sets check --repair` to a state whose exact
+search equals a freshly built set's."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from mrlkit import Funnel, errors, vectors
+from mrlkit.stores import open_store
+
+MODEL = "all-MiniLM-L6-v2"
+DIM = 384
+
+
+def mrlkit(*args, cwd, input=None):
+    return subprocess.run([sys.executable, "-m", "mrlkit.cli", *args], capture_output=True,
+                          cwd=cwd, input=input, timeout=300)
+
+
+def one_line(r, code=2):
+    err = r.stderr.decode("utf-8", "replace")
+    assert r.returncode == code, (r.returncode, err)
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    return err
+
+
+def unit(n, seed=0, dim=DIM):
+    return vectors.normalize(np.random.default_rng(seed).normal(size=(n, dim)))
+
+
+def filled(location, n=300, name="s"):
+    s = open_store(location)
+    s.create_set(name, MODEL)
+    x = unit(n)
+    s.add(name, [f"d{i}" for i in range(n)], x, [f"text {i}" for i in range(n)])
+    return s, x
+
+
+def exact_ids(store, q, k=10, name="s"):
+    res = store.search(name, q, k=k, funnel=Funnel.exact(store.get_set(name).stored_dim))
+    return [[h.id for h in r] for r in res.hits]
+
+
+# --- bad input, refused before anything is written or any model loads -----------------
+def _lines(n, bad_at=None, bad=None):
+    out = []
+    for i in range(1, n + 1):
+        rec = {"id": f"d{i}", "text": f"document {i}", "metadata": {"i": i}}
+        if i == bad_at:
+            rec = bad(rec)
+        out.append(json.dumps(rec) if isinstance(rec, dict) else rec)
+    return "\n".join(out) + "\n"
+
+
+@pytest.mark.parametrize("case, bad, message", [
+    ("empty text", lambda r: {**r, "text": "  "}, "line 400|:400: document 'd400' has an empty"),
+    ("empty id", lambda r: {**r, "id": ""}, ":400: document id ''"),
+    ("duplicate id", lambda r: {**r, "id": "d7"}, ":400: id 'd7' repeats line 7"),
+    ("NaN metadata", lambda r: '{"id": "d400", "text": "x", "metadata": {"v": NaN}}',
+     ":400: document 'd400': metadata 'v' is nan"),
+    ("null id", lambda r: {**r, "id": None}, ":400: expected 'id'"),
+    ("object id", lambda r: {**r, "id": {"a": 1}}, ":400: document id"),
+    ("not JSON", lambda r: "{oops", ":400: not valid JSON"),
+])
+def test_a_bad_record_deep_in_a_file_stores_nothing(tmp_path, case, bad, message):
+    store = str(tmp_path / "st")
+    open_store(store).create_set("s", MODEL)
+    path = tmp_path / "docs.jsonl"
+    path.write_text(_lines(600, 400, bad))
+    err = one_line(mrlkit("index", "s", str(path), "--store", store, cwd=tmp_path))
+    assert any(m in err for m in message.split("|")), err
+    assert str(path) in err
+    assert open_store(store).get_set("s").count == 0
+
+
+def test_non_utf8_input_is_one_line(tmp_path):
+    store = str(tmp_path / "st")
+    open_store(store).create_set("s", MODEL)
+    path = tmp_path / "docs.jsonl"
+    path.write_bytes(b'{"id": "a", "text": "ok"}\n{"id": "b", "text": "caf\xe9"}\n')
+    assert ":2: not UTF-8" in one_line(mrlkit("index", "s", str(path), "--store", store,
+                                              cwd=tmp_path))
+    texts = tmp_path / "texts.txt"
+    texts.write_bytes(b"caf\xe9\n")
+    assert "not UTF-8" in one_line(mrlkit("embed", "--input", str(texts), cwd=tmp_path))
+    assert "not UTF-8" in one_line(mrlkit("embed", "--input", "-", cwd=tmp_path,
+                                          input=b"caf\xe9\n"))
+
+
+def test_embed_output_into_a_missing_folder_fails_before_embedding(tmp_path):
+    r = mrlkit("embed", "hello", "--output", str(tmp_path / "no" / "such" / "x.npy"),
+               cwd=tmp_path)
+    assert "does not exist" in one_line(r)
+
+
+@pytest.mark.parametrize("flt", ['g={"a": 1}', "g=[1, 2]", "g=9223372036854775808",
+                                 "g=null", "g=NaN"])
+def test_bad_filter_values_are_one_line_before_the_model_loads(tmp_path, flt):
+    store = str(tmp_path / "st")
+    filled(store, 20)
+    r = mrlkit("search", "s", "a query", "--filter", flt, "--store", store, cwd=tmp_path)
+    assert "a filter value must be" in one_line(r)
+
+
+def test_a_huge_keep_is_one_line(tmp_path):
+    store = str(tmp_path / "st")
+    filled(store, 20)
+    r = mrlkit("search", "s", "q", "--funnel", "64:binary:9223372036854775808,384",
+               "--store", store, cwd=tmp_path)
+    assert "keeps" in one_line(r)
+
+
+# --- damaged stores ------------------------------------------------------------------
+def test_a_corrupt_catalogue_is_one_line(tmp_path):
+    store = tmp_path / "st"
+    filled(str(store), 10)
+    (store / "catalog.sqlite").write_bytes(os.urandom(4096))
+    for name in ("catalog.sqlite-wal", "catalog.sqlite-shm"):
+        (store / name).unlink(missing_ok=True)
+    assert "catalogue" in one_line(mrlkit("sets", "list", "--store", str(store), cwd=tmp_path))
+
+
+def test_a_cut_view_is_rebuilt_not_served(tmp_path):
+    store = str(tmp_path / "st")
+    s, x = filled(store, 300)
+    funnel = Funnel.parse("64:binary:300,384")
+    want = [[h.id for h in r] for r in s.search("s", x[:5], k=10, funnel=funnel).hits]
+    view = tmp_path / "st" / "sets" / "1" / "views" / "d64-binary.bin"
+    os.truncate(view, view.stat().st_size - 5)
+    again = open_store(store)
+    got = [[h.id for h in r] for r in again.search("s", x[:5], k=10, funnel=funnel).hits]
+    assert got == want
+    assert again.check("s").ok
+
+
+@pytest.mark.parametrize("damage", ["random_bytes", "cut", "missing"])
+def test_damaged_vectors_are_found_and_repaired(tmp_path, damage):
+    store = str(tmp_path / "st")
+    s, x = filled(store, 300)
+    s.search("s", x[:1], k=3, funnel=Funnel.parse("64:binary:50,384"))
+    path = tmp_path / "st" / "sets" / "1" / "vectors-0.bin"
+    if damage == "random_bytes":
+        with open(path, "r+b") as fh:
+            fh.seek(10 * DIM * 4)
+            fh.write(np.random.default_rng(1).integers(0, 256, 3 * DIM * 4, np.uint8)
+                     .tobytes())
+        kept = [i for i in range(300) if i not in (10, 11, 12)]
+    elif damage == "cut":
+        os.truncate(path, 250 * DIM * 4 + 7)
+        kept = list(range(250))
+    else:
+        path.unlink()
+        kept = []
+    if damage != "random_bytes":  # a search names the damage in one line
+        with pytest.raises(errors.StoreError, match="vector file"):
+            open_store(store).search("s", x[:1], k=3, funnel=Funnel.exact(DIM))
+    r = mrlkit("sets", "check", "s", "--store", store, cwd=tmp_path)
+    assert r.returncode == 3 and b"problem:" in r.stdout and b"Traceback" not in r.stderr
+    r = mrlkit("sets", "check", "s", "--repair", "--store", store, cwd=tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert mrlkit("sets", "check", "s", "--store", store, cwd=tmp_path).returncode == 0
+    repaired = open_store(store)
+    assert repaired.get_set("s").count == len(kept)
+    if kept:
+        fresh_loc = str(tmp_path / "fresh")
+        fresh = open_store(fresh_loc)
+        fresh.create_set("s", MODEL)
+        fresh.add("s", [f"d{i}" for i in kept], x[kept], [f"text {i}" for i in kept])
+        q = unit(5, seed=9)
+        assert exact_ids(repaired, q) == exact_ids(fresh, q)
+
+
+def test_set_ids_are_never_reused_after_a_drop_that_died_midway(tmp_path):
+    store = str(tmp_path / "st")
+    s, _ = filled(store, 200, name="a")
+    s.search("a", unit(1), k=3, funnel=Funnel.parse("64:binary:50,384"))
+    leftover = tmp_path / "st" / "sets" / "1"
+    saved = tmp_path / "saved"
+    shutil.copytree(leftover, saved)
+    s.drop_set("a")
+    shutil.copytree(saved, leftover)  # as if the process died before removing the folder
+    s2 = open_store(store)
+    s2.create_set("b", MODEL)
+    y = unit(200, seed=5)
+    s2.add("b", [f"b{i}" for i in range(200)], y)
+    hits = s2.search("b", y[:20], k=1, funnel=Funnel.parse("64:binary:50,384")).hits
+    assert all(h[0].id == f"b{i}" for i, h in enumerate(hits))  # its own vectors, always
+    report = s2.check("b")
+    assert not report.ok and "files of a dropped set" in report.problems[0]
+    assert s2.check("b", repair=True).ok and not leftover.exists()
+    assert s2.check("b").ok
+
+
+def test_check_on_a_healthy_set_and_its_json(tmp_path):
+    store = str(tmp_path / "st")
+    filled(store, 50)
+    r = mrlkit("sets", "check", "s", "--json", "--store", store, cwd=tmp_path)
+    assert r.returncode == 0
+    got = json.loads(r.stdout)
+    assert got["ok"] is True and got["problems"] == [] and got["checked"]
+
+
+def test_an_unexpected_error_is_one_line_with_a_hint(tmp_path):
+    env = {**os.environ, "MRLKIT_CATALOG": str(tmp_path / "missing.toml")}
+    r = subprocess.run([sys.executable, "-c",
+                        "import sys; sys.argv=['mrlkit','sets','list','--store',"
+                        f"{str(tmp_path / 'st')!r}];"
+                        "import mrlkit.cli as c; c.app = lambda: 1/0; c.main()"],
+                       capture_output=True, timeout=120, env=env)
+    err = one_line(r, code=1)
+    assert "unexpected ZeroDivisionError" in err and "--debug" in err
+
+
+@pytest.mark.slow
+def test_a_rerun_resumes_without_embedding_what_is_stored(tmp_path):
+    store = str(tmp_path / "st")
+    open_store(store).create_set("s", MODEL)
+    full = tmp_path / "docs.jsonl"
+    full.write_text(_lines(30))
+    part = tmp_path / "part.jsonl"
+    part.write_text("".join(full.read_text().splitlines(keepends=True)[:20]))
+    r = mrlkit("index", "s", str(part), "--store", store, "--batch-size", "8", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    r = mrlkit("index", "s", str(full), "--store", store, "--batch-size", "8", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert b"indexed 10 documents" in r.stdout and b"skipped 20" in r.stdout
+    changed = full.read_text().replace('"document 3"', '"document three"')
+    full.write_text(changed)
+    r = mrlkit("index", "s", str(full), "--store", store, "--upsert", cwd=tmp_path)
+    assert b"indexed 1 documents into s (1 replaced by id); skipped 29" in r.stdout, r.stdout
+    assert open_store(store).get_set("s").count == 30
+
+
+def test_upsert_collapses_repeated_ids_and_says_so(tmp_path):
+    store = str(tmp_path / "st")
+    open_store(store).create_set("s", MODEL)
+    path = tmp_path / "docs.jsonl"
+    path.write_text(_lines(6) + json.dumps({"id": "d2", "text": "the second, again"}) + "\n")
+    r = mrlkit("index", "s", str(path), "--store", store, cwd=tmp_path)
+    assert ":7: id 'd2' repeats line 2" in one_line(r)
+    r = mrlkit("index", "s", str(path), "--store", store, "--upsert", cwd=tmp_path)
+    assert b"1 repeated ids" in r.stdout and r.returncode == 0, r.stdout + r.stderr
+    s = open_store(store)
+    assert s.get_set("s").count == 6 and s.get("s", ["d2"])[0].text == "the second, again"
+
+
+@pytest.mark.parametrize("kind", ["pgvector", "chroma", "qdrant"])
+def test_bad_input_on_the_other_backends_is_one_line_and_stores_nothing(tmp_path, kind,
+                                                                        request):
+    pytest.importorskip({"pgvector": "psycopg", "chroma": "chromadb",
+                         "qdrant": "qdrant_client"}[kind])
+    location = (request.getfixturevalue("pg_url") if kind == "pgvector"
+                else f"{kind}:{tmp_path / kind}")
+    s = open_store(location)
+    s.create_set("s", MODEL)
+    s.add("s", ["a", "b"], unit(2), ["text a", "text b"])
+    s.close()  # Qdrant's local mode lets one process at a time open its folder
+    path = tmp_path / "docs.jsonl"
+    path.write_text(_lines(600, 400, lambda r: '{"id": "d400", "text": "x", '
+                                               '"metadata": {"v": NaN}}'))
+    store = ["--store", location]
+    assert ":400:" in one_line(mrlkit("index", "s", str(path), *store, cwd=tmp_path))
+    for args in (["--filter", "v=NaN"], ["--filter", "v=[1]"],
+                 ["--funnel", "64:binary:9223372036854775808,384"]):
+        one_line(mrlkit("search", "s", "q", *args, *store, cwd=tmp_path))
+    assert open_store(location).get_set("s").count == 2
