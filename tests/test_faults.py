@@ -269,6 +269,8 @@ def test_bad_input_on_the_other_backends_is_one_line_and_stores_nothing(tmp_path
                                                '"metadata": {"v": NaN}}'))
     store = ["--store", location]
     assert ":400:" in one_line(mrlkit("index", "s", str(path), *store, cwd=tmp_path))
+    path.write_text(_lines(600, 400, lambda r: {**r, "text": "nul \x00 inside"}))
+    assert "NUL" in one_line(mrlkit("index", "s", str(path), *store, cwd=tmp_path))
     for args in (["--filter", "v=NaN"], ["--filter", "v=[1]"],
                  ["--funnel", "64:binary:9223372036854775808,384"]):
         one_line(mrlkit("search", "s", "q", *args, *store, cwd=tmp_path))

@@ -112,8 +112,12 @@ def embed(
                              help="Allow truncating a model not Matryoshka-trained.")] = False,
     output: Annotated[Optional[Path], typer.Option("--output", "-o",
                       help=".npy or .jsonl; JSON lines to stdout when absent.")] = None,
+    calibration: Annotated[Optional[Path], typer.Option(
+        help="int8: a calibration file (written beside an earlier output); default: the "
+             "model's reference calibration, made once and kept.")] = None,
 ) -> None:
-    """Embed texts; write .npy or .jsonl, or JSON lines to stdout."""
+    """Embed texts; write .npy or .jsonl, or JSON lines to stdout. int8 codes name their
+    calibration (in each JSON line; in a .calibration.json file beside an output file)."""
     from .embedder import Embedder
 
     if kind not in ("query", "document"):
@@ -128,20 +132,29 @@ def embed(
     items = list(texts or []) if not input else _read_texts(input)
     if not items:
         raise InvalidInputError("nothing to embed: give texts as arguments or with --input")
-    embedder = Embedder(model, dim, precision, allow_non_mrl=allow_non_mrl)
+    if calibration is not None and precision != "int8":
+        raise InvalidInputError("--calibration applies to --precision int8 only")
+    embedder = Embedder(model, dim, precision, allow_non_mrl=allow_non_mrl,
+                        calibration=calibration)
     array = embedder.embed(items, kind=kind)  # type: ignore[arg-type]
+    named = {"calibration": embedder.calibration_name} if precision == "int8" else {}
     if output is not None and output.suffix == ".npy":
         import numpy as np
 
         np.save(output, array)
     else:
-        lines = (json.dumps({"text": t, "embedding": v.tolist()}) for t, v in zip(items, array))
+        lines = (json.dumps({"text": t, "embedding": v.tolist(), **named})
+                 for t, v in zip(items, array))
         if output is None:
             for line in lines:
                 sys.stdout.write(line + "\n")
             return
         output.write_text("".join(line + "\n" for line in lines), "utf-8")
-    err.print(f"wrote {array.shape[0]} × {embedder.dim} {precision} vectors to {output}")
+    note = ""
+    if embedder.calibration is not None:
+        side = embedder.calibration.save(output.with_name(output.stem + ".calibration.json"))
+        note = f" (int8 calibration {embedder.calibration.name}, saved to {side})"
+    err.print(f"wrote {array.shape[0]} × {embedder.dim} {precision} vectors to {output}{note}")
 
 
 # --- sets, index, search -----------------------------------------------------------

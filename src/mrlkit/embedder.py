@@ -10,12 +10,14 @@ Example::
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 from collections.abc import Sequence
 
 import numpy as np
 
 from . import vectors
+from .calibration import NamedCalibration, reference_calibration
 from .providers import Kind, get_provider
 from .registry import ModelSpec, get_spec, validate_dim
 
@@ -24,27 +26,46 @@ class Embedder:
     """Embeds texts with one model at one ``dim`` and ``precision``.
 
     The dimension is validated against the registry once, here. Results are unit-norm
-    float32 unless a lower precision was asked. For ``int8``, the calibration is fitted on
-    the first batch embedded (pass ``calibration`` to fix it) and then kept, so that
-    queries and documents are quantised alike.
+    float32 unless a lower precision was asked. ``int8`` codes use a calibration that does
+    not depend on the batch: the one given (an :class:`~mrlkit.calibration.NamedCalibration`
+    or the path of its file), else the model's reference calibration at ``dim``
+    (:func:`~mrlkit.calibration.reference_calibration`, made once and kept). Its name is
+    ``calibration_name``: codes with the same name compare.
     """
 
     def __init__(self, model: str | ModelSpec = "all-MiniLM-L6-v2", dim: int | None = None,
                  precision: str = "float32", *, allow_non_mrl: bool = False,
-                 calibration: vectors.Int8Calibration | None = None,
+                 calibration: NamedCalibration | str | Path | None = None,
                  **provider_options: Any) -> None:
         self.spec = get_spec(model)
         self.dim = validate_dim(self.spec, dim, allow_non_mrl=allow_non_mrl)
         self.precision = vectors.check_precision(precision)
-        self.calibration = calibration
+        if isinstance(calibration, (str, Path)):
+            calibration = NamedCalibration.load(calibration)
+        self._calibration = calibration.check(self.spec.name, self.dim) if calibration \
+            else None
+        self._provider_options = provider_options
         self.provider = get_provider(self.spec, **provider_options)
+
+    @property
+    def calibration(self) -> NamedCalibration | None:
+        """The int8 calibration in use (the reference one is made on first need)."""
+        if self._calibration is None and self.precision == "int8":
+            self._calibration = reference_calibration(self.spec, self.dim,
+                                                      **self._provider_options)
+        return self._calibration
+
+    @property
+    def calibration_name(self) -> str | None:
+        cal = self.calibration
+        return cal.name if cal else None
 
     def embed(self, texts: Sequence[str], *, kind: Kind = "document") -> np.ndarray:
         """Embed ``texts`` as ``kind`` ("query" or "document")."""
         out = self.provider.embed(texts, kind=kind, dim=self.dim)
-        if self.precision == "int8" and self.calibration is None and len(out):
-            self.calibration = vectors.Int8Calibration.fit(out)
-        return vectors.quantize(out, self.precision, self.calibration)
+        cal = self.calibration.calibration if self.precision == "int8" and \
+            self.calibration else None
+        return vectors.quantize(out, self.precision, cal)
 
     def embed_documents(self, texts: Sequence[str]) -> np.ndarray:
         """Embed documents (the model's document prompt is applied)."""
