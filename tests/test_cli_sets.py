@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -68,7 +69,7 @@ def test_create_index_search_reindex(tmp_path, corpus):
         sys.modules["torch"] = None
         sys.modules["sentence_transformers"] = None
         sys.argv = ["mrlkit", "sets", "reindex", "demo", "--dim", "128", "--allow-non-mrl",
-                    "--store", {location!r}]
+                    "--yes", "--store", {location!r}]
         from mrlkit.cli import main
         main()
     """)
@@ -79,9 +80,12 @@ def test_create_index_search_reindex(tmp_path, corpus):
     r = run("search", "demo", "which planet has big volcanoes?", "--json", *store,
             cwd=tmp_path)
     assert json.loads(r.stdout)["hits"][0][0]["id"] == "mars"
-    r = run("sets", "reindex", "demo", "--dim", "256", "--allow-non-mrl", *store, cwd=tmp_path)
+    r = run("sets", "truncate", "demo", "--dim", "256", "--allow-non-mrl", *store, cwd=tmp_path)
     assert r.returncode != 0 and "embedded again" in r.stderr
     r = run("sets", "drop", "demo", *store, cwd=tmp_path)
+    assert r.returncode == 2 and "pass --yes" in r.stderr  # no terminal to ask on
+    assert run("sets", "list", *store, cwd=tmp_path).stdout.count("demo") == 1
+    r = run("sets", "drop", "demo", "--yes", *store, cwd=tmp_path)
     assert r.returncode == 0
 
 
@@ -177,3 +181,51 @@ def test_pg_start_prints_a_url_that_works_and_stop_stops_it(tmp_path):
         r = run("pg", "stop", "--data", data, cwd=tmp_path)
     assert "stopped" in r.stdout
     assert "no server running" in run("pg", "stop", "--data", data, cwd=tmp_path).stdout
+
+
+def test_index_into_a_log_shows_progress_with_rate_and_eta(tmp_path):
+    """`mrlkit index … > log 2>&1`: plain progress lines (count, rate, ETA), not silence."""
+    path = tmp_path / "many.jsonl"
+    path.write_text("".join(json.dumps({"id": f"n{i}", "text": f"note {i} on topic {i % 7}"})
+                            + "\n" for i in range(2000)))
+    store = ["--store", str(tmp_path / "store")]
+    assert run("sets", "create", "n", "--model", "all-MiniLM-L6-v2", *store,
+               cwd=tmp_path).returncode == 0
+    log = tmp_path / "log"
+    with open(log, "w") as fh:
+        r = subprocess.run([sys.executable, "-m", "mrlkit.cli", "index", "n", str(path), *store],
+                           stdout=fh, stderr=subprocess.STDOUT, cwd=tmp_path, timeout=600,
+                           env={**os.environ, "MRLKIT_PROGRESS_EVERY": "0.5"})
+    text = log.read_text()
+    assert r.returncode == 0, text
+    progress = [line for line in text.splitlines() if line.startswith("indexing into n: ")]
+    assert len(progress) >= 2, text
+    assert "/2,000 documents" in progress[0] and "/s, ETA" in progress[0]
+    assert "indexed 2000 documents into n" in text
+
+
+def test_search_shows_rank_full_id_score_and_text_at_any_width(tmp_path):
+    ids = ["4983-vitamin-d-and-bone-mineral-density", "13", "doc:abc/def/ghi.txt"]
+    path = tmp_path / "docs.jsonl"
+    path.write_text("".join(json.dumps({"id": i, "text": f"{t} " * 30}) + "\n" for i, t in zip(
+        ids, ["Vitamin D deficiency lowers bone density.", "Tea is brewed.", "Rust is safe."])))
+    store = ["--store", str(tmp_path / "store")]
+    run("sets", "create", "w", "--model", "all-MiniLM-L6-v2", *store, cwd=tmp_path)
+    assert run("index", "w", str(path), *store, cwd=tmp_path).returncode == 0
+    as_json = json.loads(run("search", "w", "vitamin D", "-k", "3", "--json", *store,
+                             cwd=tmp_path).stdout)
+    order = [h["id"] for h in as_json["hits"][0]]
+    assert sorted(order) == sorted(ids) and order[0] == ids[0]
+    for columns in ("80", "200"):
+        r = subprocess.run([sys.executable, "-m", "mrlkit.cli", "search", "w", "vitamin D",
+                            "-k", "3", *store], capture_output=True, text=True, cwd=tmp_path,
+                           timeout=600, env={**os.environ, "COLUMNS": columns})
+        assert r.returncode == 0, r.stderr
+        rows = [line for line in r.stdout.splitlines() if "│" in line]
+        assert len(rows) == 3 and all(len(line) <= int(columns) for line in rows)
+        for rank, (row, doc_id) in enumerate(zip(rows, order), 1):
+            cells = [c.strip() for c in row.strip("│").split("│")]
+            assert cells[0] == str(rank) and cells[1] == doc_id, row
+            assert float(cells[2]) == pytest.approx(as_json["hits"][0][rank - 1]["score"],
+                                                    abs=1e-4)
+            assert cells[3]  # a text snippet

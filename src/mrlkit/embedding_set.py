@@ -20,10 +20,10 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from rich.progress import Progress
 
 from .errors import InvalidInputError
 from .funnel import MAX_KEEP, Adaptive, Funnel
+from .progress import Progress
 from .providers import get_provider
 from .registry import get_spec
 from .stores import SearchResult, SetInfo, Store
@@ -89,18 +89,17 @@ class EmbeddingSet:
         re-run skips documents already stored with the same text and metadata (no model
         call for them): it resumes where the interrupted one stopped."""
         done = Indexed()
-        with Progress(disable=not progress, transient=False) as bar:
-            task = bar.add_task(f"indexing into {self.name}", total=total)
+        with Progress(f"indexing into {self.name}", total, enabled=progress) as bar:
             batch: list[dict[str, Any]] = []
             for rec in records:
                 batch.append(rec)
                 if len(batch) >= batch_size:
                     done += self._add_records(batch, upsert)
-                    bar.advance(task, len(batch))
+                    bar.advance(len(batch))
                     batch = []
             if batch:
                 done += self._add_records(batch, upsert)
-                bar.advance(task, len(batch))
+                bar.advance(len(batch))
         return done
 
     def _add_records(self, batch: list[dict[str, Any]], upsert: bool) -> Indexed:

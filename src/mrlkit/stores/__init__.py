@@ -15,6 +15,7 @@ Example::
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any
 
 from ..errors import StoreError
@@ -40,10 +41,15 @@ def default_location() -> str:
     return os.environ.get("MRLKIT_STORE") or DEFAULT_LOCATION
 
 
-def open_store(location: str | os.PathLike[str] | None = None) -> Store[Any]:
-    """Open (creating if needed) the store at ``location``."""
+def open_store(location: str | os.PathLike[str] | None = None, *,
+               create: bool = True) -> Store[Any]:
+    """Open the store at ``location``, creating it if needed; with ``create=False`` a
+    folder-based store that does not exist is an error (a mistyped path stays a typo,
+    not a new empty store)."""
     loc = str(location) if location is not None else default_location()
     scheme = loc.split("://", 1)[0] if "://" in loc else ""
+    if not create and not scheme:
+        _must_exist(loc)
     if scheme in ("postgresql", "postgres"):
         from .pgvector import PgvectorStore
 
@@ -62,3 +68,13 @@ def open_store(location: str | os.PathLike[str] | None = None) -> Store[Any]:
     from .local import LocalStore
 
     return LocalStore(loc)
+
+
+def _must_exist(loc: str) -> None:
+    kind, _, path = loc.partition(":") if loc.startswith(("chroma:", "qdrant:")) else \
+        ("local", "", loc)
+    folder = Path(os.path.expanduser(path))
+    marker = folder / "catalog.sqlite" if kind == "local" else folder
+    if not marker.exists():
+        raise StoreError(f"no mrlkit store at {loc}: check --store (or MRLKIT_STORE), or "
+                         "create a set there first with `mrlkit sets create`")

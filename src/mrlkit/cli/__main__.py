@@ -1,0 +1,5 @@
+"""`python -m mrlkit.cli`."""
+
+from . import main
+
+main()

@@ -1,0 +1,232 @@
+"""`mrlkit eval …`, `advise`, `check-mrl`: quality against dimension and precision."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.table import Table
+
+from ..errors import InvalidInputError
+from ._common import app, err, out
+
+
+# --- evaluation -------------------------------------------------------------------
+eval_app = typer.Typer(help="Measure quality against dimension and precision on real data.",
+                       no_args_is_help=True)
+app.add_typer(eval_app, name="eval")
+
+
+ModelOpt = Annotated[str, typer.Option(help="Model name from `mrlkit models`.")]
+DimsOpt = Annotated[Optional[str], typer.Option(help="e.g. 64,128,256 (default: the model's "
+                    "allowed dims, or powers of two).")]
+JsonOpt = Annotated[Optional[Path], typer.Option("--json", help="Write the report as JSON.")]
+CsvOpt = Annotated[Optional[Path], typer.Option("--csv", help="Write the rows as CSV.")]
+
+
+def _save(result: dict, json_path: Optional[Path], csv_path: Optional[Path] = None) -> None:
+    from ..evaluation import report as rep
+
+    if json_path:
+        rep.write_json(result, json_path)
+    if csv_path:
+        rep.write_csv(result["results"], csv_path)
+
+
+def _dims(text: Optional[str]) -> Optional[list[int]]:
+    if not text:
+        return None
+    try:
+        return [int(d) for d in text.split(",") if d.strip()]
+    except ValueError:
+        raise InvalidInputError(f"--dims must be integers separated by commas, not {text!r}"
+                                ) from None
+
+
+@eval_app.command("retrieval")
+def eval_retrieval(
+    beir_dir: str,
+    model: ModelOpt = "all-MiniLM-L6-v2",
+    dims: DimsOpt = None,
+    precisions: Annotated[str, typer.Option(help="Comma-separated.")
+                          ] = "float32,float16,int8,binary",
+    funnel: Annotated[Optional[list[str]], typer.Option("--funnel",
+                      help="A funnel to evaluate too (repeatable).")] = None,
+    split: str = "test",
+    ignore_identical_ids: Annotated[bool, typer.Option("--ignore-identical-ids",
+                                    help="Drop a hit whose id equals the query id.")] = False,
+    json_path: JsonOpt = None,
+    csv_path: CsvOpt = None,
+    plot: Annotated[Optional[Path], typer.Option(help="PNG base path (writes "
+                    "-by-dim.png and -pareto.png).")] = None,
+) -> None:
+    """nDCG@10, Recall@100, MRR@10, retention, bytes and latency per setting."""
+    from ..evaluation import report as rep
+    from ..evaluation.retrieval import evaluate_retrieval
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        result = evaluate_retrieval(beir_dir, model, dims=_dims(dims),
+                                    precisions=[p.strip() for p in precisions.split(",")],
+                                    funnels=funnel or [], split=split,
+                                    ignore_identical_ids=ignore_identical_ids)
+    out.print(rep.retrieval_table(result))
+    _save(result, json_path, csv_path)
+    if plot:
+        for p in rep.plot_retrieval(result, plot):
+            err.print(f"wrote {p}")
+
+
+@eval_app.command("similarity")
+def eval_similarity(
+    sts_dir: str,
+    model: ModelOpt = "all-MiniLM-L6-v2",
+    dims: DimsOpt = None,
+    split: str = "test",
+    json_path: JsonOpt = None,
+    csv_path: CsvOpt = None,
+    plot: Annotated[Optional[Path], typer.Option(help="PNG path.")] = None,
+) -> None:
+    """STS-B: Spearman with gold scores and mean pair similarity per dimension."""
+    from ..evaluation import report as rep
+    from ..evaluation.similarity import evaluate_similarity
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        result = evaluate_similarity(sts_dir, model, dims=_dims(dims), split=split)
+    out.print(rep.simple_table(f"{result['model']} on STS-B {split} ({result['pairs']} pairs)",
+                               result["results"], ["dim", "spearman", "retention",
+                                                   "mean_similarity", "bytes_per_vector"]))
+    _save(result, json_path, csv_path)
+    if plot:
+        rep.plot_curve(result["results"], "spearman", plot,
+                       f"{result['model']}: STS-B Spearman by dimension")
+
+
+@eval_app.command("classification")
+def eval_classification(
+    csv_dir: str,
+    model: ModelOpt = "all-MiniLM-L6-v2",
+    dims: DimsOpt = None,
+    text_col: str = "text",
+    label_col: Annotated[Optional[str], typer.Option(help="Default: label or category.")
+                         ] = None,
+    json_path: JsonOpt = None,
+    csv_path: CsvOpt = None,
+    plot: Annotated[Optional[Path], typer.Option(help="PNG path.")] = None,
+) -> None:
+    """Logistic-regression accuracy and k-means V-measure per dimension."""
+    from ..evaluation import report as rep
+    from ..evaluation.classification import evaluate_classification
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        result = evaluate_classification(csv_dir, model, dims=_dims(dims), text_col=text_col,
+                                         label_col=label_col)
+    out.print(rep.simple_table(
+        f"{result['model']} on {result['dataset']} ({result['labels']} labels)",
+        result["results"], ["dim", "accuracy", "accuracy_retention", "v_measure",
+                            "v_measure_retention", "bytes_per_vector"]))
+    _save(result, json_path, csv_path)
+    if plot:
+        rep.plot_curve(result["results"], ["accuracy", "v_measure"], plot,
+                       f"{result['model']} on {result['dataset']}: accuracy and V-measure")
+
+
+@eval_app.command("adapt")
+def eval_adapt(
+    folder: str,
+    model: ModelOpt = "all-MiniLM-L6-v2",
+    trained: Annotated[Optional[str], typer.Option(
+        help="A model from `mrlkit train` to compare (its catalog name).")] = None,
+    dims: DimsOpt = None,
+    steps: Annotated[int, typer.Option(help="Adaptor optimisation steps.")] = 300,
+    json_path: JsonOpt = None,
+    csv_path: CsvOpt = None,
+    plot: Annotated[Optional[Path], typer.Option(help="PNG path.")] = None,
+) -> None:
+    """Retention at each prefix for truncation, PCA rotation, adaptor and a fine-tune."""
+    from ..evaluation import report as rep
+    from ..evaluation.adaptation import compare
+    from ..evaluation.adaptation import plot as plot_adapt
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        result = compare(folder, model, trained=trained, dims=_dims(dims), adaptor_steps=steps)
+    out.print(rep.simple_table(
+        f"{result['model']} on {result['dataset']} ({result['metric']}, transforms fitted on "
+        f"the {result['fitted_on']})", result["results"],
+        ["method", "dim", result["metric"], "retention"]))
+    _save(result, json_path, csv_path)
+    if plot:
+        plot_adapt(result, plot)
+
+
+@app.command("advise")
+def advise_cmd(
+    beir_dir: str,
+    model: ModelOpt = "all-MiniLM-L6-v2",
+    target: Annotated[float, typer.Option(help="Retention to keep, e.g. 0.95.")] = 0.95,
+    metric: Annotated[str, typer.Option(help="ndcg@10, recall@100 or mrr@10.")] = "ndcg@10",
+    split: str = "test",
+    json_path: JsonOpt = None,
+) -> None:
+    """The cheapest setting or funnel whose retention meets the target on your data."""
+    from ..evaluation.advisor import advise
+
+    if not 0 < target <= 1.5:
+        raise InvalidInputError(f"--target is a retention such as 0.95, not {target}")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        result = advise(beir_dir, model, target=target, metric=metric, split=split)
+    table = Table(title=f"{result['model']} on {result['dataset']}: {metric} retention "
+                        f"(target {target:.0%})")
+    for col in ("setting", metric, "retention", "bytes/vec", "p50 ms", "meets target"):
+        table.add_column(col, justify="right" if col != "setting" else "left")
+    for r in sorted(result["table"], key=lambda r: (r["bytes_per_vector"], r["p50_ms"])):
+        setting = r["funnel"] or f"{r['precision']}@{r['dim']}"
+        chosen = result["choice"] is r
+        table.add_row(("[bold green]→ " if chosen else "") + setting, f"{r[metric]:.4f}",
+                      f"{r['metric_retention']:.1%}", str(r["bytes_per_vector"]),
+                      f"{r['p50_ms']:.2f}", "yes" if r["metric_retention"] >= target else "no")
+    out.print(table)
+    c = result["choice"]
+    base = result["baseline"]
+    if c is None:
+        out.print(f"No setting keeps {target:.0%} of {metric}: keep float32 at full dimension.")
+    else:
+        setting = c["funnel"] or f"{c['precision']} at {c['dim']} dimensions"
+        out.print(f"Advice: [bold]{setting}[/] — scans {c['bytes_per_vector']} bytes per "
+                  f"vector instead of {base['bytes_per_vector']} "
+                  f"({base['bytes_per_vector'] / c['bytes_per_vector']:.0f}× less), keeping "
+                  f"{c['metric_retention']:.1%} of {metric}; keeps "
+                  f"{c['disk_bytes_per_vector']} bytes per vector on disk.")
+        if c.get("non_mrl_truncation"):
+            out.print("[yellow]This truncates a model that is not Matryoshka-trained: "
+                      "use --allow-non-mrl, knowing the measured loss.[/]")
+    _save(result, json_path)
+
+
+@app.command("check-mrl")
+def check_mrl_cmd(
+    model: str,
+    beir: Annotated[str, typer.Option("--beir", help="A BEIR folder to measure on.")],
+    split: str = "test",
+    json_path: JsonOpt = None,
+) -> None:
+    """Does truncation behave as in a Matryoshka-trained model?"""
+    from ..evaluation import report as rep
+    from ..evaluation.advisor import check_mrl
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        result = check_mrl(beir, model, split=split)
+    table = rep.simple_table(f"{result['model']} on {result['dataset']}: nDCG@10 retention "
+                             f"(native {result['native_ndcg@10']:.4f})", result["curve"],
+                             ["fraction", "dim", "ndcg@10", "retention", "reference", "ok"])
+    out.print(table)
+    out.print(("[green]" if result["matryoshka_like"] else "[yellow]") + result["verdict"])
+    out.print(f"[dim]Reference: {result['reference_source']}[/]")
+    _save(result, json_path)

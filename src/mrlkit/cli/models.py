@@ -1,0 +1,47 @@
+"""`mrlkit models`: the catalog."""
+
+from __future__ import annotations
+
+import json
+
+import typer
+from rich.table import Table
+
+from ._common import app, out
+
+
+models_app = typer.Typer(help="The model catalog.", invoke_without_command=True)
+app.add_typer(models_app, name="models")
+
+# --- models ------------------------------------------------------------------
+@models_app.callback()
+def models(ctx: typer.Context) -> None:
+    """List the catalog: name, provider, native dim, MRL, allowed dims."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from ..registry import list_specs
+
+    table = Table(title="mrlkit models")
+    table.add_column("name", no_wrap=True)
+    table.add_column("provider", overflow="fold")
+    table.add_column("native dim", justify="right")
+    table.add_column("MRL")
+    table.add_column("allowed dims", overflow="fold", min_width=22)
+    for s in list_specs():
+        table.add_row(s.name, s.provider, str(s.native_dim), "yes" if s.supports_mrl else "no",
+                      s.allowed_dims_text())
+    out.print(table)
+
+
+@models_app.command("show")
+def models_show(name: str) -> None:
+    """Everything about one model."""
+    from ..registry import get_spec
+
+    table = Table(show_header=False, title=name)
+    table.add_column("field", style="bold")
+    table.add_column("value", overflow="fold")
+    for key, value in get_spec(name).as_dict().items():
+        table.add_row(key, json.dumps(value) if not isinstance(value, str) else repr(value)
+                      if key.endswith("prompt") else value)
+    out.print(table)

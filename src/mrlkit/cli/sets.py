@@ -1,0 +1,230 @@
+"""`mrlkit sets …`, `index` and `search`: embedding sets and their documents."""
+
+from __future__ import annotations
+
+import json
+import sys
+import warnings
+from typing import TYPE_CHECKING, Annotated, Optional
+
+import typer
+from rich.table import Table
+
+from ._common import StoreOpt, YesOpt, _store, app, confirm, out
+
+if TYPE_CHECKING:
+    from ..stores import StorageInfo
+
+
+# --- sets, index, search -----------------------------------------------------------
+sets_app = typer.Typer(help="Embedding sets: create, list, info, index, drop, reindex.",
+                       no_args_is_help=True)
+app.add_typer(sets_app, name="sets")
+
+@sets_app.command("create")
+def sets_create(
+    name: str,
+    model: Annotated[str, typer.Option(help="Model name from `mrlkit models`.")],
+    dim: Annotated[Optional[int], typer.Option(help="truncate_dim (default: native).")] = None,
+    storage: Annotated[str, typer.Option(help="float32 or float16.")] = "float32",
+    allow_non_mrl: Annotated[bool, typer.Option("--allow-non-mrl")] = False,
+    index: Annotated[bool, typer.Option(
+        help="pgvector: create the HNSW index of the default funnel's first stage now "
+             "(--no-index loads faster; index after with `sets index`).")] = True,
+    store: StoreOpt = None,
+) -> None:
+    """Create an embedding set (model and dimension validated by the registry)."""
+    info = _store(store, create=True).create_set(name, model, dim, storage=storage,
+                                    allow_non_mrl=allow_non_mrl, index=index)
+    out.print(f"created set [bold]{info.name}[/]: {info.model} at {info.stored_dim} "
+              f"dimensions, {info.storage}")
+
+
+@sets_app.command("index")
+def sets_index(name: str, funnel: Annotated[str, typer.Option(
+        help="The funnel whose first stage to index, e.g. 64:binary:1000,768.")],
+               store: StoreOpt = None) -> None:
+    """Build what a funnel's first stage reads: an HNSW expression index (pgvector) or a
+    resolution view (local)."""
+    from ..funnel import Funnel
+
+    made = _store(store).index(name, Funnel.parse(funnel))
+    out.print(f"set {name}: " + (", ".join(made) if made else "nothing to build "
+                                 "(the stage reads the stored vectors, or the set is empty)"))
+
+
+@sets_app.command("list")
+def sets_list(store: StoreOpt = None) -> None:
+    """List the sets of a store."""
+    table = Table(title="embedding sets")
+    for col in ("name", "model", "truncate_dim", "stored dim", "storage", "documents"):
+        table.add_column(col)
+    for s in _store(store).list_sets():
+        table.add_row(s.name, s.model, str(s.truncate_dim or "native"), str(s.stored_dim),
+                      s.storage, str(s.count))
+    out.print(table)
+
+
+@sets_app.command("info")
+def sets_info(name: str, store: StoreOpt = None,
+              json_out: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Count, stored bytes and bytes of each view (the storage summary)."""
+    info = _store(store).info(name)
+    if json_out:
+        sys.stdout.write(json.dumps(info.as_dict(), indent=2) + "\n")
+        return
+    out.print(storage_table(info))
+
+
+def storage_table(info: StorageInfo) -> Table:
+    s = info.set
+    table = Table(title=f"set {s.name} — {s.count} documents, {s.model} at {s.stored_dim} dims")
+    table.add_column("what")
+    table.add_column("dim", justify="right")
+    table.add_column("precision")
+    table.add_column("bytes", justify="right")
+    table.add_column("bytes / vector", justify="right")
+    rows = max(info.rows, 1)
+    table.add_row("stored vectors", str(s.stored_dim), s.storage,
+                  f"{info.stored_bytes:,}", str(info.bytes_per_vector))
+    for v in info.views:
+        table.add_row(v.kind, str(v.dim), v.precision, f"{v.bytes:,}", f"{v.bytes / rows:.1f}")
+    notes = []
+    if info.dead_rows:
+        notes.append(f"{info.dead_rows:,} dead rows (deleted or replaced documents, masked by "
+                     "every search)")
+    if s.adapted:
+        notes.append(f"adapted ({s.adapted}): prefixes meant for "
+                     f"{', '.join(map(str, s.mrl_dims or []))} dimensions")
+    if s.truncate_dim is not None:
+        notes.append(f"truncate_dim {s.truncate_dim} of {s.model}'s native length")
+    if notes:
+        table.caption = "; ".join(notes)
+    return table
+
+
+@sets_app.command("check")
+def sets_check(name: str, repair: Annotated[bool, typer.Option(
+        "--repair", help="Rebuild derived data; remove documents whose vectors are lost "
+                         "(named, to add again).")] = False,
+               store: StoreOpt = None,
+               json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+               ) -> None:
+    """Verify a set (catalogue, vector file and checksum, every stored vector, views);
+    exit 3 when a problem is left."""
+    report = _store(store).check(name, repair=repair)
+    if json_out:
+        sys.stdout.write(json.dumps(report.as_dict(), indent=2) + "\n")
+    else:
+        for line in report.checked:
+            out.print(f"checked: {line}", highlight=False)
+        for line in report.repaired:
+            out.print(f"[green]repaired:[/] {line}", highlight=False)
+        for line in report.problems:
+            out.print(f"[red]problem:[/] {line}", highlight=False)
+        if report.delegated:
+            out.print(f"not checked here: {report.delegated}", highlight=False)
+        out.print(f"set {name}: " + ("ok" if report.ok else
+                                     "problems left" + ("" if repair else
+                                                        " (try --repair)")))
+    if not report.ok:
+        raise typer.Exit(3)
+
+
+@sets_app.command("drop")
+def sets_drop(name: str, store: StoreOpt = None, yes: YesOpt = False) -> None:
+    """Delete a set and its vectors (asks first; --yes to skip)."""
+    st = _store(store)
+    confirm(f"this deletes set {name!r} and its {st.get_set(name).count:,} documents", yes)
+    st.drop_set(name)
+    out.print(f"dropped set {name}")
+
+
+@sets_app.command("truncate")
+def sets_truncate(name: str, dim: Annotated[int, typer.Option(help="New, smaller dimension.")],
+                  allow_non_mrl: Annotated[bool, typer.Option(
+                      "--allow-non-mrl", help="Allow it for a model not Matryoshka-trained.")
+                  ] = False,
+                  store: StoreOpt = None, yes: YesOpt = False) -> None:
+    """Keep a shorter prefix of every stored vector (no model call; asks first, --yes to
+    skip: the dimensions past it are gone)."""
+    st = _store(store)
+    info = st.get_set(name)
+    if dim < info.stored_dim:
+        confirm(f"this rewrites set {name!r} at {dim} of its {info.stored_dim} dimensions; "
+                "the rest are lost", yes)
+    info = st.truncate(name, dim, allow_non_mrl=allow_non_mrl)
+    out.print(f"set {info.name} now stores {info.stored_dim} dimensions "
+              f"({info.count} documents, no model call)")
+
+
+# the old name, kept hidden for one release
+sets_app.command("reindex", hidden=True)(sets_truncate)
+
+
+@app.command("index")
+def index(name: str, path: str, store: StoreOpt = None,
+          batch_size: Annotated[int, typer.Option(help="Documents per atomic batch.")] = 256,
+          upsert: Annotated[bool, typer.Option(help="Replace documents whose id exists.")
+                            ] = False,
+          quiet: Annotated[bool, typer.Option("--quiet", "-q",
+                           help="No progress (on a terminal: a bar; in a log: lines "
+                                "with rate and ETA).")] = False) -> None:
+    """Embed and add documents: a JSONL file, a BEIR corpus.jsonl, or a folder of .txt/.md."""
+    from ..documents import read_documents
+    from ..embedding_set import EmbeddingSet
+
+    records, total, collapsed = read_documents(path, upsert=upsert)
+    s = EmbeddingSet(_store(store), name)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the set's creation already warned about truncation
+        done = s.add_stream(records, total=total, batch_size=batch_size, upsert=upsert,
+                            progress=not quiet)
+    out.print(f"indexed {done.added} documents into {name}"
+              + (f" ({done.replaced} replaced by id)" if done.replaced else "")
+              + (f"; skipped {done.skipped} already stored with the same text"
+                 if done.skipped else "")
+              + (f"; {collapsed} repeated ids in {path} collapsed (the last line won)"
+                 if collapsed else ""))
+
+
+@app.command("search")
+def search(
+    name: str, query: str,
+    k: Annotated[int, typer.Option("-k", "--k", help="Number of hits.")] = 10,
+    funnel: Annotated[Optional[str], typer.Option(
+        help="Stages DIM[:PRECISION][:KEEP], e.g. 64:binary:1000,256:int8:100,384.")] = None,
+    adaptive: Annotated[bool, typer.Option("--adaptive",
+                        help="Stop early per query when the top k is decided.")] = False,
+    filter: Annotated[Optional[list[str]], typer.Option("--filter",
+                      help="Metadata equality key=value (repeatable).")] = None,
+    json_out: Annotated[bool, typer.Option("--json")] = False,
+    store: StoreOpt = None,
+) -> None:
+    """Search a set with a query text."""
+    from ..embedding_set import EmbeddingSet
+    from ..funnel import parse_filters
+
+    s = EmbeddingSet(_store(store), name)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        result = s.search(query, k=k, funnel=funnel, filters=parse_filters(filter or []),
+                          adaptive=adaptive)
+    if json_out:
+        sys.stdout.write(json.dumps({"query": query, **result.as_dict()}) + "\n")
+        return
+    hits = result.hits[0]
+    # the id is what a user acts on: shown whole (up to a third of the width), the text
+    # takes what is left and is cut with an ellipsis
+    id_width = min(max([len(h.id) for h in hits] + [2]), max(8, out.width // 3))
+    table = Table(title=f"{name}: {query!r}", expand=True)
+    table.add_column("#", justify="right", no_wrap=True, min_width=len(str(len(hits))))
+    table.add_column("id", no_wrap=True, min_width=id_width, overflow="fold")
+    table.add_column("score", justify="right", no_wrap=True, min_width=6)
+    table.add_column("text", overflow="ellipsis", no_wrap=True, ratio=1, min_width=10)
+    for rank, h in enumerate(hits, 1):
+        table.add_row(str(rank), h.id, f"{h.score:.4f}", (h.text or "").replace("\n", " "))
+    out.print(table)
+    stages = " → ".join(f"{t.precision}@{t.dim} keep {t.keep} ({t.method}) {t.ms:.1f} ms"
+                        for t in result.timings)
+    out.print(f"[dim]{stages}; dims used: {result.dims_used[0]}[/]")
