@@ -275,3 +275,25 @@ def test_bad_input_on_the_other_backends_is_one_line_and_stores_nothing(tmp_path
                  ["--funnel", "64:binary:9223372036854775808,384"]):
         one_line(mrlkit("search", "s", "q", *args, *store, cwd=tmp_path))
     assert open_store(location).get_set("s").count == 2
+
+
+def test_docs_get_list_delete_and_check_without_a_model(tmp_path):
+    store = str(tmp_path / "st")
+    s, x = filled(store, 120)
+    s.close()
+    st = ["--store", store]
+    r = mrlkit("docs", "get", "s", "d5", "d7", "--json", *st, cwd=tmp_path)
+    got = [json.loads(line) for line in r.stdout.splitlines()]
+    assert r.returncode == 0 and [d["id"] for d in got] == ["d5", "d7"]
+    assert got[0]["text"] == "text 5"
+    assert "d99999" in one_line(mrlkit("docs", "get", "s", "d5", "d99999", *st, cwd=tmp_path))
+    r = mrlkit("docs", "list", "s", "--limit", "3", "--offset", "2", "--json", *st, cwd=tmp_path)
+    assert [json.loads(line)["id"] for line in r.stdout.splitlines()] == ["d2", "d3", "d4"]
+    r = mrlkit("docs", "delete", "s", "d2", "nope", *st, cwd=tmp_path)
+    assert r.returncode == 0 and b"deleted 1 of 2" in r.stdout
+    r = mrlkit("check", "s", "--funnel", "384:binary:100,384", "--sample", "30", "--json", *st,
+               cwd=tmp_path)
+    got = json.loads(r.stdout)
+    assert r.returncode == 0 and got["sample"] == 30 and got["recall"] >= 0.9
+    r = mrlkit("check", "s", "--funnel", "999:binary:100,384", *st, cwd=tmp_path)
+    assert "999 dimensions" in one_line(r)

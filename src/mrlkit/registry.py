@@ -1,6 +1,6 @@
 """The model registry: what each model may be truncated to, and how to prompt it.
 
-ADR-023's ``embedding_config`` (``supports_mrl``, ``mrl_dimensions``) lives here, once.
+A model's ``supports_mrl`` and ``mrl_dimensions`` live here, once.
 Built-in models come from ``catalog.toml``; users add their own from TOML files named in
 ``MRLKIT_CATALOG`` (separated by ``os.pathsep``) or with :func:`register`.
 
@@ -353,7 +353,7 @@ def get_spec(name: str | ModelSpec) -> ModelSpec:
 
 def validate_dim(spec: ModelSpec | str, truncate_dim: int | None, *,
                  allow_non_mrl: bool = False) -> int:
-    """Check ``truncate_dim`` against the model, per ADR-023; return the dimension to use.
+    """Check ``truncate_dim`` against the model; return the dimension to use.
 
     ``None`` means native. A dimension outside the MRL list, above native, zero or negative
     is refused. A model that is not Matryoshka-trained may only be truncated with

@@ -100,3 +100,16 @@ def test_real_scifact_loads():
     ds = datasets.load_beir(dataset("scifact"), "test")
     assert (len(ds.doc_ids), len(ds.query_ids)) == (5183, 300)
     assert sum(len(v) for v in ds.qrels.values()) == 339
+
+
+def test_retrieval_plots_are_named_as_given(tmp_path):
+    from mrlkit.evaluation.report import plot_retrieval
+
+    rows = [{"dim": d, "precision": p, "funnel": None, "ndcg@10": 0.5 + d / 1000,
+             "bytes_per_vector": d * (4 if p == "float32" else 1)}
+            for d in (64, 128) for p in ("float32", "int8")]
+    report = {"model": "m", "dataset": "d", "split": "test", "supports_mrl": True,
+              "results": rows}
+    written = plot_retrieval(report, tmp_path / "out.png")
+    assert written == [tmp_path / "out.png", tmp_path / "out-pareto.png"]
+    assert all(p.stat().st_size > 1000 for p in written)

@@ -520,3 +520,15 @@ def test_int8_calibration_follows_a_growing_set(store):
     truth = exact(x, q, 10)
     recall = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(found, truth)])
     assert recall >= 0.95, recall
+
+
+def test_documents_page_through_every_live_document_once(store):
+    fill(store, 45)
+    store.delete("s", ["doc-3"])
+    pages = [store.documents("s", offset=o, limit=10) for o in range(0, 50, 10)]
+    seen = [d.id for page in pages for d in page]
+    assert len(seen) == 44 and set(seen) == {f"doc-{i}" for i in range(45)} - {"doc-3"}
+    first = store.documents("s", limit=1)[0]
+    assert first.text == store.get("s", [first.id])[0].text
+    with pytest.raises(errors.InvalidInputError, match="limit"):
+        store.documents("s", limit=0)

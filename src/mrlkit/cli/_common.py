@@ -49,6 +49,33 @@ def confirm(action: str, yes: bool) -> None:
         raise typer.Exit(1)
 
 
+DeviceOpt = Annotated[str, typer.Option(
+    help="Where a local model runs: auto (a GPU if torch sees one), cpu, cuda or mps.")]
+EncodeBatchOpt = Annotated[Optional[int], typer.Option(
+    help="Texts per model call (default: the provider's).")]
+
+
+def provider_options(model: str, device: str, batch_size: Optional[int]) -> dict[str, Any]:
+    """Provider options from --device and the encoder batch size, checked before any
+    model loads."""
+    from ..errors import InvalidInputError
+    from ..providers.sentence_transformers import DEVICES
+    from ..registry import get_spec
+
+    if device not in DEVICES:
+        raise InvalidInputError(f"--device must be one of {', '.join(DEVICES)}, not {device!r}")
+    if batch_size is not None and batch_size < 1:
+        raise InvalidInputError(f"the batch size must be a positive integer, not {batch_size}")
+    spec = get_spec(model)
+    options: dict[str, Any] = {} if batch_size is None else {"batch_size": batch_size}
+    if device != "auto":
+        if spec.provider != "sentence-transformers":
+            raise InvalidInputError(f"--device applies to local models; {spec.name} is "
+                                    f"served by {spec.provider}")
+        options["device"] = device
+    return options
+
+
 StoreOpt = Annotated[Optional[str], typer.Option("--store", envvar="MRLKIT_STORE",
                      help="Store location (default ./mrlkit-data).")]
 

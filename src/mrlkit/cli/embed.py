@@ -10,7 +10,7 @@ from typing import Annotated, Optional
 import typer
 
 from ..errors import InvalidInputError
-from ._common import app, err
+from ._common import DeviceOpt, EncodeBatchOpt, app, err, provider_options
 
 
 # --- embed -------------------------------------------------------------------
@@ -57,6 +57,8 @@ def embed(
                              help="Allow truncating a model not Matryoshka-trained.")] = False,
     output: Annotated[Optional[Path], typer.Option("--output", "-o",
                       help=".npy or .jsonl; JSON lines to stdout when absent.")] = None,
+    device: DeviceOpt = "auto",
+    batch_size: EncodeBatchOpt = None,
     calibration: Annotated[Optional[Path], typer.Option(
         help="int8: a calibration file (written beside an earlier output); default: the "
              "model's reference calibration, made once and kept.")] = None,
@@ -80,7 +82,8 @@ def embed(
     if calibration is not None and precision != "int8":
         raise InvalidInputError("--calibration applies to --precision int8 only")
     embedder = Embedder(model, dim, precision, allow_non_mrl=allow_non_mrl,
-                        calibration=calibration)
+                        calibration=calibration,
+                        **provider_options(model, device, batch_size))
     array = embedder.embed(items, kind=kind)  # type: ignore[arg-type]
     named = {"calibration": embedder.calibration_name} if precision == "int8" else {}
     if output is not None and output.suffix == ".npy":

@@ -59,8 +59,8 @@ def eval_retrieval(
                                     help="Drop a hit whose id equals the query id.")] = False,
     json_path: JsonOpt = None,
     csv_path: CsvOpt = None,
-    plot: Annotated[Optional[Path], typer.Option(help="PNG base path (writes "
-                    "-by-dim.png and -pareto.png).")] = None,
+    plot: Annotated[Optional[Path], typer.Option(help="PNG of the metric by dimension; the "
+                    "Pareto plot goes beside it as <name>-pareto.png.")] = None,
 ) -> None:
     """nDCG@10, Recall@100, MRR@10, retention, bytes and latency per setting."""
     from ..evaluation import report as rep

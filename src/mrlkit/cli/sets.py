@@ -10,7 +10,8 @@ from typing import TYPE_CHECKING, Annotated, Optional
 import typer
 from rich.table import Table
 
-from ._common import StoreOpt, YesOpt, _store, app, confirm, out
+from ._common import (DeviceOpt, EncodeBatchOpt, StoreOpt, YesOpt, _store, app, confirm, out,
+                      provider_options)
 
 if TYPE_CHECKING:
     from ..stores import StorageInfo
@@ -167,6 +168,8 @@ def index(name: str, path: str, store: StoreOpt = None,
           batch_size: Annotated[int, typer.Option(help="Documents per atomic batch.")] = 256,
           upsert: Annotated[bool, typer.Option(help="Replace documents whose id exists.")
                             ] = False,
+          device: DeviceOpt = "auto",
+          encode_batch_size: EncodeBatchOpt = None,
           quiet: Annotated[bool, typer.Option("--quiet", "-q",
                            help="No progress (on a terminal: a bar; in a log: lines "
                                 "with rate and ETA).")] = False) -> None:
@@ -175,7 +178,9 @@ def index(name: str, path: str, store: StoreOpt = None,
     from ..embedding_set import EmbeddingSet
 
     records, total, collapsed = read_documents(path, upsert=upsert)
-    s = EmbeddingSet(_store(store), name)
+    st = _store(store)
+    options = provider_options(st.get_set(name).model, device, encode_batch_size)
+    s = EmbeddingSet(st, name, **options)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the set's creation already warned about truncation
         done = s.add_stream(records, total=total, batch_size=batch_size, upsert=upsert,

@@ -85,8 +85,9 @@ def pareto(points: list[tuple[float, float]]) -> list[int]:
 
 
 def plot_retrieval(report: dict, path: str | Path, metric: str = "ndcg@10") -> list[Path]:
-    """Two PNGs: ``metric`` against dimension (a line per precision), and quality
-    against bytes per vector with the Pareto frontier marked. Returns their paths."""
+    """Two PNGs: ``metric`` against dimension (a line per precision) at ``path`` itself,
+    and quality against bytes per vector with the Pareto frontier marked beside it
+    (``<stem>-pareto.png``). Returns their paths."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -114,7 +115,7 @@ def plot_retrieval(report: dict, path: str | Path, metric: str = "ndcg@10") -> l
     ax.grid(True, alpha=0.3)
     ax.legend(title="precision")
     fig.tight_layout()
-    first = path.with_name(path.stem + "-by-dim.png")
+    first = path
     fig.savefig(first, dpi=120)
     plt.close(fig)
 

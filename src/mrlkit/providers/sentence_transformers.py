@@ -57,11 +57,30 @@ def cpu_threads() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+DEVICES = ("auto", "cpu", "cuda", "mps")
+
+
+def resolve_device(device: str) -> str:
+    """``auto``: a GPU when torch sees one (CUDA, then Apple's MPS), else the CPU."""
+    if device != "auto":
+        return device
+    import torch
+
+    if torch.cuda.is_available():
+        return "cuda"
+    mps = getattr(torch.backends, "mps", None)
+    return "mps" if mps is not None and mps.is_available() else "cpu"
+
+
 class SentenceTransformersProvider:
     """Provider for a sentence-transformers model, loaded once, on first use."""
 
-    def __init__(self, spec: ModelSpec, *, batch_size: int = 32, device: str = "cpu",
+    def __init__(self, spec: ModelSpec, *, batch_size: int = 32, device: str = "auto",
                  show_progress: bool | None = None) -> None:
+        if device not in DEVICES:
+            raise ProviderError(f"device must be one of {', '.join(DEVICES)}, not {device!r}")
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise ProviderError(f"batch size must be a positive integer, not {batch_size!r}")
         self.spec = spec
         self.batch_size = batch_size
         self.device = device
@@ -85,7 +104,7 @@ class SentenceTransformersProvider:
             torch.set_num_threads(cpu_threads())
             try:
                 self._model = SentenceTransformer(
-                    path, device=self.device, local_files_only=local,
+                    path, device=resolve_device(self.device), local_files_only=local,
                     trust_remote_code=self.spec.name.startswith("nomic"))
             except Exception as exc:  # the library raises many kinds; one clear line
                 raise ProviderError(
@@ -99,9 +118,21 @@ class SentenceTransformersProvider:
         texts = check_texts(texts)
         if not texts:
             return np.empty((0, dim or self.spec.native_dim), np.float32)
+        from ..progress import Progress
+
+        prompted = with_prompts(self.spec, texts, kind)
+        # long work reports through mrlkit's one progress helper (never a raw tqdm bar)
         show = self.show_progress if self.show_progress is not None else \
-            len(texts) > self.batch_size
-        raw = self.model.encode(with_prompts(self.spec, texts, kind),
-                                batch_size=self.batch_size, show_progress_bar=show,
-                                convert_to_numpy=True, normalize_embeddings=False)
-        return vectors.prepare(raw, dim, self.spec.transform)
+            len(texts) > 8 * self.batch_size
+        chunk = 8 * self.batch_size
+        parts = []
+        with Progress(f"embedding with {self.spec.name}", len(texts), enabled=show,
+                      unit="texts") as bar:
+            for start in range(0, len(prompted), chunk):
+                part = prompted[start:start + chunk]
+                parts.append(self.model.encode(part, batch_size=self.batch_size,
+                                               show_progress_bar=False,
+                                               convert_to_numpy=True,
+                                               normalize_embeddings=False))
+                bar.advance(len(part))
+        return vectors.prepare(np.concatenate(parts), dim, self.spec.transform)

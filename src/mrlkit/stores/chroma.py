@@ -305,6 +305,12 @@ class ChromaEngine(EngineDefaults[ChromaRecord]):
         return {i: Document(i, t, dict(m or {}))
                 for i, t, m in zip(got["ids"], got["documents"], got["metadatas"])}
 
+    def scroll(self, rec: ChromaRecord, offset: int, limit: int) -> list[Document]:
+        docs, _ = self._collections(rec.name)
+        got = docs.get(limit=limit, offset=offset, include=["documents", "metadatas"])
+        return [Document(i, t, dict(m or {}))
+                for i, t, m in zip(got["ids"], got["documents"], got["metadatas"])]
+
     def sample(self, rec: ChromaRecord) -> np.ndarray:
         _, x = self.vectors(rec)
         return x[rules.sample_rows(len(x))] if len(x) else x

@@ -303,6 +303,12 @@ class LocalEngine(EngineDefaults[LocalRecord]):
         return {r["ext_id"]: Document(r["ext_id"], r["text"], json.loads(r["metadata"]))
                 for r in self._select_in("ext_id, text, metadata", "ext_id", rec.id, ids)}
 
+    def scroll(self, rec: LocalRecord, offset: int, limit: int) -> list[Document]:
+        return [Document(r["ext_id"], r["text"], json.loads(r["metadata"]))
+                for r in self._db.execute("SELECT ext_id, text, metadata FROM documents "
+                                          "WHERE set_id = ? ORDER BY row LIMIT ? OFFSET ?",
+                                          (rec.id, limit, offset))]
+
     def sample(self, rec: LocalRecord) -> np.ndarray:
         return np.asarray(self.matrix(rec)[rules.sample_rows(rec.n_rows)], np.float32)
 

@@ -159,6 +159,17 @@ def statement(set_id: int, stored_dim: int, storage: str, stages: Sequence[Stage
     return sql.SQL(text).format(table=ident(set_id))
 
 
+def settings(cur: Cursor, use_index: bool, keep: int, ef_search: int,
+             iterative_scan: str) -> None:
+    """HNSW search settings for this transaction: candidates per scan (at least the
+    stage's keep) and pgvector 0.8's iterative scan."""
+    if use_index:
+        cur.execute(sql.SQL("SET LOCAL hnsw.ef_search = {}").format(
+            sql.Literal(min(1000, max(ef_search, keep)))))
+        cur.execute(sql.SQL("SET LOCAL hnsw.iterative_scan = {}").format(
+            sql.Literal(iterative_scan)))
+
+
 def sql_stages(funnel: Funnel, adaptive: Adaptive | None) -> int:
     """How many of the funnel's stages SQL runs: up to the first int8 stage (SQL has no
     int8), and only the first when adaptive early exit decides after it."""

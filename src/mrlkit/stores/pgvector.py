@@ -323,6 +323,11 @@ class PgvectorEngine(EngineDefaults[PgRecord]):
             sql.SQL("SELECT id, text, metadata FROM {} WHERE id = ANY(%s)").format(
                 pg_sql.ident(rec.id)), (ids,))}
 
+    def scroll(self, rec: PgRecord, offset: int, limit: int) -> list[Document]:
+        return [Document(r["id"], r["text"], r["metadata"]) for r in self._read(
+            sql.SQL("SELECT id, text, metadata FROM {} ORDER BY id LIMIT %s OFFSET %s")
+            .format(pg_sql.ident(rec.id)), (limit, offset))]
+
     def sample(self, rec: PgRecord) -> np.ndarray:
         got = self._read(sql.SQL(
             "SELECT embedding FROM {} ORDER BY md5(id) LIMIT %s").format(pg_sql.ident(rec.id)),
@@ -351,13 +356,6 @@ class PgvectorEngine(EngineDefaults[PgRecord]):
         return rec.doc_count >= self.exact_below and \
             f"{first.dim}:{first.precision}" in rec.indexes
 
-    def _settings(self, cur: psycopg.Cursor[Row], use_index: bool, keep: int) -> None:
-        if use_index:
-            cur.execute(sql.SQL("SET LOCAL hnsw.ef_search = {}").format(
-                sql.Literal(min(1000, max(self.ef_search, keep)))))
-            cur.execute(sql.SQL("SET LOCAL hnsw.iterative_scan = {}").format(
-                sql.Literal(self.iterative_scan)))
-
     def native(self, rec: PgRecord, q: np.ndarray, funnel: Funnel,
                filters: dict[str, Any] | None, adaptive: Adaptive | None,
                n: int) -> Partial | None:
@@ -374,7 +372,8 @@ class PgvectorEngine(EngineDefaults[PgRecord]):
         t0 = time.perf_counter()
         results = []
         with self._tx() as cur:
-            self._settings(cur, use_index, stages[0].keep or 10)
+            pg_sql.settings(cur, use_index, stages[0].keep or 10, self.ef_search,
+                            self.iterative_scan)
             for query in q:
                 results.append(cur.execute(statement, pg_sql.params(query, stages[:done],
                                                                     filters)).fetchall())
@@ -413,7 +412,8 @@ class PgvectorEngine(EngineDefaults[PgRecord]):
         statement = pg_sql.statement(rec.id, rec.stored_dim, rec.storage, stages, flt,
                                      with_vectors=False, use_index=use_index)
         with self._tx() as cur:
-            self._settings(cur, use_index, stages[0].keep or k)
+            pg_sql.settings(cur, use_index, stages[0].keep or k, self.ef_search,
+                            self.iterative_scan)
             plan = cur.execute(sql.SQL("EXPLAIN ") + statement,
                                pg_sql.params(q, stages, flt)).fetchall()
         return "\n".join(str(next(iter(r.values()))) for r in plan)

@@ -315,6 +315,11 @@ class QdrantEngine(EngineDefaults[QdrantRecord]):
                                           p.payload.get("meta") or {})
                 for p in got if p.payload}
 
+    def scroll(self, rec: QdrantRecord, offset: int, limit: int) -> list[Document]:
+        points, _ = self._client.scroll(rec.collection, limit=offset + limit, with_payload=True)
+        return [Document(p.payload["id"], p.payload.get("text"), p.payload.get("meta") or {})
+                for p in points[offset:] if p.payload]
+
     def sample(self, rec: QdrantRecord) -> np.ndarray:
         _, x = self.vectors(rec)
         return x[rules.sample_rows(len(x))] if len(x) else x

@@ -1,0 +1,72 @@
+"""How well a funnel does on *your* set, with no labels: recall@k of the funnel against
+exact search, with the set's own documents as queries (a sample), and the latency of
+each. This is what ``mrlkit check SET --funnel F`` prints, and what ``advise`` can use
+when a corpus has no qrels.
+
+Example::
+
+    >>> funnel_recall(store, "notes", Funnel.parse("64:binary:200,384"))  # doctest: +SKIP
+    FunnelCheck(funnel='64:binary:200,384', k=10, sample=200, recall=0.985, ...)
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+from ..errors import InvalidInputError
+from ..funnel import Funnel
+from ..stores import Store
+
+LATENCY_QUERIES = 50  # single-query timings per method
+
+
+@dataclass(frozen=True)
+class FunnelCheck:
+    """recall@k of ``funnel`` against exact search, over ``sample`` of the set's own
+    documents as queries, and p50 single-query latency (ms) of both."""
+
+    set: str
+    funnel: str
+    k: int
+    sample: int
+    recall: float
+    p50_ms: float
+    exact_p50_ms: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def funnel_recall(store: Store[Any], name: str, funnel: Funnel, *, sample: int = 200,
+                  k: int = 10, seed: int = 0) -> FunnelCheck:
+    """Measure ``funnel`` on set ``name`` with a sample of its own documents as queries."""
+    if sample < 1:
+        raise InvalidInputError(f"--sample must be at least 1, not {sample}")
+    info = store.get_set(name)
+    funnel.check(info.stored_dim, k)
+    if info.count == 0:
+        raise InvalidInputError(f"set {name!r} is empty: nothing to check the funnel on")
+    _, x = store.vectors(name)
+    rows = np.random.default_rng(seed).choice(len(x), size=min(sample, len(x)),
+                                              replace=False)
+    q = x[np.sort(rows)]
+    exact = Funnel.exact(info.stored_dim)
+    truth = store.search(name, q, k=k, funnel=exact).hits
+    got = store.search(name, q, k=k, funnel=funnel).hits
+    recall = float(np.mean([len({h.id for h in a} & {h.id for h in b}) / max(1, len(b))
+                            for a, b in zip(got, truth)]))
+    return FunnelCheck(name, str(funnel), k, len(q), round(recall, 4),
+                       _p50(store, name, q, k, funnel), _p50(store, name, q, k, exact))
+
+
+def _p50(store: Store[Any], name: str, q: np.ndarray, k: int, funnel: Funnel) -> float:
+    lat = []
+    for row in q[:LATENCY_QUERIES]:
+        t0 = time.perf_counter()
+        store.search(name, row[None], k=k, funnel=funnel)
+        lat.append((time.perf_counter() - t0) * 1000)
+    return round(float(np.median(lat)), 3)
