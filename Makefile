@@ -40,13 +40,13 @@ results: $(STAMP)
 	    --dims 32,64,128,192,256,384 --precisions float32,float16,int8,binary \
 	    --funnel 384:binary:100,384 --funnel 384:binary:200,384 \
 	    --funnel 192:binary:200,384 --funnel 96:int8:200,384 \
-	    --json $(RES)/scifact-minilm.json --csv $(RES)/scifact-minilm.csv --plot $(RES)/scifact-minilm.png
+	    --output $(RES)/scifact-minilm.json --csv $(RES)/scifact-minilm.csv --plot $(RES)/scifact-minilm.png
 	$(BIN)/mrlkit eval similarity $(DATA)/stsb --model all-MiniLM-L6-v2 --dims 32,64,128,192,256,384 \
-	    --json $(RES)/stsb-minilm.json --csv $(RES)/stsb-minilm.csv --plot $(RES)/stsb-minilm.png
+	    --output $(RES)/stsb-minilm.json --csv $(RES)/stsb-minilm.csv --plot $(RES)/stsb-minilm.png
 	$(BIN)/mrlkit eval classification $(DATA)/banking77 --model all-MiniLM-L6-v2 --dims 32,64,128,192,256,384 \
-	    --json $(RES)/banking77-minilm.json --csv $(RES)/banking77-minilm.csv --plot $(RES)/banking77-minilm.png
-	$(BIN)/mrlkit advise $(DATA)/scifact --model all-MiniLM-L6-v2 --target 0.95 --json $(RES)/advise-scifact-minilm.json
-	$(BIN)/mrlkit check-mrl all-MiniLM-L6-v2 --beir $(DATA)/scifact --json $(RES)/check-mrl-minilm.json
+	    --output $(RES)/banking77-minilm.json --csv $(RES)/banking77-minilm.csv --plot $(RES)/banking77-minilm.png
+	$(BIN)/mrlkit advise $(DATA)/scifact --model all-MiniLM-L6-v2 --target 0.95 --output $(RES)/advise-scifact-minilm.json
+	$(BIN)/mrlkit check-mrl all-MiniLM-L6-v2 --beir $(DATA)/scifact --output $(RES)/check-mrl-minilm.json
 
 # docs/results/adapt-*: truncation vs PCA vs adaptor vs a MatryoshkaLoss fine-tune
 # (trains ~15 min on 2 cores the first time; the model lands in models/, not in git)
@@ -54,10 +54,10 @@ MRL_MODEL := models/minilm-scifact-mrl
 results-mrl: $(STAMP)
 	test -f $(MRL_MODEL)/model.safetensors || $(BIN)/mrlkit train $(DATA)/scifact --output $(MRL_MODEL)
 	$(BIN)/mrlkit eval adapt $(DATA)/scifact --trained minilm-scifact-mrl --dims 32,64,128,192,384 \
-	    --json $(RES)/adapt-scifact.json --csv $(RES)/adapt-scifact.csv --plot $(RES)/adapt-scifact.png
+	    --output $(RES)/adapt-scifact.json --csv $(RES)/adapt-scifact.csv --plot $(RES)/adapt-scifact.png
 	$(BIN)/mrlkit eval adapt $(DATA)/stsb --trained minilm-scifact-mrl --dims 32,64,128,192,384 \
-	    --json $(RES)/adapt-stsb.json --csv $(RES)/adapt-stsb.csv --plot $(RES)/adapt-stsb.png
-	$(BIN)/mrlkit check-mrl minilm-scifact-mrl --beir $(DATA)/scifact --json $(RES)/check-mrl-minilm-scifact-mrl.json
+	    --output $(RES)/adapt-stsb.json --csv $(RES)/adapt-stsb.csv --plot $(RES)/adapt-stsb.png
+	$(BIN)/mrlkit check-mrl minilm-scifact-mrl --beir $(DATA)/scifact --output $(RES)/check-mrl-minilm-scifact-mrl.json
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info

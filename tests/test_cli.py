@@ -86,3 +86,23 @@ def test_demo_prints_the_retention_table():
     # the search part: standard-library docstrings, exact vs funnel, storage summary
     assert "exact vs funnel" in r.stdout and "json." in r.stdout
     assert "Same top 3 for" in r.stdout and "stored vectors" in r.stdout
+
+
+def test_eval_json_is_the_report_alone_on_stdout_and_output_writes_a_file(tmp_path):
+    beir = tmp_path / "beir"
+    (beir / "qrels").mkdir(parents=True)
+    docs = {"d1": "Vitamin D and bone density.", "d2": "Green tea brewing.",
+            "d3": "The Moon orbits the Earth.", "d4": "Rust is memory safe."}
+    (beir / "corpus.jsonl").write_text("".join(
+        json.dumps({"_id": k, "title": "", "text": v}) + "\n" for k, v in docs.items()))
+    (beir / "queries.jsonl").write_text("".join(
+        json.dumps({"_id": q, "text": t}) + "\n" for q, t in
+        (("q1", "bones and vitamins"), ("q2", "making tea"))))
+    (beir / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td1\t1\nq2\td2\t1\n")
+    r = run("eval", "retrieval", str(beir), "--dims", "64,384", "--precisions", "float32",
+            "--json", "--output", "report.json", "--plot", "p.png", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    report = json.loads(r.stdout)  # nothing but the report
+    assert {row["dim"] for row in report["results"]} == {64, 384}
+    assert json.loads((tmp_path / "report.json").read_text()) == report
+    assert (tmp_path / "p.png").exists() and (tmp_path / "p-pareto.png").exists()

@@ -297,3 +297,25 @@ def test_docs_get_list_delete_and_check_without_a_model(tmp_path):
     assert r.returncode == 0 and got["sample"] == 30 and got["recall"] >= 0.9
     r = mrlkit("check", "s", "--funnel", "999:binary:100,384", *st, cwd=tmp_path)
     assert "999 dimensions" in one_line(r)
+
+
+def test_json_commands_print_nothing_but_json_on_stdout(tmp_path):
+    store = str(tmp_path / "st")
+    s, _ = filled(store, 60)
+    s.close()
+    st = ["--store", store]
+    path = tmp_path / "more.jsonl"
+    path.write_text(_lines(3).replace('"d', '"m'))
+    for args in (["models", "--json"], ["sets", "list", "--json", *st],
+                 ["sets", "info", "s", "--json", *st], ["docs", "list", "s", "--json", *st],
+                 ["sets", "check", "s", "--json", *st],
+                 ["check", "s", "--funnel", "384:binary:60,384", "--sample", "5", "--json", *st],
+                 ["index", "s", str(path), "--json", *st]):
+        r = mrlkit(*args, cwd=tmp_path)
+        assert r.returncode == 0, (args, r.stderr)
+        text = r.stdout.decode()
+        try:
+            json.loads(text)
+        except ValueError:  # JSON lines
+            assert all(json.loads(line) is not None for line in text.splitlines()), args
+        assert text.strip(), args

@@ -225,3 +225,15 @@ def test_bad_texts_are_refused_before_any_request(ollama_server):
     with pytest.raises(errors.InvalidInputError, match="single string"):
         ollama(ollama_server).embed("just a string")
     assert ollama_server.requests == []
+
+
+def test_a_refused_connection_fails_at_once_with_the_address(monkeypatch):
+    from mrlkit.providers import _http
+
+    slept = []
+    monkeypatch.setattr(_http.time, "sleep", slept.append)
+    provider = OpenAIProvider(get_spec("text-embedding-3-small"), api_key="k",
+                              base_url="http://127.0.0.1:9/v1", max_retries=5, backoff=1.0)
+    with pytest.raises(errors.ProviderConnectionError, match="127.0.0.1:9"):
+        provider.embed(["a"])
+    assert slept == []  # no back-off retries against a port where nothing listens

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import sys
 import warnings
 from pathlib import Path
 from typing import Annotated, Optional
@@ -22,17 +24,25 @@ app.add_typer(eval_app, name="eval")
 ModelOpt = Annotated[str, typer.Option(help="Model name from `mrlkit models`.")]
 DimsOpt = Annotated[Optional[str], typer.Option(help="e.g. 64,128,256 (default: the model's "
                     "allowed dims, or powers of two).")]
-JsonOpt = Annotated[Optional[Path], typer.Option("--json", help="Write the report as JSON.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print the report as JSON on stdout "
+                                                      "(and nothing else).")]
+OutputOpt = Annotated[Optional[Path], typer.Option("--output", "-o",
+                                                   help="Write the report as JSON to a file.")]
 CsvOpt = Annotated[Optional[Path], typer.Option("--csv", help="Write the rows as CSV.")]
 
 
-def _save(result: dict, json_path: Optional[Path], csv_path: Optional[Path] = None) -> None:
+def _save(result: dict, json_out: bool, output: Optional[Path],
+          csv_path: Optional[Path] = None) -> None:
     from ..evaluation import report as rep
 
-    if json_path:
-        rep.write_json(result, json_path)
+    if output:
+        rep.write_json(result, output)
+        err.print(f"wrote {output}")
     if csv_path:
         rep.write_csv(result["results"], csv_path)
+        err.print(f"wrote {csv_path}")
+    if json_out:
+        sys.stdout.write(json.dumps(result, default=str) + "\n")
 
 
 def _dims(text: Optional[str]) -> Optional[list[int]]:
@@ -57,12 +67,14 @@ def eval_retrieval(
     split: str = "test",
     ignore_identical_ids: Annotated[bool, typer.Option("--ignore-identical-ids",
                                     help="Drop a hit whose id equals the query id.")] = False,
-    json_path: JsonOpt = None,
+    json_out: JsonOpt = False,
+    output: OutputOpt = None,
     csv_path: CsvOpt = None,
     plot: Annotated[Optional[Path], typer.Option(help="PNG of the metric by dimension; the "
                     "Pareto plot goes beside it as <name>-pareto.png.")] = None,
 ) -> None:
     """nDCG@10, Recall@100, MRR@10, retention, bytes and latency per setting."""
+    out.quiet = json_out
     from ..evaluation import report as rep
     from ..evaluation.retrieval import evaluate_retrieval
 
@@ -73,7 +85,7 @@ def eval_retrieval(
                                     funnels=funnel or [], split=split,
                                     ignore_identical_ids=ignore_identical_ids)
     out.print(rep.retrieval_table(result))
-    _save(result, json_path, csv_path)
+    _save(result, json_out, output, csv_path)
     if plot:
         for p in rep.plot_retrieval(result, plot):
             err.print(f"wrote {p}")
@@ -85,11 +97,13 @@ def eval_similarity(
     model: ModelOpt = "all-MiniLM-L6-v2",
     dims: DimsOpt = None,
     split: str = "test",
-    json_path: JsonOpt = None,
+    json_out: JsonOpt = False,
+    output: OutputOpt = None,
     csv_path: CsvOpt = None,
     plot: Annotated[Optional[Path], typer.Option(help="PNG path.")] = None,
 ) -> None:
     """STS-B: Spearman with gold scores and mean pair similarity per dimension."""
+    out.quiet = json_out
     from ..evaluation import report as rep
     from ..evaluation.similarity import evaluate_similarity
 
@@ -99,7 +113,7 @@ def eval_similarity(
     out.print(rep.simple_table(f"{result['model']} on STS-B {split} ({result['pairs']} pairs)",
                                result["results"], ["dim", "spearman", "retention",
                                                    "mean_similarity", "bytes_per_vector"]))
-    _save(result, json_path, csv_path)
+    _save(result, json_out, output, csv_path)
     if plot:
         rep.plot_curve(result["results"], "spearman", plot,
                        f"{result['model']}: STS-B Spearman by dimension")
@@ -113,11 +127,13 @@ def eval_classification(
     text_col: str = "text",
     label_col: Annotated[Optional[str], typer.Option(help="Default: label or category.")
                          ] = None,
-    json_path: JsonOpt = None,
+    json_out: JsonOpt = False,
+    output: OutputOpt = None,
     csv_path: CsvOpt = None,
     plot: Annotated[Optional[Path], typer.Option(help="PNG path.")] = None,
 ) -> None:
     """Logistic-regression accuracy and k-means V-measure per dimension."""
+    out.quiet = json_out
     from ..evaluation import report as rep
     from ..evaluation.classification import evaluate_classification
 
@@ -129,7 +145,7 @@ def eval_classification(
         f"{result['model']} on {result['dataset']} ({result['labels']} labels)",
         result["results"], ["dim", "accuracy", "accuracy_retention", "v_measure",
                             "v_measure_retention", "bytes_per_vector"]))
-    _save(result, json_path, csv_path)
+    _save(result, json_out, output, csv_path)
     if plot:
         rep.plot_curve(result["results"], ["accuracy", "v_measure"], plot,
                        f"{result['model']} on {result['dataset']}: accuracy and V-measure")
@@ -143,11 +159,13 @@ def eval_adapt(
         help="A model from `mrlkit train` to compare (its catalog name).")] = None,
     dims: DimsOpt = None,
     steps: Annotated[int, typer.Option(help="Adaptor optimisation steps.")] = 300,
-    json_path: JsonOpt = None,
+    json_out: JsonOpt = False,
+    output: OutputOpt = None,
     csv_path: CsvOpt = None,
     plot: Annotated[Optional[Path], typer.Option(help="PNG path.")] = None,
 ) -> None:
     """Retention at each prefix for truncation, PCA rotation, adaptor and a fine-tune."""
+    out.quiet = json_out
     from ..evaluation import report as rep
     from ..evaluation.adaptation import compare
     from ..evaluation.adaptation import plot as plot_adapt
@@ -159,7 +177,7 @@ def eval_adapt(
         f"{result['model']} on {result['dataset']} ({result['metric']}, transforms fitted on "
         f"the {result['fitted_on']})", result["results"],
         ["method", "dim", result["metric"], "retention"]))
-    _save(result, json_path, csv_path)
+    _save(result, json_out, output, csv_path)
     if plot:
         plot_adapt(result, plot)
 
@@ -171,9 +189,11 @@ def advise_cmd(
     target: Annotated[float, typer.Option(help="Retention to keep, e.g. 0.95.")] = 0.95,
     metric: Annotated[str, typer.Option(help="ndcg@10, recall@100 or mrr@10.")] = "ndcg@10",
     split: str = "test",
-    json_path: JsonOpt = None,
+    json_out: JsonOpt = False,
+    output: OutputOpt = None,
 ) -> None:
     """The cheapest setting or funnel whose retention meets the target on your data."""
+    out.quiet = json_out
     from ..evaluation.advisor import advise
 
     if not 0 < target <= 1.5:
@@ -206,7 +226,7 @@ def advise_cmd(
         if c.get("non_mrl_truncation"):
             out.print("[yellow]This truncates a model that is not Matryoshka-trained: "
                       "use --allow-non-mrl, knowing the measured loss.[/]")
-    _save(result, json_path)
+    _save(result, json_out, output)
 
 
 @app.command("check-mrl")
@@ -214,9 +234,11 @@ def check_mrl_cmd(
     model: str,
     beir: Annotated[str, typer.Option("--beir", help="A BEIR folder to measure on.")],
     split: str = "test",
-    json_path: JsonOpt = None,
+    json_out: JsonOpt = False,
+    output: OutputOpt = None,
 ) -> None:
     """Does truncation behave as in a Matryoshka-trained model?"""
+    out.quiet = json_out
     from ..evaluation import report as rep
     from ..evaluation.advisor import check_mrl
 
@@ -229,4 +251,4 @@ def check_mrl_cmd(
     out.print(table)
     out.print(("[green]" if result["matryoshka_like"] else "[yellow]") + result["verdict"])
     out.print(f"[dim]Reference: {result['reference_source']}[/]")
-    _save(result, json_path)
+    _save(result, json_out, output)

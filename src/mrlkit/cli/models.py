@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import sys
+from typing import Annotated
 
 import typer
 from rich.table import Table
@@ -15,11 +17,17 @@ app.add_typer(models_app, name="models")
 
 # --- models ------------------------------------------------------------------
 @models_app.callback()
-def models(ctx: typer.Context) -> None:
+def models(ctx: typer.Context, json_out: Annotated[bool, typer.Option(
+        "--json", help="Print the catalog as JSON lines on stdout.")] = False) -> None:
     """List the catalog: name, provider, native dim, MRL, allowed dims."""
     if ctx.invoked_subcommand is not None:
         return
     from ..registry import list_specs
+
+    if json_out:
+        for spec in list_specs():
+            sys.stdout.write(json.dumps(spec.as_dict()) + "\n")
+        return
 
     table = Table(title="mrlkit models")
     table.add_column("name", no_wrap=True)

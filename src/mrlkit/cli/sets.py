@@ -55,12 +55,18 @@ def sets_index(name: str, funnel: Annotated[str, typer.Option(
 
 
 @sets_app.command("list")
-def sets_list(store: StoreOpt = None) -> None:
+def sets_list(store: StoreOpt = None, json_out: Annotated[bool, typer.Option(
+        "--json", help="Print the sets as JSON lines on stdout.")] = False) -> None:
     """List the sets of a store."""
+    sets = _store(store).list_sets()
+    if json_out:
+        for s in sets:
+            sys.stdout.write(json.dumps(s.as_dict()) + "\n")
+        return
     table = Table(title="embedding sets")
     for col in ("name", "model", "truncate_dim", "stored dim", "storage", "documents"):
         table.add_column(col)
-    for s in _store(store).list_sets():
+    for s in sets:
         table.add_row(s.name, s.model, str(s.truncate_dim or "native"), str(s.stored_dim),
                       s.storage, str(s.count))
     out.print(table)
@@ -172,7 +178,9 @@ def index(name: str, path: str, store: StoreOpt = None,
           encode_batch_size: EncodeBatchOpt = None,
           quiet: Annotated[bool, typer.Option("--quiet", "-q",
                            help="No progress (on a terminal: a bar; in a log: lines "
-                                "with rate and ETA).")] = False) -> None:
+                                "with rate and ETA).")] = False,
+          json_out: Annotated[bool, typer.Option(
+              "--json", help="Print what was done as JSON on stdout.")] = False) -> None:
     """Embed and add documents: a JSONL file, a BEIR corpus.jsonl, or a folder of .txt/.md."""
     from ..documents import read_documents
     from ..embedding_set import EmbeddingSet
@@ -185,6 +193,10 @@ def index(name: str, path: str, store: StoreOpt = None,
         warnings.simplefilter("ignore")  # the set's creation already warned about truncation
         done = s.add_stream(records, total=total, batch_size=batch_size, upsert=upsert,
                             progress=not quiet)
+    if json_out:
+        sys.stdout.write(json.dumps({"set": name, **done.__dict__,
+                                     "collapsed": collapsed}) + "\n")
+        return
     out.print(f"indexed {done.added} documents into {name}"
               + (f" ({done.replaced} replaced by id)" if done.replaced else "")
               + (f"; skipped {done.skipped} already stored with the same text"

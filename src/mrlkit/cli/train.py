@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import sys
 import time
 from pathlib import Path
 from typing import Annotated, Optional
@@ -20,9 +22,11 @@ def adapt_cmd(
     method: Annotated[str, typer.Option(help="pca (closed form) or adaptor (learned).")] = "pca",
     steps: Annotated[int, typer.Option(help="adaptor: optimisation steps.")] = 300,
     store: StoreOpt = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the adapted set as JSON.")
+                        ] = False,
 ) -> None:
-    """Make a set's prefixes meaningful without a model call: fit an orthogonal transform on
-    its stored vectors and apply it to them and to every later query."""
+    """Make a set's prefixes meaningful without a model call: fit an orthogonal transform
+    on its stored vectors and apply it to them and to every later query."""
     from ..progress import Progress
     from ..transform import adapt, check_method
 
@@ -34,6 +38,9 @@ def adapt_cmd(
         info = adapt(st, name, method, steps=steps,
                      progress=lambda i, n, loss: bar.advance(
                          1, description=f"fitting adaptor (loss {loss:.5f})"))
+    if json_out:
+        sys.stdout.write(json.dumps(info.as_dict()) + "\n")
+        return
     out.print(f"set {name}: {method} fitted on {info.count:,} stored vectors and applied in "
               f"{time.perf_counter() - t0:.1f} s; prefixes now meant for "
               f"{', '.join(map(str, info.mrl_dims or []))} dimensions. Full-dimension scores "

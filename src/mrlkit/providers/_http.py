@@ -68,7 +68,9 @@ class JSONClient:
             try:
                 response = self._client.post(path, json=payload)
             except httpx.TransportError as exc:
-                if attempt < self.max_retries:
+                # nothing listens there: retrying for seconds only hides a wrong address
+                refused = isinstance(exc, httpx.ConnectError) and "refused" in str(exc).lower()
+                if attempt < self.max_retries and not refused:
                     time.sleep(min(self.max_backoff, self.backoff * 2 ** attempt))
                     continue
                 raise ProviderConnectionError(
