@@ -319,3 +319,28 @@ def test_json_commands_print_nothing_but_json_on_stdout(tmp_path):
         except ValueError:  # JSON lines
             assert all(json.loads(line) is not None for line in text.splitlines()), args
         assert text.strip(), args
+
+
+def test_csv_and_parquet_input_with_named_fields(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    store = str(tmp_path / "st")
+    open_store(store).create_set("s", MODEL)
+    (tmp_path / "docs.csv").write_text("key,body,lang\nk1,Green tea is brewed.,en\n"
+                                       "k2,Der Mond kreist.,de\n")
+    r = mrlkit("add", "s", str(tmp_path / "docs.csv"), "--id-field", "nope",
+               "--store", store, cwd=tmp_path)
+    assert "no field 'nope' for the id (fields: key, body, lang)" in one_line(r)
+    r = mrlkit("add", "s", str(tmp_path / "docs.csv"), "--id-field", "key", "--text-field",
+               "body", "--store", store, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    pq.write_table(pa.table({"key": ["k3"], "body": ["Rust is safe."], "year": [2024]}),
+                   tmp_path / "docs.parquet")
+    r = mrlkit("index", "s", str(tmp_path / "docs.parquet"), "--id-field", "key",
+               "--text-field", "body", "--store", store, cwd=tmp_path)  # the old name
+    assert r.returncode == 0, r.stderr
+    s = open_store(store)
+    got = s.get("s", ["k1", "k3"])
+    assert got[0].metadata == {"lang": "en"} and got[1].metadata == {"year": 2024}
+    assert s.get_set("s").count == 3

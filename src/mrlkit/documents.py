@@ -13,9 +13,11 @@ Example::
 
 from __future__ import annotations
 
+import csv
 import json
-from pathlib import Path
 from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, NamedTuple
 
 from .errors import InvalidInputError
@@ -52,20 +54,69 @@ def read_jsonl(path: str | Path, *, error: type[InvalidInputError] = InvalidInpu
             yield n, rec
 
 
-def _jsonl(path: Path, upsert: bool = False) -> Iterator[dict[str, Any]]:
-    """Index records of a JSONL file, each checked as the store will check it, so that a
-    bad line is named (file, line, id) before anything is embedded or stored. With
+@dataclass(frozen=True)
+class Fields:
+    """Which field of an input record is the id, the text, the title and the metadata.
+    None: the usual names (``id`` or BEIR's ``_id``, ``text``, ``title``, ``metadata``);
+    in CSV and parquet, where records are flat, every other column is metadata."""
+
+    id: str | None = None
+    text: str | None = None
+    title: str | None = None
+
+
+def _rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line or row number, record) of a JSONL, CSV or parquet file."""
+    if path.suffix == ".jsonl":
+        yield from read_jsonl(path)
+    elif path.suffix == ".csv":
+        try:
+            with open(path, newline="", encoding="utf-8") as fh:
+                for n, row in enumerate(csv.DictReader(fh), 2):
+                    yield n, dict(row)
+        except UnicodeDecodeError:
+            raise InvalidInputError(f"{path}: not UTF-8 text") from None
+    else:
+        try:
+            import pyarrow.parquet as pq
+        except ImportError:
+            raise InvalidInputError("reading parquet needs pyarrow: pip install pyarrow") \
+                from None
+        try:
+            table = pq.read_table(path)
+        except Exception as exc:  # pyarrow raises its own kinds for a bad file
+            raise InvalidInputError(f"{path}: not a parquet file ({exc})") from None
+        for n, row in enumerate(table.to_pylist(), 1):
+            yield n, row
+
+
+def _records(path: Path, fields: Fields, upsert: bool = False) -> Iterator[dict[str, Any]]:
+    """Index records of a file, each checked as the store will check it, so that a bad
+    record is named (file, line, id) before anything is embedded or stored. With
     ``upsert`` a repeated id is allowed: its last line wins."""
     from .stores.rules import check_ids, check_metadata
 
+    flat = path.suffix != ".jsonl"
     seen: dict[str, int] = {}
-    for n, rec in read_jsonl(path):
-        doc_id, text, title = rec.get("id", rec.get("_id")), rec.get("text"), rec.get("title")
+    for n, rec in _rows(path):
+        if not seen:  # a field named on the command line must exist in the first record
+            for what, name in (("id", fields.id), ("text", fields.text),
+                               ("title", fields.title)):
+                if name is not None and name not in rec:
+                    raise InvalidInputError(f"{path}:{n}: no field {name!r} for the {what} "
+                                            f"(fields: {', '.join(map(str, rec))})")
+        id_key = fields.id or ("id" if "id" in rec else "_id")
+        text_key, title_key = fields.text or "text", fields.title or "title"
+        doc_id, text, title = rec.get(id_key), rec.get(text_key), rec.get(title_key)
         if doc_id is None or not isinstance(text, str):
-            raise InvalidInputError(f"{path}:{n}: expected 'id' (or '_id') and 'text'")
+            raise InvalidInputError(f"{path}:{n}: expected {id_key!r} and {text_key!r}"
+                                    + ("" if fields.id else " (or '_id')")
+                                    + "; --id-field and --text-field name others")
+        meta = {k: v for k, v in rec.items() if k not in (id_key, text_key, title_key)} \
+            if flat else rec.get("metadata") or {}
         try:
             doc_id = check_ids([doc_id])[0]
-            meta = check_metadata(doc_id, rec.get("metadata") or {})
+            meta = check_metadata(doc_id, meta)
         except InvalidInputError as exc:
             raise InvalidInputError(f"{path}:{n}: {exc}") from None
         if doc_id in seen and not upsert:
@@ -96,9 +147,11 @@ class Documents(NamedTuple):
     collapsed: int = 0  # repeated ids dropped in favour of their last line (upsert)
 
 
-def read_documents(path: str | Path, *, upsert: bool = False) -> Documents:
-    """Records and their count. A JSONL file is validated whole before the first record
-    is returned; with ``upsert``, ids repeated in it are collapsed (the last line wins)."""
+def read_documents(path: str | Path, *, upsert: bool = False,
+                   fields: Fields = Fields()) -> Documents:
+    """Records and their count. A JSONL, CSV or parquet file is validated whole before
+    the first record is returned; with ``upsert``, ids repeated in it are collapsed (the
+    last line wins)."""
     p = Path(path)
     if p.is_dir():
         files = [f for f in p.rglob("*") if f.suffix in (".txt", ".md") and f.is_file()]
@@ -107,17 +160,18 @@ def read_documents(path: str | Path, *, upsert: bool = False) -> Documents:
         return Documents(_folder(p), len(files))
     if not p.is_file():
         raise InvalidInputError(f"{p} does not exist")
-    if p.suffix != ".jsonl":
-        raise InvalidInputError(f"{p}: expected a .jsonl file or a folder of .txt/.md files")
+    if p.suffix not in (".jsonl", ".csv", ".parquet"):
+        raise InvalidInputError(f"{p}: expected a .jsonl, .csv or .parquet file, or a folder "
+                                "of .txt/.md files")
     # a full validating pass first: a bad line deep in the file must fail the command
     # before any batch is embedded or stored (parsing costs little next to embedding)
     last: dict[str, int] = {}
     lines = 0
-    for n, rec in enumerate(_jsonl(p, upsert)):
+    for n, rec in enumerate(_records(p, fields, upsert)):
         last[rec["id"]] = n
         lines += 1
     if len(last) == lines:
-        return Documents(_jsonl(p, upsert), lines)
+        return Documents(_records(p, fields, upsert), lines)
     keep = set(last.values())
-    return Documents((rec for n, rec in enumerate(_jsonl(p, upsert)) if n in keep),
+    return Documents((rec for n, rec in enumerate(_records(p, fields, upsert)) if n in keep),
                      len(last), lines - len(last))

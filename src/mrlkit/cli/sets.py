@@ -1,4 +1,4 @@
-"""`mrlkit sets …`, `index` and `search`: embedding sets and their documents."""
+"""`mrlkit sets …`, `add` and `search`: embedding sets and their documents."""
 
 from __future__ import annotations
 
@@ -169,8 +169,8 @@ def sets_truncate(name: str, dim: Annotated[int, typer.Option(help="New, smaller
 sets_app.command("reindex", hidden=True)(sets_truncate)
 
 
-@app.command("index")
-def index(name: str, path: str, store: StoreOpt = None,
+@app.command("add")
+def add(name: str, path: str, store: StoreOpt = None,
           batch_size: Annotated[int, typer.Option(help="Documents per atomic batch.")] = 256,
           upsert: Annotated[bool, typer.Option(help="Replace documents whose id exists.")
                             ] = False,
@@ -179,13 +179,21 @@ def index(name: str, path: str, store: StoreOpt = None,
           quiet: Annotated[bool, typer.Option("--quiet", "-q",
                            help="No progress (on a terminal: a bar; in a log: lines "
                                 "with rate and ETA).")] = False,
+          id_field: Annotated[Optional[str], typer.Option(
+              help="The id field (default: id, or BEIR's _id).")] = None,
+          text_field: Annotated[Optional[str], typer.Option(
+              help="The text field (default: text).")] = None,
+          title_field: Annotated[Optional[str], typer.Option(
+              help="A title embedded with the text (default: title, when present).")] = None,
           json_out: Annotated[bool, typer.Option(
               "--json", help="Print what was done as JSON on stdout.")] = False) -> None:
-    """Embed and add documents: a JSONL file, a BEIR corpus.jsonl, or a folder of .txt/.md."""
-    from ..documents import read_documents
+    """Embed and add documents: a JSONL, CSV or parquet file (--id-field, --text-field),
+    a BEIR corpus.jsonl, or a folder of .txt/.md files."""
+    from ..documents import Fields, read_documents
     from ..embedding_set import EmbeddingSet
 
-    records, total, collapsed = read_documents(path, upsert=upsert)
+    records, total, collapsed = read_documents(
+        path, upsert=upsert, fields=Fields(id_field, text_field, title_field))
     st = _store(store)
     options = provider_options(st.get_set(name).model, device, encode_batch_size)
     s = EmbeddingSet(st, name, **options)
@@ -203,6 +211,10 @@ def index(name: str, path: str, store: StoreOpt = None,
                  if done.skipped else "")
               + (f"; {collapsed} repeated ids in {path} collapsed (the last line won)"
                  if collapsed else ""))
+
+
+# the old name, kept hidden for one release
+app.command("index", hidden=True)(add)
 
 
 @app.command("search")
