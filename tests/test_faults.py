@@ -344,3 +344,37 @@ def test_csv_and_parquet_input_with_named_fields(tmp_path):
     got = s.get("s", ["k1", "k3"])
     assert got[0].metadata == {"lang": "en"} and got[1].metadata == {"year": 2024}
     assert s.get_set("s").count == 3
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "npy", "jsonl"])
+def test_export_then_add_vectors_round_trips_a_set_without_a_model(tmp_path, fmt):
+    store = str(tmp_path / "st")
+    s, x = filled(store, 40)
+    s.add("s", ["m"], unit(1, seed=4), ["with meta"], [{"lang": "en", "n": 2}])
+    s.create_set("copy", MODEL)
+    s.close()
+    st = ["--store", store]
+    out_file = tmp_path / f"export.{fmt}"
+    r = mrlkit("sets", "export", "s", "--output", str(out_file), *st, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    if fmt == "parquet":
+        r = mrlkit("add-vectors", "copy", str(out_file), *st, cwd=tmp_path)
+    elif fmt == "npy":
+        ids_file = tmp_path / "ids.txt"
+        ids_file.write_text("".join(json.loads(line)["id"] + "\n" for line in
+                                    (tmp_path / "export.jsonl").read_text().splitlines()))
+        r = mrlkit("add-vectors", "copy", str(out_file), "--ids", str(ids_file), *st,
+                   cwd=tmp_path)
+    else:
+        assert json.loads(out_file.read_text().splitlines()[0])["embedding"]
+        return
+    assert r.returncode == 0, r.stderr
+    copy = open_store(store)
+    assert copy.get_set("copy").count == 41
+    q = unit(4, seed=8)
+    assert exact_ids(copy, q, name="copy") == exact_ids(copy, q, name="s")
+    if fmt == "parquet":
+        got = copy.get("copy", ["m"])[0]
+        assert got.text == "with meta" and got.metadata == {"lang": "en", "n": 2}
+    assert "--ids" in one_line(mrlkit("add-vectors", "copy", str(out_file), *st,
+                                      cwd=tmp_path)) if fmt == "npy" else True

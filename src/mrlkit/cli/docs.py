@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Annotated, Any
+from pathlib import Path
+from typing import Annotated, Any, Optional
 
 import typer
 from rich.table import Table
 
 from ..errors import InvalidInputError
-from ._common import StoreOpt, _store, app, out
+from ._common import StoreOpt, _store, app, err, out
+from .sets import sets_app
 
 docs_app = typer.Typer(help="The documents of a set: get, list, delete.", no_args_is_help=True)
 app.add_typer(docs_app, name="docs")
@@ -89,3 +91,117 @@ def check_funnel(name: str,
     table.add_row(f"{100 * result.recall:.1f}%", str(result.k), f"{result.p50_ms:.2f}",
                   f"{result.exact_p50_ms:.2f}")
     out.print(table)
+
+
+def _metadata(columns: dict[str, Any]) -> dict[str, Any]:
+    """A row's metadata: its other columns; a ``metadata`` column holding a JSON object
+    (as `sets export` writes it) is unpacked."""
+    packed = columns.pop("metadata", None)
+    if isinstance(packed, str):
+        try:
+            packed = json.loads(packed)
+        except ValueError:
+            return {**columns, "metadata": packed}
+    return {**(packed if isinstance(packed, dict) else {}), **columns}
+
+
+@app.command("add-vectors")
+def add_vectors(name: str,
+                path: Annotated[Path, typer.Argument(help=".npy (with --ids) or .parquet.")],
+                ids: Annotated[Optional[Path], typer.Option(
+                    help=".npy input: a text file of ids, one per line, in row order.")] = None,
+                id_field: Annotated[str, typer.Option(help="parquet: the id column.")] = "id",
+                vector_field: Annotated[str, typer.Option(
+                    help="parquet: the vector column.")] = "embedding",
+                text_field: Annotated[str, typer.Option(
+                    help="parquet: a text column, when present.")] = "text",
+                upsert: Annotated[bool, typer.Option(help="Replace existing ids.")] = False,
+                store: StoreOpt = None) -> None:
+    """Add precomputed vectors (at the set's stored dimension; normalised on the way in)
+    with no model call: one atomic batch per 10,000 rows."""
+    import numpy as np
+
+    from ..progress import Progress
+
+    texts: list[Any] | None = None
+    metadata: list[dict[str, Any]] | None = None
+    if path.suffix == ".npy":
+        if ids is None:
+            raise InvalidInputError("a .npy file needs --ids FILE (one id per line)")
+        try:
+            x = np.load(path, allow_pickle=False)
+            id_list = [line for line in ids.read_text("utf-8").splitlines() if line.strip()]
+        except (OSError, ValueError, UnicodeDecodeError) as exc:
+            raise InvalidInputError(f"cannot read {path} or {ids}: {exc}") from None
+    elif path.suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        try:
+            rows = pq.read_table(path).to_pylist()
+        except Exception as exc:  # pyarrow's own kinds for a bad file
+            raise InvalidInputError(f"{path}: not a parquet file ({exc})") from None
+        if rows and (id_field not in rows[0] or vector_field not in rows[0]):
+            raise InvalidInputError(f"{path}: needs columns {id_field!r} and "
+                                    f"{vector_field!r} (has {', '.join(rows[0])})")
+        id_list = [r[id_field] for r in rows]
+        x = np.asarray([r[vector_field] for r in rows], np.float32)
+        texts = [r.get(text_field) for r in rows]
+        metadata = [_metadata({k: v for k, v in r.items()
+                               if k not in (id_field, vector_field, text_field)})
+                    for r in rows]
+    else:
+        raise InvalidInputError(f"{path}: expected .npy (with --ids) or .parquet")
+    if len(id_list) != len(x):
+        raise InvalidInputError(f"{len(id_list)} ids but {len(x)} vectors")
+    st = _store(store)
+    added = 0
+    with Progress(f"adding vectors to {name}", len(id_list), unit="vectors") as bar:
+        for start in range(0, len(id_list), 10_000):
+            end = start + 10_000
+            added += st.add(name, id_list[start:end], x[start:end],
+                            texts[start:end] if texts else None,
+                            metadata[start:end] if metadata else None, upsert=upsert)
+            bar.advance(min(end, len(id_list)) - start)
+    out.print(f"added {added:,} vectors to {name} (no model call)")
+
+
+@sets_app.command("export")
+def sets_export(name: str,
+                output: Annotated[Path, typer.Option("--output", "-o",
+                                                     help=".parquet, .npy or .jsonl.")],
+                store: StoreOpt = None) -> None:
+    """Export a set's ids, texts, metadata and stored vectors: .parquet (one row each),
+    .jsonl (one line each), or .npy (the vectors; ids, texts and metadata in
+    <name>.jsonl beside it)."""
+    import numpy as np
+
+    if output.suffix not in (".parquet", ".npy", ".jsonl"):
+        raise InvalidInputError(f"--output must end in .parquet, .npy or .jsonl, not "
+                                f"{output.name!r}")
+    if not output.resolve().parent.is_dir():
+        raise InvalidInputError(f"the folder {output.parent} does not exist")
+    st = _store(store)
+    ids, x = st.vectors(name)
+    docs = []
+    for start in range(0, len(ids), 5_000):
+        docs += st.get(name, ids[start:start + 5_000])
+    rows = [{"id": i, "text": d.text if d else None, "metadata": d.metadata if d else {}}
+            for i, d in zip(ids, docs)]
+    if output.suffix == ".parquet":
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        pq.write_table(pa.table({
+            "id": ids, "text": [r["text"] for r in rows],
+            "metadata": [json.dumps(r["metadata"]) for r in rows],
+            "embedding": pa.array(list(x.astype(np.float32)), pa.list_(pa.float32()))}),
+            output)
+    elif output.suffix == ".npy":
+        np.save(output, x.astype(np.float32))
+        side = output.with_suffix(".jsonl")
+        side.write_text("".join(json.dumps(r) + "\n" for r in rows), "utf-8")
+        err.print(f"ids, texts and metadata in {side}")
+    else:
+        output.write_text("".join(json.dumps({**r, "embedding": v.tolist()}) + "\n"
+                                  for r, v in zip(rows, x)), "utf-8")
+    out.print(f"exported {len(ids):,} documents of {name} to {output}")
