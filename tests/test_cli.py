@@ -106,3 +106,7 @@ def test_eval_json_is_the_report_alone_on_stdout_and_output_writes_a_file(tmp_pa
     assert {row["dim"] for row in report["results"]} == {64, 384}
     assert json.loads((tmp_path / "report.json").read_text()) == report
     assert (tmp_path / "p.png").exists() and (tmp_path / "p-pareto.png").exists()
+    assert report["queries"] == 2
+    r = run("eval", "retrieval", str(beir), "--dims", "384", "--precisions", "float32",
+            "--max-queries", "1", "--json", cwd=tmp_path)
+    assert json.loads(r.stdout)["queries"] == 1, r.stderr

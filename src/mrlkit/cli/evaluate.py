@@ -67,6 +67,8 @@ def eval_retrieval(
     split: str = "test",
     ignore_identical_ids: Annotated[bool, typer.Option("--ignore-identical-ids",
                                     help="Drop a hit whose id equals the query id.")] = False,
+    max_queries: Annotated[Optional[int], typer.Option(
+        help="Evaluate on the first N queries of the split only (faster, noisier).")] = None,
     json_out: JsonOpt = False,
     output: OutputOpt = None,
     csv_path: CsvOpt = None,
@@ -83,7 +85,8 @@ def eval_retrieval(
         result = evaluate_retrieval(beir_dir, model, dims=_dims(dims),
                                     precisions=[p.strip() for p in precisions.split(",")],
                                     funnels=funnel or [], split=split,
-                                    ignore_identical_ids=ignore_identical_ids)
+                                    ignore_identical_ids=ignore_identical_ids,
+                                    max_queries=max_queries)
     out.print(rep.retrieval_table(result))
     _save(result, json_out, output, csv_path)
     if plot:

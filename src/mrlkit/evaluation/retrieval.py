@@ -15,6 +15,8 @@ Example::
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import tempfile
 import time
 from collections.abc import Sequence
@@ -68,7 +70,8 @@ def embed_beir(ds: BeirDataset, model: str) -> tuple[np.ndarray, np.ndarray]:
 def evaluate_retrieval(folder: str, model: str, *, dims: Sequence[int] | None = None,
                        precisions: Sequence[str] = ("float32", "float16", "int8", "binary"),
                        funnels: Sequence[str] = (), split: str = "test",
-                       ignore_identical_ids: bool = False) -> dict:
+                       ignore_identical_ids: bool = False,
+                       max_queries: int | None = None) -> dict:
     """Evaluate every ``dims`` × ``precisions`` setting, and each funnel.
 
     Returns ``{"model", "dataset", "split", "native_dim", "supports_mrl", "results": [...]}``
@@ -77,7 +80,16 @@ def evaluate_retrieval(folder: str, model: str, *, dims: Sequence[int] | None = 
     and p50 single-query latency.
     """
     spec = get_spec(model)
+    if max_queries is not None and max_queries < 1:
+        from ..errors import InvalidInputError
+
+        raise InvalidInputError(f"--max-queries must be at least 1, not {max_queries}")
     ds = load_beir(folder, split)
+    if max_queries is not None and max_queries < len(ds.query_ids):
+        # the first queries in the split's order: the same subset every run
+        keep = ds.query_ids[:max_queries]
+        ds = replace(ds, query_ids=keep, query_texts=ds.query_texts[:max_queries],
+                     qrels={q: ds.qrels[q] for q in keep})
     dims = sorted(set(dims or spec.default_dims()))
     for d in dims:
         if not 0 < d <= spec.native_dim:
