@@ -378,3 +378,14 @@ def test_export_then_add_vectors_round_trips_a_set_without_a_model(tmp_path, fmt
         assert got.text == "with meta" and got.metadata == {"lang": "en", "n": 2}
     assert "--ids" in one_line(mrlkit("add-vectors", "copy", str(out_file), *st,
                                       cwd=tmp_path)) if fmt == "npy" else True
+
+
+def test_advise_without_labels_picks_the_cheapest_funnel_on_the_set(tmp_path):
+    store = str(tmp_path / "st")
+    filled(store, 150)
+    r = mrlkit("advise", "--set", "s", "--target", "0.9", "--json", "--store", store,
+               cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    got = json.loads(r.stdout)
+    assert got["choice"]["recall"] >= 0.9 and len(got["table"]) >= 4
+    assert "one of them" in one_line(mrlkit("advise", cwd=tmp_path))

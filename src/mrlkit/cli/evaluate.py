@@ -12,7 +12,7 @@ import typer
 from rich.table import Table
 
 from ..errors import InvalidInputError
-from ._common import app, err, out
+from ._common import StoreOpt, _store, app, err, out
 
 
 # --- evaluation -------------------------------------------------------------------
@@ -187,16 +187,26 @@ def eval_adapt(
 
 @app.command("advise")
 def advise_cmd(
-    beir_dir: str,
+    beir_dir: Annotated[Optional[str], typer.Argument(
+        help="A BEIR folder with relevance judgements (or use --set).")] = None,
     model: ModelOpt = "all-MiniLM-L6-v2",
     target: Annotated[float, typer.Option(help="Retention to keep, e.g. 0.95.")] = 0.95,
     metric: Annotated[str, typer.Option(help="ndcg@10, recall@100 or mrr@10.")] = "ndcg@10",
     split: str = "test",
+    set_name: Annotated[Optional[str], typer.Option(
+        "--set", help="No judgements: a set of your store, its own documents as queries; "
+                      "the target is recall@10 against exact search.")] = None,
+    store: StoreOpt = None,
     json_out: JsonOpt = False,
     output: OutputOpt = None,
 ) -> None:
     """The cheapest setting or funnel whose retention meets the target on your data."""
     out.quiet = json_out
+    if (beir_dir is None) == (set_name is None):
+        raise InvalidInputError("give a BEIR folder or --set NAME (one of them)")
+    if set_name is not None or beir_dir is None:
+        _advise_set(str(set_name), target, store, json_out, output)
+        return
     from ..evaluation.advisor import advise
 
     if not 0 < target <= 1.5:
@@ -230,6 +240,25 @@ def advise_cmd(
             out.print("[yellow]This truncates a model that is not Matryoshka-trained: "
                       "use --allow-non-mrl, knowing the measured loss.[/]")
     _save(result, json_out, output)
+
+
+def _advise_set(name: str, target: float, store: Optional[str], json_out: bool,
+                output: Optional[Path]) -> None:
+    from ..evaluation.selfcheck import advise_set
+
+    result = advise_set(_store(store), name, target=target)
+    table = Table(title=f"{name}: funnels on its own documents (recall@10 against exact, "
+                        f"target {target:.0%})")
+    for col in ("funnel", "recall@10", "p50 ms", "exact p50 ms"):
+        table.add_column(col, justify="right" if col != "funnel" else "left")
+    for c in result.table:
+        mark = "[bold green]→ " if result.choice is c else ""
+        table.add_row(mark + c.funnel, f"{100 * c.recall:.1f}%", f"{c.p50_ms:.2f}",
+                      f"{c.exact_p50_ms:.2f}")
+    out.print(table)
+    out.print(f"Advice: [bold]{result.choice.funnel}[/]" if result.choice else
+              f"No funnel tried keeps {target:.0%}: search exactly.")
+    _save(result.as_dict(), json_out, output)
 
 
 @app.command("check-mrl")

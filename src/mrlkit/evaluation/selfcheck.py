@@ -70,3 +70,48 @@ def _p50(store: Store[Any], name: str, q: np.ndarray, k: int, funnel: Funnel) ->
         store.search(name, row[None], k=k, funnel=funnel)
         lat.append((time.perf_counter() - t0) * 1000)
     return round(float(np.median(lat)), 3)
+
+
+@dataclass(frozen=True)
+class SetAdvice:
+    """The cheapest funnel (bytes per vector its first stage scans, then latency) whose
+    recall@k against exact search on the set's own documents meets ``target``."""
+
+    set: str
+    target: float
+    choice: FunnelCheck | None
+    table: list[FunnelCheck]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"set": self.set, "target": self.target,
+                "choice": self.choice.as_dict() if self.choice else None,
+                "table": [c.as_dict() for c in self.table]}
+
+
+def candidate_funnels(stored_dim: int) -> list[str]:
+    """Funnels worth trying on a set: binary codes of the whole vector or a half prefix,
+    and float or int8 prefixes for models whose prefixes carry meaning."""
+    d = stored_dim
+    out = [f"{d}:binary:200,{d}", f"{d}:binary:500,{d}", f"{d // 2}:binary:500,{d}",
+           f"{d // 4}:int8:200,{d}", f"{d // 4}:float32:200,{d}", f"{d // 6}:float32:500,{d}"]
+    return [f for f in dict.fromkeys(out) if int(f.split(":")[0]) >= 8]
+
+
+def advise_set(store: Store[Any], name: str, *, target: float = 0.95, sample: int = 200,
+               k: int = 10) -> SetAdvice:
+    """Label-free advice: try :func:`candidate_funnels` on the set's own documents."""
+    from .. import vectors
+
+    if not 0 < target <= 1:
+        raise InvalidInputError(f"the target is a recall such as 0.95, not {target}")
+    dim = store.get_set(name).stored_dim
+    table = [funnel_recall(store, name, Funnel.parse(f), sample=sample, k=k)
+             for f in candidate_funnels(dim)]
+
+    def cost(c: FunnelCheck) -> tuple[int, float]:
+        first = Funnel.parse(c.funnel).stages[0]
+        return vectors.bytes_per_vector(first.dim, first.precision), c.p50_ms
+
+    table.sort(key=cost)
+    ok = [c for c in table if c.recall >= target]
+    return SetAdvice(name, target, ok[0] if ok else None, table)
