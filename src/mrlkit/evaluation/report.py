@@ -55,14 +55,26 @@ def retrieval_table(report: dict) -> Table:
     return table
 
 
+def cell(column: str, value: object) -> str:
+    """One table cell as a person reads it: retention as a percentage (JSON keeps the
+    fraction), other floats to 4 decimals, yes/no for booleans, '—' for nothing."""
+    if value is None:
+        return "—"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return f"{value:.1%}" if "retention" in column or column == "reference" \
+            else f"{value:.4f}"
+    return str(value)
+
+
 def simple_table(title: str, rows: list[dict], columns: list[str]) -> Table:
-    """A table of ``columns`` of ``rows``; floats below 1.5 print as 4 decimals."""
+    """A table of ``columns`` of ``rows`` (see :func:`cell`)."""
     table = Table(title=title)
     for c in columns:
         table.add_column(c, justify="right")
     for r in rows:
-        table.add_row(*[f"{r[c]:.4f}" if isinstance(r[c], float) else str(r[c])
-                        for c in columns])
+        table.add_row(*[cell(c, r[c]) for c in columns])
     return table
 
 
