@@ -389,3 +389,24 @@ def test_advise_without_labels_picks_the_cheapest_funnel_on_the_set(tmp_path):
     got = json.loads(r.stdout)
     assert got["choice"]["recall"] >= 0.9 and len(got["table"]) >= 4
     assert "one of them" in one_line(mrlkit("advise", cwd=tmp_path))
+
+
+@pytest.mark.parametrize("args, message", [
+    (["search", "s", "q", "--funnel", "64:bogus:10,384"], "bad funnel stage"),
+    (["search", "s", "q", "--funnel", "999:binary:10,384"], "999 dimensions"),
+    (["embed", "hi", "--dim", "1000"], "1000"),
+    (["add", "s", "FILE", "--text-field", "body"], "no field 'body'"),
+])
+def test_bad_funnel_dimension_or_field_fails_without_loading_a_model(tmp_path, args, message):
+    """torch and sentence-transformers cannot even be imported: the error comes first."""
+    store = str(tmp_path / "st")
+    filled(store, 10)
+    (tmp_path / "d.jsonl").write_text(_lines(3))
+    argv = [a.replace("FILE", str(tmp_path / "d.jsonl")) for a in args] + (
+        ["--store", store] if args[0] != "embed" else [])
+    code = ("import sys; sys.modules['torch'] = None; "
+            "sys.modules['sentence_transformers'] = None; "
+            f"sys.argv = ['mrlkit', *{argv!r}]; from mrlkit.cli import main; main()")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=120,
+                       cwd=tmp_path)
+    assert message in one_line(r)

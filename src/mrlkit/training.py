@@ -134,15 +134,16 @@ def train(data: TrainData, output: str | Path, *, base: str = "all-MiniLM-L6-v2"
     """
     import os
 
+    _quiet_libraries()
     from datasets import Dataset
     from sentence_transformers import (SentenceTransformer, SentenceTransformerTrainer,
                                        SentenceTransformerTrainingArguments)
-    from sentence_transformers.training_args import BatchSamplers
-
     try:
         from sentence_transformers.sentence_transformer import losses
+        from sentence_transformers.sentence_transformer.training_args import BatchSamplers
     except ImportError:  # older sentence-transformers
         from sentence_transformers import losses  # type: ignore[attr-defined,no-redef]
+        from sentence_transformers.training_args import BatchSamplers  # type: ignore[no-redef]
 
     from .providers.sentence_transformers import resolve_model_path
     from .registry import get_spec, register, save_to_user_catalog
@@ -190,6 +191,7 @@ def train(data: TrainData, output: str | Path, *, base: str = "all-MiniLM-L6-v2"
     has_checkpoint = checkpoints.is_dir() and any(checkpoints.glob("checkpoint-*"))
     t0 = time.perf_counter()
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    _progress_through_mrlkit(trainer, f"training {name}")
     state = trainer.train(resume_from_checkpoint=bool(resume and has_checkpoint))
     seconds = time.perf_counter() - t0
     model.max_seq_length = native_length
@@ -213,6 +215,52 @@ def train(data: TrainData, output: str | Path, *, base: str = "all-MiniLM-L6-v2"
                 int(state.global_step), seconds, card)
     return TrainResult(name, str(output), sorted(dims), int(state.global_step),
                        round(seconds, 1), catalog, card)
+
+
+def _progress_through_mrlkit(trainer: Any, description: str) -> None:
+    """Training steps and losses through mrlkit's one progress helper (stderr: a bar on
+    a terminal, lines in a log) instead of the Trainer's tqdm bar and the log dicts it
+    prints on stdout."""
+    from transformers import TrainerCallback
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+    from .progress import Progress
+
+    class Steps(TrainerCallback):  # type: ignore[misc]
+        bar: Progress | None = None
+        loss = ""
+
+        def on_train_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+            self.bar = Progress(description, state.max_steps, unit="steps").__enter__()
+
+        def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+            if self.bar is not None:
+                self.bar.advance(1, description=f"{description}{self.loss}")
+
+        def on_log(self, args: Any, state: Any, control: Any, logs: Any = None,
+                   **kw: Any) -> None:
+            if logs and "loss" in logs:
+                self.loss = f" (loss {float(logs['loss']):.4f})"
+
+        def on_train_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+            if self.bar is not None:
+                self.bar.__exit__(None, None, None)
+
+    for callback in (ProgressCallback, PrinterCallback):
+        trainer.remove_callback(callback)
+    trainer.add_callback(Steps())
+
+
+def _quiet_libraries() -> None:
+    """The libraries' own bars (datasets, the hub, loading and saving weights) stay
+    quiet: long work reports through mrlkit's helper."""
+    import datasets
+    import transformers
+    from huggingface_hub.utils import disable_progress_bars
+
+    datasets.disable_progress_bars()
+    transformers.utils.logging.disable_progress_bar()
+    disable_progress_bars()
 
 
 def _warmup(ratio: float) -> dict[str, Any]:
