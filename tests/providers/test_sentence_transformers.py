@@ -50,3 +50,15 @@ def test_missing_model_package_is_a_clear_error():
 
     with pytest.raises(errors.ProviderError, match="pip install no-such-model-pkg"):
         resolve_model_path("pkg:no_such_model_pkg/model")
+
+
+def test_configure_sets_provider_defaults_and_device_only_for_local_models(monkeypatch):
+    from mrlkit import providers
+
+    monkeypatch.setattr(providers, "_defaults", {})
+    monkeypatch.setattr(providers, "_cache", {})
+    providers.configure(batch_size=7, device="cpu")
+    local = providers.get_provider("all-MiniLM-L6-v2")
+    assert (local.batch_size, local.device) == (7, "cpu")
+    remote = providers.get_provider("nomic-embed-text")  # Ollama: no device option
+    assert remote.batch_size == 7

@@ -19,6 +19,21 @@ __all__ = ["Kind", "Provider", "get_provider"]
 _cache: dict[tuple, Provider] = {}
 
 
+_defaults: dict[str, Any] = {}
+
+
+def configure(**options: Any) -> None:
+    """Defaults for every provider made after this call, e.g. ``device="cuda"`` or
+    ``batch_size=64`` (the CLI's ``--device`` and ``--batch-size``); ``device`` applies to
+    local models only.
+
+    Example::
+
+        >>> configure(batch_size=64)  # doctest: +SKIP
+    """
+    _defaults.update({k: v for k, v in options.items() if v is not None})
+
+
 def get_provider(model: str | ModelSpec, **options: Any) -> Provider:
     """The provider for a model of the catalog; ``options`` go to its constructor
     (``host`` for Ollama, ``base_url``/``api_key`` for OpenAI, ``batch_size``...).
@@ -26,6 +41,8 @@ def get_provider(model: str | ModelSpec, **options: Any) -> Provider:
     Providers are cached per model and options, so a local model loads once per process.
     """
     spec = get_spec(model)
+    options = {**{k: v for k, v in _defaults.items()
+                  if k != "device" or spec.provider == "sentence-transformers"}, **options}
     key = (spec, tuple(sorted(options.items())))
     if key not in _cache:
         cls: type[Provider]
