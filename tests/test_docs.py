@@ -19,16 +19,20 @@ INVISIBLE = [r"\bADR-\d+", r"\bthe issue\b", r"\bissue's\b", r"\bwhen the issue\
              r"\bissue #?\d+\b"]
 
 
-def _blocks(page: Path) -> list[str]:
-    """The fenced shell blocks of a page (bash, sh, console or unlabelled)."""
+def _blocks(page: Path, langs: tuple[str, ...] = ("", "bash", "sh", "console")) -> list[str]:
+    """The fenced blocks of a page in ``langs`` (default: shell blocks), in order."""
+    return [text for lang, text in _fenced(page) if lang in langs]
+
+
+def _fenced(page: Path) -> list[tuple[str, str]]:
+    """Every fenced block of a page: (language, text), in order."""
     blocks, current, lang = [], None, ""
     for line in page.read_text().splitlines():
         if line.startswith("```"):
             if current is None:
                 current, lang = [], line[3:].strip()
             else:
-                if lang in ("", "bash", "sh", "console"):
-                    blocks.append("\n".join(current))
+                blocks.append((lang, "\n".join(current)))
                 current = None
         elif current is not None:
             current.append(line)
