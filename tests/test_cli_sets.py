@@ -54,8 +54,28 @@ def test_create_index_search_reindex(tmp_path, corpus):
     result = json.loads(r.stdout)
     assert [h["id"] for h in result["hits"][0]] == ["bread", "tea"]
     assert [t["dim"] for t in result["timings"]] == [64, 384]
-    r = run("search", "demo", "baking", "--adaptive", *store, cwd=tmp_path)
-    assert r.returncode == 0 and "bread" in r.stdout
+    # a file of queries: one batched search, one JSON line per query, the same hits as
+    # one query at a time
+    (tmp_path / "q.jsonl").write_text(
+        '{"_id": "q1", "text": "which planet has big volcanoes?"}\n'
+        '{"id": "q2", "query": "baking with yeast"}\n')
+    r = run("search", "demo", "--queries", str(tmp_path / "q.jsonl"), "-k", "3", "--json",
+            "-q", *store, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    lines = [json.loads(line) for line in r.stdout.splitlines()]
+    assert [x["query_id"] for x in lines] == ["q1", "q2"]
+    for x in lines:
+        one = run("search", "demo", x["query"], "-k", "3", "--json", *store, cwd=tmp_path)
+        assert [h["id"] for h in json.loads(one.stdout)["hits"][0]] == \
+            [h["id"] for h in x["hits"]]
+    (tmp_path / "q.txt").write_text("baking with yeast\n\nplanets\n")
+    r = run("search", "demo", "--queries", str(tmp_path / "q.txt"), "-k", "1", *store,
+            cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines()[0].startswith("1\tbread (")
+    assert r.stdout.splitlines()[1].startswith("3\t")
+    r = run("search", "demo", *store, cwd=tmp_path)
+    assert r.returncode == 2 and "--queries" in r.stderr
     r = run("sets", "index", "demo", "--funnel", "64:binary:6,384", *store, cwd=tmp_path)
     assert r.returncode == 0 and "d64" in r.stdout, r.stderr
     r = run("sets", "info", "demo", "--json", *store, cwd=tmp_path)

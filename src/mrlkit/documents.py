@@ -175,3 +175,32 @@ def read_documents(path: str | Path, *, upsert: bool = False,
     keep = set(last.values())
     return Documents((rec for n, rec in enumerate(_records(p, fields, upsert)) if n in keep),
                      len(last), lines - len(last))
+
+
+def read_queries(path: str | Path) -> list[tuple[str, str]]:
+    """(id, text) of each query in a file: JSONL (``text`` or ``query``; ``id`` or BEIR's
+    ``_id``, else the line number), or plain text with one query per non-blank line (id:
+    the line number). A line without text is refused, naming file and line.
+
+    Example::
+
+        >>> read_queries("queries.jsonl")[0]     # doctest: +SKIP
+        ('0', '0-dimensional biomaterials show inductive properties.')
+    """
+    p = Path(path)
+    out: list[tuple[str, str]] = []
+    if p.suffix == ".jsonl":
+        for n, rec in read_jsonl(p):
+            text = rec.get("text", rec.get("query"))
+            if not isinstance(text, str) or not text.strip():
+                raise InvalidInputError(f"{p}:{n}: a query needs a non-empty \"text\" "
+                                        "(or \"query\") string")
+            out.append((str(rec.get("id", rec.get("_id", n))), text))
+        return out
+    try:
+        lines = p.read_text(encoding="utf-8").splitlines()
+    except OSError as exc:
+        raise InvalidInputError(f"cannot read {p}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise InvalidInputError(f"{p}: not UTF-8 text") from None
+    return [(str(n), line.strip()) for n, line in enumerate(lines, 1) if line.strip()]
