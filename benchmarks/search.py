@@ -1,14 +1,23 @@
-"""Search benchmark: mrlkit funnels against exact scans and faiss, side by side in one run.
+"""Search benchmark: mrlkit funnels against faiss HNSW, side by side in one run.
 
-    python benchmarks/search.py --n 200000 --dim 768 --queries 100 --json out.json
+    python benchmarks/search.py --n 1000000 --dim 768 --queries 1000 \\
+        --output benchmarks/results/search-1m.json
 
-Vectors come from a seeded generator that behaves like MRL embeddings (see `generate`),
-plus, when ../shared/datasets/scifact is present, real all-MiniLM-L6-v2 vectors of the
-SciFact corpus and queries (embedded once, then read from mrlkit's embedding cache).
+Every method runs in a process of its own, so that one's memory does not count in
+another's: a build process (faiss's HNSW over the full vectors; mrlkit's local store and
+its graph index), then a fresh query process per method that opens the index or store,
+answers the first query (timed from the process's start, imports included), then every
+query one at a time (p50/p95), then all of them in one batch (QPS), and reads its
+resident memory from /proc/self/smaps_rollup: anonymous memory plus the file-backed
+pages it touched (the page cache it did not touch does not count).
 
-For every method: recall@10 against the exact float32 full-dimension ground truth, p50 and
-p95 single-query latency, batched QPS, memory and build time. Figures are ratios measured
-in one run on one machine; compare them, not their absolute values across machines.
+Vectors come from a seeded generator that behaves like MRL embeddings (data.generate);
+then, when ../shared is present, real SciFact vectors from all-MiniLM-L6-v2 (not
+Matryoshka-trained) and from its Matryoshka fine-tune minilm-scifact-mrl. Recall@10 is
+against the exact float32 scan at the full dimension. Read the ratios, not the absolute
+times: the machine is shared and noisy.
+
+``--backend pgvector|chroma|qdrant`` runs benchmarks/engines.py instead.
 """
 
 from __future__ import annotations
@@ -16,434 +25,317 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
+START = time.perf_counter()  # a query process's first query is timed from here
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+import numpy as np  # noqa: E402
 
-from mrlkit import Adaptive, Funnel, vectors  # noqa: E402
-from mrlkit.registry import register  # noqa: E402
-from mrlkit.stores.local import LocalStore  # noqa: E402
+from data import K, exact_truth, generate, recall, scifact_vectors  # noqa: E402
 
-K = 10
-ROOT = Path(__file__).resolve().parents[1]
+HNSW_EFS = (16, 32, 64, 128, 256)
 
 
-def generate(n: int, dim: int, n_queries: int, seed: int = 0):
-    """Clustered vectors whose variance decays along the dimensions, like MRL embeddings.
-
-    * ``n // 100`` cluster centres drawn from N(0, diag(s²)) with ``s_j = (1 + j/16)^-0.5``:
-      the leading dimensions carry most of the spread, as Matryoshka training arranges;
-    * each document = a centre + noise of the same shape at 0.7× scale;
-    * each query = a random document's centre + fresh noise (a near, not identical, point).
-    Rows are L2-normalised. Isotropic Gaussian data would be useless here: with no
-    structure, no index (and no prefix) can find neighbours.
-    """
-    rng = np.random.default_rng(seed)
-    scale = ((1.0 + np.arange(dim) / 16.0) ** -0.5).astype(np.float32)
-    n_centres = max(10, n // 100)
-    centres = rng.standard_normal((n_centres, dim), dtype=np.float32) * scale
-    x = np.empty((n, dim), np.float32)
-    for start in range(0, n, 100_000):
-        m = min(100_000, n - start)
-        x[start:start + m] = (centres[rng.integers(0, n_centres, m)]
-                              + 0.7 * rng.standard_normal((m, dim), dtype=np.float32) * scale)
-    q = centres[rng.integers(0, n_centres, n_queries)] + \
-        0.7 * rng.standard_normal((n_queries, dim), dtype=np.float32) * scale
-    return vectors.normalize(x), vectors.normalize(q)
+# --- workers: one process each ------------------------------------------------------
+def memory() -> dict[str, float]:
+    """Resident memory of this process (MB): all of it, and its anonymous part."""
+    got = {}
+    for line in open("/proc/self/smaps_rollup"):
+        key, _, rest = line.partition(":")
+        if key in ("Rss", "Anonymous"):
+            got[key] = int(rest.split()[0]) / 1024
+    return {"rss_mb": round(got["Rss"], 1), "anon_mb": round(got["Anonymous"], 1)}
 
 
-def scifact_vectors():
-    """Real MiniLM vectors of SciFact (corpus and test queries), or None when absent."""
-    folder = ROOT.parent / "shared" / "datasets" / "scifact"
-    if not folder.is_dir():
-        return None
-    from mrlkit.cache import cached_embed
-
-    docs = [json.loads(line) for line in open(folder / "corpus.jsonl")]
-    queries = [json.loads(line) for line in open(folder / "queries.jsonl")]
-    x = cached_embed("all-MiniLM-L6-v2", [(d["title"] + " " + d["text"]).strip()
-                                          for d in docs], kind="document")
-    q = cached_embed("all-MiniLM-L6-v2", [d["text"] for d in queries], kind="query")
-    return x, q
-
-
-def exact_truth(x: np.ndarray, q: np.ndarray, k: int = K) -> np.ndarray:
-    out = []
-    for start in range(0, len(q), 16):
-        out.append(vectors.top_k(q[start:start + 16] @ x.T, k)[0])
-    return np.concatenate(out)
-
-
-def recall(found: list[np.ndarray] | np.ndarray, truth: np.ndarray) -> float:
-    return float(np.mean([len(set(map(int, f[:K])) & set(map(int, t))) / K
-                          for f, t in zip(found, truth)]))
-
-
-def timed(single, batched, q: np.ndarray):
-    """Per-query latencies (ms) of ``single`` and the QPS of ``batched`` over ``q``."""
-    single(q[:1])  # warm-up: caches, lazy views
-    lat = []
-    found = []
-    for i in range(len(q)):
-        t0 = time.perf_counter()
-        found.append(single(q[i:i + 1])[0])
-        lat.append((time.perf_counter() - t0) * 1000)
-    t0 = time.perf_counter()
-    batched(q)
-    qps = len(q) / (time.perf_counter() - t0)
-    return found, float(np.percentile(lat, 50)), float(np.percentile(lat, 95)), qps
-
-
-def run_dataset(label: str, x: np.ndarray, q: np.ndarray, *, mrl: bool, hnsw: bool,
-                funnels: list[str], prefixes: list[int]) -> dict:
-    n, dim = x.shape
-    print(f"\n== {label}: n={n:,} dim={dim} queries={len(q)}", flush=True)
-    truth = exact_truth(x, q)
-    methods = []
-
-    def add(name, found, p50, p95, qps, memory_bytes, build_s, **extra):
-        row = {"name": name, "recall@10": round(recall(found, truth), 4),
-               "p50_ms": round(p50, 3), "p95_ms": round(p95, 3), "qps": round(qps, 1),
-               "memory_mb": round(memory_bytes / 2**20, 1), "build_s": round(build_s, 2),
-               **extra}
-        methods.append(row)
-        print(f"{name:<42} recall@10 {row['recall@10']:.3f}  p50 {row['p50_ms']:8.2f} ms  "
-              f"p95 {row['p95_ms']:8.2f} ms  {row['qps']:9.1f} q/s  "
-              f"{row['memory_mb']:8.1f} MB  build {row['build_s']:.1f} s", flush=True)
-
-    # exact NumPy scans: full dimension, then each prefix (truncated + re-normalised)
-    def scan(data, qq):
-        return vectors.top_k(qq @ data.T, K)[0]
-
-    found, p50, p95, qps = timed(lambda qq: scan(x, qq), lambda qq: exact_truth(x, qq), q)
-    add(f"exact float32 numpy @{dim}", found, p50, p95, qps, x.nbytes, 0.0)
-    for d in prefixes:
-        if d >= dim:
-            continue
-        xd = vectors.truncate(x, d)
-        qd = vectors.truncate(q, d)
-        found, p50, p95, qps = timed(lambda qq: scan(xd, qq), lambda qq: exact_truth(xd, qq), qd)
-        add(f"exact float32 numpy @{d} (prefix only)", found, p50, p95, qps, xd.nbytes, 0.0)
-        del xd
-
+def build_hnsw(task: dict) -> dict:
     import faiss
 
-    flat = faiss.IndexFlatIP(dim)
-    flat.add(x)
-    found, p50, p95, qps = timed(lambda qq: flat.search(qq, K)[1],
-                                 lambda qq: flat.search(qq, K), q)
-    add("faiss IndexFlatIP", found, p50, p95, qps, x.nbytes, 0.0)
-    del flat
-
-    if hnsw:
-        t0 = time.perf_counter()
-        index = faiss.IndexHNSWFlat(dim, 32, faiss.METRIC_INNER_PRODUCT)
-        index.hnsw.efConstruction = 40
-        index.add(x)
-        build = time.perf_counter() - t0
-        size = faiss.serialize_index(index).nbytes
-        for ef in (32, 64, 128):
-            index.hnsw.efSearch = ef
-            found, p50, p95, qps = timed(lambda qq: index.search(qq, K)[1],
-                                         lambda qq: index.search(qq, K), q)
-            add(f"faiss HNSW M=32 efSearch={ef}", found, p50, p95, qps, size, build)
-        del index
-
-    # mrlkit: the same vectors in a local store; funnels over its views
-    from mrlkit.funnel import ANN_THRESHOLD
-
-    ingest = {}
-    for storage in ("float32", "float16"):
-        with tempfile.TemporaryDirectory(dir=os.environ.get("BENCH_TMP")) as tmp:
-            register({"name": f"bench-{dim}", "provider": "openai", "native_dim": dim,
-                      "supports_mrl": True, "mrl_dims": "any"}, replace=True)
-            store = LocalStore(tmp)
-            store.create_set("b", f"bench-{dim}", storage=storage)
-            t0 = time.perf_counter()
-            step = 100_000
-            for start in range(0, n, step):
-                store.add("b", [str(i) for i in range(start, min(n, start + step))],
-                          x[start:start + step])
-            ingest[storage] = n / (time.perf_counter() - t0)
-            print(f"ingest into local store ({storage}): {ingest[storage]:,.0f} vectors/s",
-                  flush=True)
-            # float16 storage halves the stored vectors; run the first two funnels on it
-            for spec in (funnels if storage == "float32" else funnels[:2]):
-                funnel = Funnel.parse(spec).check(dim, K)
-                t0 = time.perf_counter()
-                store.search("b", q[:1], k=K, funnel=funnel)  # builds views and indexes
-                build = time.perf_counter() - t0
-                first = funnel.stages[0]
-                ann = first.precision == "float32" and n >= ANN_THRESHOLD
-                views = store.info("b").as_dict()["views"]
-                first_bytes = sum(v["bytes"] for v in views if v["dim"] == first.dim and (
-                    v["kind"] == "IVF index" if ann else v["precision"] == first.precision))
-                if first.dim == dim and not ann:
-                    first_bytes = 0  # the stored vectors themselves
-                stored_bytes = n * vectors.bytes_per_vector(dim, storage)
-                for adaptive in ((None, Adaptive(0.25)) if len(funnel.stages) > 2 else (None,)):
-                    def one(qq, f=funnel, a=adaptive):
-                        res = store.search("b", qq, k=K, funnel=f, adaptive=a)
-                        return [np.array([int(h.id) for h in hits]) for hits in res.hits]
-
-                    found, p50, p95, qps = timed(one, one, q)
-                    extra = {"storage": storage, "first_stage": "ann (IVF)" if ann else "exact scan",
-                             "first_stage_mb": round(first_bytes / 2**20, 1)}
-                    if adaptive is not None:
-                        res = store.search("b", q, k=K, funnel=funnel, adaptive=adaptive)
-                        extra["mean_stages"] = float(np.mean([len(d) for d in res.dims_used]))
-                    # memory: the first stage's view or index plus the stored vectors
-                    add(f"mrlkit funnel {spec}" + (" adaptive" if adaptive else "")
-                        + (" [float16 store]" if storage == "float16" else ""), found, p50,
-                        p95, qps, first_bytes + stored_bytes, build, **extra)
-            store.close()
-    return {"dataset": label, "n": n, "dim": dim, "queries": len(q),
-            "ingest_vectors_per_s": {k: round(v) for k, v in ingest.items()},
-            "methods": methods}
-
-
-def run_pgvector(label: str, x: np.ndarray, q: np.ndarray, *, funnels: list[str],
-                 url: str | None = None) -> dict:
-    """The pgvector backend against a real PostgreSQL (an embedded one unless ``url``):
-    binary-COPY ingest, exact SQL scan, pgvector's own HNSW on the full vector, and
-    mrlkit funnels whose first stage is an HNSW expression index on a prefix."""
-    from mrlkit.stores.pgvector import PgvectorStore, start_embedded, stop_embedded
-
-    n, dim = x.shape
-    print(f"\n== {label} on pgvector: n={n:,} dim={dim} queries={len(q)}", flush=True)
-    truth = exact_truth(x, q)
-    tmp = tempfile.mkdtemp(prefix="mrlb", dir="/tmp")
-    own_server = url is None
-    url = url or start_embedded(os.path.join(tmp, "pg"))
-    register({"name": f"bench-{dim}", "provider": "openai", "native_dim": dim,
-              "supports_mrl": True, "mrl_dims": "any"}, replace=True)
-    store = PgvectorStore(url, exact_below=0)
-    methods: list[dict] = []
-    try:
-        for name in [s.name for s in store.list_sets() if s.name.startswith("bench")]:
-            store.drop_set(name)
-        store.create_set("bench", f"bench-{dim}", index=False)
-        t0 = time.perf_counter()
-        for start in range(0, n, 10_000):
-            store.add("bench", [str(i) for i in range(start, min(n, start + 10_000))],
-                      x[start:start + 10_000])
-        ingest = n / (time.perf_counter() - t0)
-        print(f"ingest (binary COPY, no index): {ingest:,.0f} vectors/s", flush=True)
-        # the same rows into a set that maintains an HNSW index on a 128-d prefix as rows land
-        m = min(n, 20_000)
-        store.create_set("bench-indexed", f"bench-{dim}", index=False)
-        store.index("bench-indexed", Funnel.parse(f"{dim // 6}:float32:10,{dim}"))
-        t0 = time.perf_counter()
-        for start in range(0, m, 10_000):
-            store.add("bench-indexed", [str(i) for i in range(start, min(m, start + 10_000))],
-                      x[start:start + 10_000])
-        ingest_indexed = m / (time.perf_counter() - t0)
-        store.drop_set("bench-indexed")
-        print(f"ingest (binary COPY into a set with an HNSW index, first {m:,} rows): "
-              f"{ingest_indexed:,.0f} vectors/s", flush=True)
-        table_mb = store.info("bench").stored_bytes / 2**20
-
-        def add(name, store_, funnel, build_s, index_mb):
-            def one(qq):
-                res = store_.search("bench", qq, k=K, funnel=funnel)
-                return [np.array([int(h.id) for h in hits]) for hits in res.hits]
-
-            found, p50, p95, qps = timed(one, one, q)
-            row = {"name": name, "recall@10": round(recall(found, truth), 4),
-                   "p50_ms": round(p50, 3), "p95_ms": round(p95, 3), "qps": round(qps, 1),
-                   "memory_mb": round(table_mb + index_mb, 1), "index_mb": round(index_mb, 1),
-                   "build_s": round(build_s, 2)}
-            methods.append(row)
-            print(f"{name:<46} recall@10 {row['recall@10']:.3f}  p50 {p50:8.2f} ms  "
-                  f"p95 {p95:8.2f} ms  index {index_mb:7.1f} MB  build {build_s:6.1f} s",
-                  flush=True)
-
-        exact_store = PgvectorStore(url, exact_below=10**12)
-        add(f"pgvector exact scan @{dim} (SQL)", exact_store, Funnel.exact(dim), 0.0, 0.0)
-        exact_store.close()
-
-        def build(spec):
-            before = {(v["dim"], v["precision"]) for v in store.info("bench").as_dict()["views"]}
-            t0 = time.perf_counter()
-            store.index("bench", Funnel.parse(spec))
-            took = time.perf_counter() - t0
-            first = Funnel.parse(spec).stages[0]
-            size = [v["bytes"] for v in store.info("bench").as_dict()["views"]
-                    if v["dim"] == first.dim and v["precision"] == first.precision]
-            print(f"  HNSW index {first}: {took:.1f} s", flush=True)
-            return (took if (first.dim, first.precision) not in before else 0.0), \
-                size[0] / 2**20
-
-        took, size = build(f"{dim}:float32")
-        for ef in (40, 100):
-            store.engine.ef_search = ef
-            add(f"pgvector HNSW @{dim} ef_search={ef}", store, Funnel.exact(dim), took, size)
-        store.engine.ef_search = 100
-        for spec in funnels:
-            took, size = build(spec)
-            add(f"mrlkit funnel {spec} (one SQL statement)", store, Funnel.parse(spec),
-                took, size)
-    finally:
-        store.close()
-        if own_server:
-            stop_embedded(os.path.join(tmp, "pg"))
-    return {"dataset": label, "n": n, "dim": dim, "queries": len(q),
-            "ingest_vectors_per_s": {"binary_copy": round(ingest),
-                                     "binary_copy_into_hnsw_indexed_set": round(ingest_indexed)},
-            "methods": methods}
-
-
-def run_engine(backend: str, label: str, x: np.ndarray, q: np.ndarray, *,
-               funnels: list[str]) -> dict:
-    """Chroma or Qdrant (embedded: Chroma's persistent client, Qdrant's local mode):
-    ingest through mrlkit, each engine's own default single-vector search on the full
-    vector, and mrlkit funnels whose first stage the engine runs."""
-    n, dim = x.shape
-    print(f"\n== {label} on {backend}: n={n:,} dim={dim} queries={len(q)}", flush=True)
-    truth = exact_truth(x, q)
-    tmp = tempfile.mkdtemp(prefix=f"mrlb-{backend}-", dir=os.environ.get("BENCH_TMP"))
-    register({"name": f"bench-{dim}", "provider": "openai", "native_dim": dim,
-              "supports_mrl": True, "mrl_dims": "any"}, replace=True)
-    if backend == "chroma":
-        from mrlkit.stores.chroma import ChromaStore
-
-        store = ChromaStore(f"chroma:{tmp}", exact_below=0)
-    else:
-        from mrlkit.stores.qdrant import QdrantStore
-
-        store = QdrantStore(f"qdrant:{tmp}", exact_below=0)
-    store.create_set("bench", f"bench-{dim}")
+    x = np.load(task["x"], mmap_mode="r")
     t0 = time.perf_counter()
-    step = 5_000
-    for start in range(0, n, step):
-        store.add("bench", [str(i) for i in range(start, min(n, start + step))],
-                  x[start:start + step])
-    ingest = n / (time.perf_counter() - t0)
-    print(f"ingest through mrlkit: {ingest:,.0f} vectors/s", flush=True)
-    methods: list[dict] = []
+    index = faiss.IndexHNSWFlat(x.shape[1], 32, faiss.METRIC_INNER_PRODUCT)
+    index.hnsw.efConstruction = 40
+    for start in range(0, len(x), 100_000):
+        index.add(np.ascontiguousarray(x[start:start + 100_000]))
+    build = time.perf_counter() - t0
+    faiss.write_index(index, task["index"])
+    return {"build_s": round(build, 2)}
 
-    def add(name, single):
-        found, p50, p95, qps = timed(single, single, q)
-        row = {"name": name, "recall@10": round(recall(found, truth), 4),
-               "p50_ms": round(p50, 3), "p95_ms": round(p95, 3), "qps": round(qps, 1)}
-        methods.append(row)
-        print(f"{name:<52} recall@10 {row['recall@10']:.3f}  p50 {p50:8.2f} ms  "
-              f"p95 {p95:8.2f} ms", flush=True)
 
-    engine_ingest = None
-    if backend == "chroma":
-        # the engine alone: one collection of full vectors at Chroma's defaults (cosine)
-        plain = store.engine._client.create_collection("bench-plain", embedding_function=None,
-                                                configuration={"hnsw": {"space": "cosine"}})
-        t0 = time.perf_counter()
-        for start in range(0, n, step):
-            plain.add(ids=[str(i) for i in range(start, min(n, start + step))],
-                      embeddings=x[start:start + step])
-        engine_ingest = n / (time.perf_counter() - t0)
-        print(f"ingest into a plain Chroma collection: {engine_ingest:,.0f} vectors/s",
-              flush=True)
+def build_store(task: dict) -> dict:
+    from mrlkit import Funnel
+    from mrlkit.registry import register
+    from mrlkit.stores.local import LocalStore
 
-        def engine(qq):
-            res = plain.query(query_embeddings=qq, n_results=K, include=[])
-            return [np.array([int(i) for i in ids_]) for ids_ in res["ids"]]
+    x = np.load(task["x"], mmap_mode="r")
+    register(task["model"], replace=True)
+    store = LocalStore(task["store"])
+    store.create_set("b", task["model"]["name"], storage=task["storage"])
+    t0 = time.perf_counter()
+    for start in range(0, len(x), 100_000):
+        store.add("b", [str(i) for i in range(start, min(len(x), start + 100_000))],
+                  np.asarray(x[start:start + 100_000]))
+    ingest = len(x) / (time.perf_counter() - t0)
+    builds, times = {}, {}
+    default = store.info("b").default_funnel
+    for spec in [default, *task["funnels"]]:
+        first = Funnel.parse(spec).stages[0]   # what gets built: funnels sharing it share it
+        key = (first.dim, first.precision)
+        if key not in times:
+            t0 = time.perf_counter()
+            store.index("b", Funnel.parse(spec))
+            times[key] = round(time.perf_counter() - t0, 2)
+        builds[spec] = times[key]
+    info = store.info("b").as_dict()
+    return {"ingest_vectors_per_s": round(ingest), "build_s": builds, "default_funnel": default,
+            "files_mb": {f"{v['kind']} d{v['dim']} {v['precision']}": round(v["bytes"] / 2**20, 1)
+                         for v in info["views"]},
+            "stored_mb": round(info["stored_bytes"] / 2**20, 1)}
 
-        add("Chroma default HNSW @full (its defaults)", engine)
+
+def query(task: dict) -> dict:
+    """Open the index or the store, then answer every query; timings and memory."""
+    q = np.load(task["q"])
+    if task["kind"] == "hnsw":
+        import faiss
+
+        index = faiss.read_index(task["index"])
+        index.hnsw.efSearch = task["ef"]
+
+        def single(v):
+            return index.search(v, K)[1][0]
+
+        def batch(v):
+            return index.search(v, K)[1]
+    elif task["kind"] == "numpy":
+        x = np.load(task["x"])
+
+        def single(v):
+            return np.argsort(-(x @ v[0]))[:K]
+
+        def batch(v):
+            return exact_truth(x, v)
     else:
-        collection = store.record("bench").collection
+        from mrlkit import Adaptive, Funnel
+        from mrlkit.registry import register
+        from mrlkit.stores.local import LocalStore
 
-        def engine(qq):
-            return [np.array([int(p.payload["id"]) for p in store.engine._client.query_points(
-                collection, query=v.tolist(), using="full", limit=K,
-                with_payload=["id"]).points]) for v in qq]
+        register(task["model"], replace=True)
+        store = LocalStore(task["store"], ef_search=task.get("ef"))
+        funnel = Funnel.parse(task["funnel"]) if task.get("funnel") else None
+        adaptive = Adaptive(task["adaptive"]) if task.get("adaptive") else None
+        reads, stage_ms = [], []
 
-        add("Qdrant query @full (local mode)", engine)
-    for spec in funnels:
-        funnel = Funnel.parse(spec)
-        store.index("bench", funnel)
-
-        def one(qq, f=funnel):
-            res = store.search("bench", qq, k=K, funnel=f)
+        def run(v):
+            res = store.search("b", v, k=K, funnel=funnel, adaptive=adaptive)
+            reads.append(sum(t.reads for t in res.timings))
+            stage_ms.append(sum(t.ms for t in res.timings))
             return [np.array([int(h.id) for h in hits]) for hits in res.hits]
 
-        add(f"mrlkit funnel {spec} ({backend} first stage + rerank)", one)
-    store.close()
-    return {"dataset": label, "n": n, "dim": dim, "queries": len(q), "backend": backend,
-            "ingest_vectors_per_s": round(ingest),
-            **({"engine_alone_ingest_vectors_per_s": round(engine_ingest)}
-               if engine_ingest else {}),
-            "methods": methods}
+        def single(v):
+            return run(v)[0]
+
+        batch = run
+    first = single(q[:1])
+    first_s = time.perf_counter() - START
+    lat, found = [], []
+    for i in range(len(q)):
+        t0 = time.perf_counter()
+        found.append(np.asarray(single(q[i:i + 1])))
+        lat.append((time.perf_counter() - t0) * 1000)
+    t0 = time.perf_counter()
+    batched = batch(q)
+    qps = len(q) / (time.perf_counter() - t0)
+    truth = np.load(task["truth"])[:len(q)]
+    same = all(list(a[:K]) == list(b[:K]) for a, b in zip(found, batched))
+    out = {"recall@10": round(recall(found, truth), 4),
+           "p50_ms": round(float(np.percentile(lat, 50)), 3),
+           "p95_ms": round(float(np.percentile(lat, 95)), 3), "qps": round(qps, 1),
+           "first_query_s": round(first_s, 3), "batch_equals_single": same,
+           **memory()}
+    del first
+    if task["kind"] == "mrlkit":
+        out["reads_per_query"] = round(float(np.mean(reads[1:len(q) + 1])), 1)
+        # what a search costs outside its stages (index walk, rerank): validation, the
+        # set's record, documents from SQLite, result objects
+        out["overhead_p50_ms"] = round(float(np.percentile(
+            np.array(lat) - np.array(stage_ms[1:len(q) + 1]), 50)), 3)
+    return out
+
+
+def spawn(task: dict) -> dict:
+    """Run one worker in a fresh process; its result is the last line it prints."""
+    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2")}
+    got = subprocess.run([sys.executable, __file__, "--worker", json.dumps(task)],
+                         capture_output=True, text=True, env=env)
+    if got.returncode != 0:
+        raise SystemExit(f"worker {task['kind']} failed:\n{got.stderr[-3000:]}")
+    return json.loads(got.stdout.strip().splitlines()[-1])
+
+
+# --- one dataset --------------------------------------------------------------------
+def run_dataset(label: str, x: np.ndarray, q: np.ndarray, *, model: dict,
+                funnels: list[str], adaptive: list[str], storages: tuple[str, ...],
+                numpy_queries: int, work: Path) -> dict:
+    n, dim = x.shape
+    print(f"\n== {label}: n={n:,} dim={dim} queries={len(q)}", flush=True)
+    work.mkdir(parents=True, exist_ok=True)
+    paths = {name: str(work / f"{name}.npy") for name in ("x", "q", "truth", "q_small")}
+    np.save(paths["x"], x)
+    np.save(paths["q"], q)
+    np.save(paths["q_small"], q[:numpy_queries])
+    np.save(paths["truth"], exact_truth(x, q))
+    methods: list[dict] = []
+
+    def add(name: str, got: dict, **extra) -> None:
+        row = {"name": name, **got, **extra}
+        methods.append(row)
+        print(f"{name:<52} recall@10 {row['recall@10']:.3f}  p50 {row['p50_ms']:7.3f} ms  "
+              f"p95 {row['p95_ms']:7.3f} ms  {row['qps']:8.0f} q/s  RSS {row['rss_mb']:7.1f} MB"
+              f"  build {row.get('build_s', 0):6.1f} s  first {row['first_query_s']:.2f} s",
+              flush=True)
+
+    add(f"exact float32 numpy @{dim}",
+        spawn({"kind": "numpy", "x": paths["x"], "q": paths["q_small"],
+               "truth": paths["truth"]}), build_s=0.0)
+    index = str(work / "hnsw.faiss")
+    built = spawn({"kind": "build-hnsw", "x": paths["x"], "index": index})
+    for ef in HNSW_EFS:
+        add(f"faiss HNSW M=32 efSearch={ef}",
+            spawn({"kind": "hnsw", "index": index, "ef": ef, **paths}), **built)
+    os.unlink(index)
+    ingest = {}
+    for storage in storages:
+        store = str(work / f"store-{storage}")
+        built = spawn({"kind": "build-store", "x": paths["x"], "store": store,
+                       "storage": storage, "model": model, "funnels": funnels})
+        ingest[storage] = built["ingest_vectors_per_s"]
+        print(f"local store ({storage}): ingest {built['ingest_vectors_per_s']:,} vectors/s, "
+              f"files {built['files_mb']}", flush=True)
+        suffix = "" if storage == "float32" else f" [{storage} store]"
+        default = built["default_funnel"]
+        add(f"mrlkit default funnel ({default})" + suffix,
+            spawn({"kind": "mrlkit", "store": store, "funnel": None, "model": model,
+                   **paths}), build_s=built["build_s"].get(default, 0.0), storage=storage)
+        for spec in funnels:
+            for ef in (None, 300) if spec == funnels[0] else (None,):
+                add(f"mrlkit funnel {spec}" + (f" ef={ef}" if ef else "") + suffix,
+                    spawn({"kind": "mrlkit", "store": store, "funnel": spec, "ef": ef,
+                           "model": model, **paths}),
+                    build_s=built["build_s"][spec], storage=storage)
+        if storage == storages[0]:
+            for spec in adaptive:
+                for margin in (None, 0.05, 0.25):
+                    add(f"mrlkit funnel {spec}" + (f" adaptive {margin}" if margin else ""),
+                        spawn({"kind": "mrlkit", "store": store, "funnel": spec,
+                               "adaptive": margin, "model": model, **paths}),
+                        build_s=built["build_s"].get(spec, 0.0), storage=storage)
+        import shutil
+
+        shutil.rmtree(store)
+    return {"dataset": label, "n": n, "dim": dim, "queries": len(q),
+            "ingest_vectors_per_s": ingest, "methods": methods}
+
+
+def targets(report: dict) -> dict:
+    """The issue's targets, checked against the first HNSW efSearch reaching 0.98."""
+    ms = report["methods"]
+    ref = next((m for m in ms if m["name"].startswith("faiss HNSW")
+                and m["recall@10"] >= 0.98), None)
+    ours = [m for m in ms if m["name"].startswith("mrlkit") and m["recall@10"] >= 0.98]
+    if ref is None or not ours:
+        return {"reference": ref and ref["name"], "best": None}
+    best = min(ours, key=lambda m: m["p50_ms"])
+    return {"reference": ref["name"], "best": best["name"],
+            "p50_ratio": round(best["p50_ms"] / ref["p50_ms"], 2),
+            "qps_ratio": round(best["qps"] / ref["qps"], 2),
+            "memory_ratio": round(best["rss_mb"] / ref["rss_mb"], 3),
+            "build_ratio": round((best.get("build_s") or 0) / ref["build_s"], 3),
+            "first_query_s": best["first_query_s"]}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--n", type=int, default=200_000)
     ap.add_argument("--dim", type=int, default=768)
-    ap.add_argument("--queries", type=int, default=100)
-    ap.add_argument("--json", default="benchmarks/out/search.json")
-    ap.add_argument("--no-hnsw", action="store_true", help="skip the faiss HNSW build")
+    ap.add_argument("--queries", type=int, default=1000)
+    ap.add_argument("--output", "--json", dest="output",
+                    default="benchmarks/results/search.json")
+    ap.add_argument("--plot", default=None, help="PNG of recall against latency "
+                    "(default: beside the JSON)")
     ap.add_argument("--no-real", action="store_true", help="skip the SciFact vectors")
+    ap.add_argument("--no-generated", action="store_true", help="only the SciFact vectors")
     ap.add_argument("--backend", default="local",
                     choices=["local", "pgvector", "chroma", "qdrant"])
     ap.add_argument("--store", default=None,
                     help="pgvector: an existing server's URL (default: an embedded one)")
-    ap.add_argument("--plot", default=None, help="PNG of recall against latency")
+    ap.add_argument("--no-hnsw", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--worker", help=argparse.SUPPRESS)
     args = ap.parse_args()
-
-    x, q = generate(args.n, args.dim, args.queries)
+    if args.worker:
+        task = json.loads(args.worker)
+        run = {"build-hnsw": build_hnsw, "build-store": build_store}.get(task["kind"], query)
+        print(json.dumps(run(task)))
+        return
     d = args.dim
-    # float32 first stages run on the store's IVF index once n >= 200,000 rows;
-    # binary first stages are exact scans of the packed codes
-    funnels = [f"{d // 6}:float32:{m},{d}" for m in (200, 500)] + \
-        [f"{d // 12}:float32:500,{d}", f"{d // 3}:binary:1000,{d}",
-         f"{d // 6}:float32:1000,{d // 3}:float32:100,{d}"]
-    funnels = [f for f in funnels if int(f.split(":")[0]) >= 8]
-    prefixes = [p for p in (64, 128, 256) if p < d]
-    if args.backend in ("chroma", "qdrant"):
-        report = {"n": args.n, "dim": d, "k": K, "backend": args.backend,
-                  **run_engine(args.backend, "generated MRL-like", x, q,
-                               funnels=[f"{d // 6}:float32:200,{d}", f"{d // 6}:float32:500,{d}"])}
-        args.no_real = True
-    elif args.backend == "pgvector":
-        funnels = [f"{d // 6}:float32:200,{d}", f"{d // 6}:float32:500,{d}",
-                   f"{d // 3}:binary:1000,{d}", f"{d // 6}:float16:200,{d}"]
-        report = {"n": args.n, "dim": d, "k": K, "backend": args.backend,
-                  **run_pgvector("generated MRL-like", x, q, funnels=funnels, url=args.store)}
-        args.no_real = True
+    if args.backend != "local":
+        from engines import run_backend
+
+        report = run_backend(args, generate(args.n, d, args.queries))
     else:
-        report = {"n": args.n, "dim": d, "k": K, "backend": args.backend,
-                  **run_dataset("generated MRL-like", x, q, mrl=True, hnsw=not args.no_hnsw,
-                                funnels=funnels, prefixes=prefixes)}
-    del x
-    real = None if args.no_real else scifact_vectors()
-    if real is not None:
-        rx, rq = real
-        report["scifact_minilm"] = run_dataset(
-            "SciFact all-MiniLM-L6-v2", rx, rq[:args.queries], mrl=False, hnsw=True,
-            funnels=["384:binary:200,384", "384:binary:500,384", "64:binary:1000,384"],
-            prefixes=[64, 128, 256])
-    out = Path(args.json)
+        report = {"n": args.n, "dim": d, "k": K, "backend": "local", "methods": []}
+        work = Path(tempfile.mkdtemp(prefix="mrlb-", dir=os.environ.get("BENCH_TMP")))
+        model = {"name": f"bench-{d}", "provider": "openai", "native_dim": d,
+                 "supports_mrl": True, "mrl_dims": "any"}
+        if not args.no_generated:
+            x, q = generate(args.n, d, args.queries)
+            first = max(64, d // 12)
+            report.update(run_dataset(
+                "generated MRL-like", x, q, model=model,
+                funnels=[f"{first}:float32:50,{d}", f"{first}:float32:100,{d}",
+                         f"{2 * first}:float32:50,{d}", f"{d // 3}:binary:500,{d}"],
+                adaptive=[f"{first}:float32:50,{d}"], storages=("float32", "float16"),
+                numpy_queries=min(100, args.queries), work=work / "generated"))
+            report["targets"] = targets(report)
+            del x
+        for name in () if args.no_real else ("all-MiniLM-L6-v2", "minilm-scifact-mrl"):
+            real = scifact_vectors(name)
+            if real is None:
+                continue
+            rx, rq = real
+            mrl = name != "all-MiniLM-L6-v2"
+            spec = {"name": f"bench-{name}", "provider": "openai", "native_dim": 384,
+                    "supports_mrl": mrl, "mrl_dims": "any" if mrl else None}
+            sub = run_dataset(f"SciFact {name}", rx, rq[:args.queries], model=spec,
+                              funnels=["64:float32:50,384", "128:float32:50,384",
+                                       "384:binary:200,384"],
+                              adaptive=["64:float32:50,384"] if mrl else [],
+                              storages=("float32",), numpy_queries=len(rq[:args.queries]),
+                              work=work / name)
+            sub["targets"] = targets(sub)
+            report[f"scifact_{name}"] = sub
+    out = Path(args.output)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2))
     print(f"\nwrote {out}")
-    plot = args.plot or str(out.with_suffix(".png"))
-    plot_recall_latency(report, plot)
-    print(f"wrote {plot}")
+    if report.get("methods"):
+        plot = args.plot or str(out.with_suffix(".png"))
+        plot_recall_latency(report, plot)
+        print(f"wrote {plot}")
 
 
 def plot_recall_latency(report: dict, path: str) -> None:
-    """Recall@10 against p50 latency; points are numbered, names listed beside the plot
-    (labels written next to close points would overlap)."""
+    """Recall@10 against p50 latency; points are numbered, names and resident memory
+    listed beside the plot (labels next to close points would overlap)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (ax, side) = plt.subplots(1, 2, figsize=(13, 6), width_ratios=[3, 2])
+    fig, (ax, side) = plt.subplots(1, 2, figsize=(14, 6.5), width_ratios=[3, 2.4])
     names = []
     for i, m in enumerate(report["methods"], 1):
         family = ("mrlkit" if m["name"].startswith("mrlkit") else
@@ -452,17 +344,18 @@ def plot_recall_latency(report: dict, path: str) -> None:
         ax.scatter(m["p50_ms"], m["recall@10"], color=colour, s=40)
         ax.annotate(str(i), (m["p50_ms"], m["recall@10"]), fontsize=8, xytext=(3, 3),
                     textcoords="offset points", color=colour)
-        names.append((i, m["name"], colour))
+        names.append((i, m["name"] + (f"  [{m['rss_mb']:,.0f} MB]" if "rss_mb" in m else ""),
+                      colour))
     ax.set_xscale("log")
     ax.set_xlabel("single-query p50 latency (ms, log scale)")
     ax.set_ylabel("recall@10 vs exact float32")
     ax.set_title(f"Recall against latency — n={report['n']:,}, dim={report['dim']}\n"
-                 "(red: mrlkit, blue: faiss, grey: numpy)", fontsize=10)
+                 "(red: mrlkit, blue: faiss, grey: numpy; [resident memory])", fontsize=10)
     ax.grid(True, alpha=0.3)
     side.axis("off")
     for row, (i, name, colour) in enumerate(names):
         side.text(0, 1 - row / max(len(names), 20), f"{i:>2}  {name}", color=colour,
-                  fontsize=8, family="monospace", va="top", transform=side.transAxes)
+                  fontsize=7.5, family="monospace", va="top", transform=side.transAxes)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
 
