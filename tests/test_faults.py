@@ -39,7 +39,7 @@ def unit(n, seed=0, dim=DIM):
 
 def filled(location, n=300, name="s"):
     s = open_store(location)
-    s.create_set(name, MODEL)
+    s.create_set(name, MODEL, storage="float32")  # the damage below is placed in float32 rows
     x = unit(n)
     s.add(name, [f"d{i}" for i in range(n)], x, [f"text {i}" for i in range(n)])
     return s, x

@@ -25,7 +25,7 @@ from .errors import DimensionError, InvalidInputError
 from .vectors import Int8Calibration
 
 MAX_KEEP = 1_000_000  # candidates a stage may keep (and k): bounds memory per query
-ANN_THRESHOLD = 200_000  # rows; below it an exact scan of a small view is fast enough
+ANN_THRESHOLD = 20_000  # rows; below it an exact scan is as fast as a graph index
 _SCORE_CELLS = 32_000_000  # queries × rows scored at once, to bound memory
 _RERANK_FLOATS = 1_000_000  # candidate floats gathered at once in a rerank stage
 
@@ -39,6 +39,7 @@ class StageTiming:
     keep: int
     ms: float
     method: str = "exact"  # exact, ann, rerank, or the engine's own (sql:hnsw, …)
+    reads: int = 0         # stored vectors a rerank stage read (all queries together)
 
 
 @dataclass
@@ -142,21 +143,45 @@ class Funnel:
 
 
 def default_funnel(n: int, stored_dim: int, supports_mrl: bool, k: int = 10) -> Funnel:
-    """A sensible funnel for a set of ``n`` rows.
-
-    Small sets, and sets of models that are not Matryoshka-trained (whose short prefixes
-    are poor), are searched at the full stored dimension. Larger sets of MRL models
-    search a 128-d prefix first and rerank the survivors with the full vector. Above
-    ``ANN_THRESHOLD`` rows a float32 first stage runs on the store's ANN index.
+    """A sensible funnel for a set of ``n`` rows (see :func:`choose_funnel`).
 
     Example::
 
         >>> str(default_funnel(1_000_000, 768, True))
-        '128:float32:200,768:float32'
+        '64:float32:50,768:float32'
     """
-    if n <= 50_000 or not supports_mrl or stored_dim <= 128:
-        return Funnel.exact(stored_dim)
-    return Funnel((Stage(128, "float32", max(200, 20 * k)), Stage(stored_dim, "float32")))
+    return choose_funnel(n, stored_dim, supports_mrl, k)[0]
+
+
+def choose_funnel(n: int, stored_dim: int, supports_mrl: bool, k: int = 10
+                  ) -> tuple[Funnel, str]:
+    """The default funnel for a set of ``n`` rows, and why (``sets info`` shows both).
+
+    The choice follows benchmarks/search.py (docs/benchmarks.md): for a Matryoshka model
+    past ``ANN_THRESHOLD`` rows, an HNSW graph over a short prefix (64 dims, or a
+    twelfth of longer vectors) proposes 50 candidates (5·k) and the full vector reranks
+    them: at 1M × 768 that beats full-vector HNSW's recall in less time and a tenth of
+    its memory. Smaller sets are scanned exactly. A model that is not Matryoshka-trained
+    loses too much in a short prefix, so its sets are scanned at the full dimension.
+
+    Example::
+
+        >>> choose_funnel(1000, 384, True)[1]
+        'an exact scan: 1,000 rows are below the 20,000 where a prefix graph pays'
+    """
+    first = max(64, stored_dim // 12)
+    if not supports_mrl:
+        return Funnel.exact(stored_dim), ("an exact scan: the model is not "
+                                          "Matryoshka-trained, so short prefixes lose recall")
+    if n < ANN_THRESHOLD or stored_dim <= first:
+        why = (f"{n:,} rows are below the {ANN_THRESHOLD:,} where a prefix graph pays"
+               if n < ANN_THRESHOLD else f"{stored_dim} dimensions are short already")
+        return Funnel.exact(stored_dim), f"an exact scan: {why}"
+    keep = max(50, 5 * k)
+    return (Funnel((Stage(first, "float32", keep), Stage(stored_dim, "float32"))),
+            f"an HNSW graph on the {first}-d prefix proposes {keep} candidates, the full "
+            f"{stored_dim}-d vectors rerank them: for {n:,} rows the fastest way to "
+            "full-vector recall measured (docs/benchmarks.md)")
 
 
 @dataclass(frozen=True)
@@ -247,17 +272,17 @@ def _score_rows(q: np.ndarray, cand: np.ndarray, stage: Stage,
 
 def execute(source: FunnelSource, queries: np.ndarray, funnel: Funnel, *,
             n_rows: int, live: np.ndarray | None = None, candidates: np.ndarray | None = None,
-            adaptive: Adaptive | None = None, ann_threshold: int | None = None) -> Result:
+            adaptive: Adaptive | None = None, dead: int | None = None) -> Result:
     """Run ``funnel`` for prepared float32 ``queries`` at the set's stored dimension.
 
-    ``live`` is a boolean mask of live rows (None: all ``n_rows`` are live);
+    ``live`` is a boolean mask of live rows (None: all ``n_rows`` are live), ``dead`` the
+    number of rows it masks (counted when not given);
     ``candidates`` restricts the search to these rows (a metadata filter).
     Returns, per query, the rows and scores of its hits, the stage timings and the
     dimensions each query used.
     """
     q = vectors.as_matrix(queries, name="queries")
     nq = q.shape[0]
-    ann_threshold = ANN_THRESHOLD if ann_threshold is None else ann_threshold
     first, rest = funnel.stages[0], funnel.stages[1:]
     timings: list[StageTiming] = []
     dims_used = [[first.dim] for _ in range(nq)]
@@ -266,19 +291,13 @@ def execute(source: FunnelSource, queries: np.ndarray, funnel: Funnel, *,
     # --- stage 1: every candidate row --------------------------------------------
     t0 = time.perf_counter()
     method = "exact"
-    if candidates is not None:
-        pool = candidates
-    elif live is not None and not live.all():
-        pool = np.flatnonzero(live)
-    else:
-        pool = None  # all rows
-    n_pool = n_rows if pool is None else len(pool)
+    # the source's ANN index (None: it has none, or the set is too small to need one)
     index = (source.ann(first.dim)
-             if candidates is None and first.precision == "float32"
-             and n_pool >= ann_threshold else None)
+             if candidates is None and first.precision == "float32" else None)
     if index is not None:
         method = "ann"
-        dead = 0 if live is None else int(n_rows - live.sum())
+        if dead is None:
+            dead = 0 if live is None else n_rows - int(np.count_nonzero(live))
         # the index still holds deleted rows: fetch past them, and more when many died
         fetch = keep + dead if dead < 10 * keep else 2 * keep + dead
         fetch = min(n_rows, fetch)
@@ -286,11 +305,18 @@ def execute(source: FunnelSource, queries: np.ndarray, funnel: Funnel, *,
         top_rows, top_scores = [], []
         for r, s in zip(rows, scores):
             ok = r >= 0
-            if live is not None:
+            if live is not None and dead:
                 ok &= live[np.clip(r, 0, None)]
             top_rows.append(r[ok][:keep])
             top_scores.append(s[ok][:keep])
     else:
+        if candidates is not None:
+            pool = candidates
+        elif live is not None and not live.all():
+            pool = np.flatnonzero(live)
+        else:
+            pool = None  # all rows
+        n_pool = n_rows if pool is None else len(pool)
         view = source.view(first.dim, first.precision)
         codes = view.codes if pool is None else view.codes[pool]
         qd = vectors.truncate(q, first.dim)
@@ -326,16 +352,25 @@ def rerank(source: FunnelSource, queries: np.ndarray, stages: Sequence[Stage],
     q = vectors.as_matrix(queries, name="queries")
     timings: list[StageTiming] = []
     dims_used: list[list[int]] = [[] for _ in range(q.shape[0])]
-    active = np.arange(q.shape[0])
+    everyone = np.arange(q.shape[0])
+    active = everyone
     final_rows = list(rows)
     final_scores = list(scores)
-    for stage in stages:
+    for i, stage in enumerate(stages):
         if adaptive is not None:
             active = np.array([a for a in active if not _decided(final_scores[a], final_k,
                                                                  adaptive)], dtype=int)
+            if i == len(stages) - 1:
+                # a query decided early keeps its top k, rescored here all the same:
+                # every score a user sees is on the last stage's scale
+                for a in np.setdiff1d(everyone, active):
+                    final_rows[a] = final_rows[a][:final_k]
+                    final_scores[a] = final_scores[a][:final_k]
+                active = everyone
         t0 = time.perf_counter()
         cal = (source.calibration(stage.dim)
                if stage.precision == "int8" and len(active) else None)
+        reads = 0
         keep_i = stage.keep or 10
         # a few queries at a time: a small candidate block is reused by the allocator,
         # where one block for the whole batch costs a page fault per page, every batch
@@ -343,19 +378,25 @@ def rerank(source: FunnelSource, queries: np.ndarray, stages: Sequence[Stage],
         chunk = max(1, _RERANK_FLOATS // max(1, widest * q.shape[1]))
         for start in range(0, len(active), chunk):
             part = active[start:start + chunk]
-            width = max(len(final_rows[a]) for a in part)
-            matrix = np.zeros((len(part), width), np.int64)
-            valid = np.zeros((len(part), width), bool)
-            for j, a in enumerate(part):
-                r = final_rows[a]
-                matrix[j, :len(r)] = r
-                valid[j, :len(r)] = True
+            if len(part) == 1:  # one query: no padding to build
+                matrix = np.asarray(final_rows[part[0]], np.int64)[None, :]
+                valid = None
+            else:
+                width = max(len(final_rows[a]) for a in part)
+                matrix = np.zeros((len(part), width), np.int64)
+                valid = np.zeros((len(part), width), bool)
+                for j, a in enumerate(part):
+                    r = final_rows[a]
+                    matrix[j, :len(r)] = r
+                    valid[j, :len(r)] = True
             order = np.argsort(matrix, axis=None)  # read the stored file in row order
             flat = np.empty((matrix.size, q.shape[1]), np.float32)
             flat[order] = source.full_vectors(matrix.ravel()[order])
-            cand = flat.reshape(len(part), width, q.shape[1])
+            reads += matrix.size if valid is None else int(valid.sum())
+            cand = flat.reshape(matrix.shape[0], matrix.shape[1], q.shape[1])
             s = _score_rows(q[part], cand, stage, cal)
-            s[~valid] = -np.inf
+            if valid is not None:
+                s[~valid] = -np.inf
             idx, sc = vectors.top_k(s, keep_i)
             for j, a in enumerate(part):
                 ok = np.isfinite(sc[j])
@@ -363,7 +404,7 @@ def rerank(source: FunnelSource, queries: np.ndarray, stages: Sequence[Stage],
                 final_scores[a] = sc[j][ok]
                 dims_used[a].append(stage.dim)
         timings.append(StageTiming(stage.dim, stage.precision, stage.keep or 10,
-                                   (time.perf_counter() - t0) * 1000, "rerank"))
+                                   (time.perf_counter() - t0) * 1000, "rerank", reads))
     return ([r[:final_k] for r in final_rows], [s[:final_k] for s in final_scores],
             timings, dims_used)
 

@@ -31,6 +31,7 @@ def ids(n, start=0):
 
 
 def fill(store, n=300, name="s", **kw):
+    kw.setdefault("storage", "float32")  # exact comparisons with NumPy below
     store.create_set(name, MODEL, **kw)
     x = unit(n)
     store.add(name, ids(n), x, [f"text {i}" for i in range(n)],
@@ -118,6 +119,12 @@ def test_storage_summary(store):
     assert info["count"] == 100 and info["stored_dim"] == 384
     assert info["bytes_per_vector"] == 1536
     assert info["stored_bytes"] >= 100 * 1536 * 0.99
+    store.create_set("half", MODEL)                # the default storage: float16
+    store.add("half", ids(10), unit(10))
+    half = store.info("half").as_dict()
+    # Chroma keeps float32 whatever the set says (it has no float16 vectors)
+    assert half["storage"] == "float16"
+    assert half["bytes_per_vector"] == (1536 if store.kind == "chroma" else 768)
     assert isinstance(info["views"], list)
 
 
@@ -340,8 +347,16 @@ def test_adaptive_search(store):
     never = store.search("s", q, k=5, funnel=funnel, adaptive=Adaptive(margin=10.0))
     assert [[h.id for h in r] for r in never.hits] == [[h.id for h in r] for r in full.hits]
     always = store.search("s", q, k=5, funnel=funnel, adaptive=Adaptive(margin=0.0))
-    assert all(d == [64] for d in always.dims_used)
+    # decided after the first stage, yet its top k is rescored at the last: every score
+    # a user sees is a full-vector cosine, never a Hamming count
+    assert all(d == [64, 384] for d in always.dims_used)
     assert all(len(r) == 5 for r in always.hits)
+    everything = store.search("s", q, k=500, funnel=Funnel.exact(DIM)).hits
+    for r, e in zip(always.hits, everything):
+        exact_scores = {h.id: h.score for h in e}
+        assert [h.score for h in r] == sorted((h.score for h in r), reverse=True)
+        np.testing.assert_allclose([h.score for h in r], [exact_scores[h.id] for h in r],
+                                   atol=1e-5)
 
 
 def test_bad_funnels_are_refused(store):
@@ -467,7 +482,7 @@ def test_values_that_would_break_a_set_later_are_refused_naming_the_document(sto
 
 
 def test_a_vector_whose_squares_overflow_float32_is_normalised_not_zeroed(store):
-    store.create_set("s", MODEL)
+    store.create_set("s", MODEL, storage="float32")
     v = unit(1, seed=3) * np.float32(1e30)
     store.add("s", ["big"], v)
     hit = store.search("s", unit(1, seed=3), k=1, funnel=Funnel.exact(DIM)).hits[0][0]
@@ -532,3 +547,91 @@ def test_documents_page_through_every_live_document_once(store):
     assert first.text == store.get("s", [first.id])[0].text
     with pytest.raises(errors.InvalidInputError, match="limit"):
         store.documents("s", limit=0)
+
+
+# --- the engine's own first-stage index (local: HNSW graph on a prefix) ---------------
+def index_on(store, ef=400):
+    """Make the engine's first-stage index serve even a small set, walked wide."""
+    engine = store.engine
+    if store.kind == "local":
+        engine.ann_threshold, engine.ef_search = 0, ef
+    else:
+        engine.exact_below = 0
+        if hasattr(engine, "ef_search"):
+            engine.ef_search = min(ef, 1000)
+
+
+def index_off(store):
+    if store.kind == "local":
+        store.engine.ann_threshold = 10**12
+    else:
+        store.engine.exact_below = 10**12
+
+
+GRAPH = Funnel.parse("384:float32:100,384")
+
+
+def test_the_index_answers_the_exact_funnels_top_10_at_high_ef(store):
+    fill(store, 1000)
+    q = unit(10, seed=31)
+    store.index("s", GRAPH)
+    index_off(store)
+    exact_res = store.search("s", q, k=10, funnel=GRAPH)
+    index_on(store)
+    res = store.search("s", q, k=10, funnel=GRAPH)
+    if store.kind == "local":
+        assert res.timings[0].method == "ann"
+    assert [[h.id for h in r] for r in res.hits] == [[h.id for h in r] for r in exact_res.hits]
+
+
+def test_rows_added_after_the_index_was_built_are_found(store):
+    fill(store, 600)
+    store.index("s", GRAPH)
+    index_on(store)
+    store.search("s", unit(1, seed=1), k=10, funnel=GRAPH)  # the index now covers 600 rows
+    # a few rows (scored beside the graph on local), then many (the graph is extended)
+    for n, start, seed in ((30, 600, 51), (1200, 630, 52)):
+        new = unit(n, seed=seed)
+        store.add("s", ids(n, start), new)
+        res = store.search("s", new[:8], k=1, funnel=GRAPH)
+        assert [r[0].id for r in res.hits] == ids(8, start)
+    if store.kind == "local":
+        info = store.info("s")
+        assert any(v.kind.startswith("HNSW") for v in info.views)
+
+
+def test_deleted_rows_are_never_returned_by_the_index(store):
+    x = fill(store, 800)
+    store.index("s", GRAPH)
+    index_on(store)
+    q = x[:20]
+    store.delete("s", ids(20))                    # each query's own document
+    res = store.search("s", q, k=10, funnel=GRAPH)
+    returned = {h.id for r in res.hits for h in r}
+    assert not returned & set(ids(20))
+    assert all(len(r) == 10 for r in res.hits)
+
+
+def test_kill_9_while_the_index_is_extended_leaves_a_store_that_answers(store, location):
+    if store.kind != "local":
+        pytest.skip("the engine maintains its own index (the graph file is mrlkit's on local)")
+    fill(store, 600)
+    store.index("s", GRAPH)
+    new = unit(1500, seed=61)
+    store.add("s", ids(1500, 600), new)
+    r = _python(f"""
+        import numpy as np
+        from mrlkit import Funnel
+        from mrlkit.stores import open_store
+        s = open_store({location!r})
+        s.engine.ann_threshold = 0
+        s.search("s", np.ones((1, 384), np.float32), funnel=Funnel.parse({str(GRAPH)!r}))
+    """, env={"MRLKIT_TEST_CRASH_AT": "graph_before_rename"})
+    assert r.returncode == -9, (r.returncode, r.stderr)
+    from mrlkit.stores import open_store
+
+    again = open_store(location)
+    index_on(again)
+    res = again.search("s", new[:5], k=1, funnel=GRAPH)
+    assert [h[0].id for h in res.hits] == ids(5, 600)
+    assert res.timings[0].method == "ann"

@@ -23,6 +23,7 @@ def pg(pg_url):
 
 
 def fill(store, n=1500, name="s", **kw):
+    kw.setdefault("storage", "float32")  # a vector column; float16 sets keep halfvec
     store.create_set(name, MODEL, **kw)
     x = unit(n)
     store.add(name, ids(n), x, [f"text {i}" for i in range(n)],
@@ -81,7 +82,7 @@ def test_default_index_follows_the_model(pg):
     pg.create_set("mini", MODEL)
     pg.create_set("nomic", "nomic-embed-text")
     assert pg.info("mini").details["indexed_stages"] == ["384:float32"]
-    assert pg.info("nomic").details["indexed_stages"] == ["128:float32"]
+    assert pg.info("nomic").details["indexed_stages"] == ["64:float32"]
     assert pg.create_set("bare", MODEL, index=False)
     assert pg.info("bare").details["indexed_stages"] == []
 

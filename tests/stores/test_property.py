@@ -30,7 +30,7 @@ def test_funnels_answer_from_the_live_rows(tmp_path_factory, ops, seed):
     rng = np.random.default_rng(seed)
     location = str(tmp_path_factory.mktemp("prop"))
     store = open_store(location)
-    store.create_set("s", MODEL)
+    store.create_set("s", MODEL, storage="float32")  # scores are compared with NumPy's
     dim = 384
     live: dict[str, np.ndarray] = {}   # id → the vector as stored (unit norm, at dim)
     next_id = 0

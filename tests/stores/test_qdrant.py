@@ -23,7 +23,7 @@ def qdrant(tmp_path):
 
 
 def test_the_funnel_is_one_query_request_with_prefetch(qdrant, monkeypatch):
-    qdrant.create_set("s", "nomic-embed-text")   # MRL: the first stage is a 128-d prefix
+    qdrant.create_set("s", "nomic-embed-text")   # MRL: the first stage is a 64-d prefix
     x = unit(500, 768)
     qdrant.add("s", ids(500), x, metadata=[{"g": i % 2} for i in range(500)])
     calls = []
@@ -31,12 +31,12 @@ def test_the_funnel_is_one_query_request_with_prefetch(qdrant, monkeypatch):
     monkeypatch.setattr(qdrant.engine._client, "query_points",
                         lambda *a, **kw: calls.append(kw) or real(*a, **kw))
     q = vectors.normalize(x[:5] + 0.3 * unit(5, 768, seed=3))
-    res = qdrant.search("s", q, k=10, funnel=Funnel.parse("128:float32:100,768"))
+    res = qdrant.search("s", q, k=10, funnel=Funnel.parse("64:float32:100,768"))
     assert len(calls) == 5  # one request per query, the whole funnel inside it
     request = calls[0]
     assert request["using"] == "full" and request["limit"] == 10
     prefetch = request["prefetch"]
-    assert (prefetch.using, prefetch.limit, len(prefetch.query)) == ("first", 100, 128)
+    assert (prefetch.using, prefetch.limit, len(prefetch.query)) == ("first", 100, 64)
     got = [[int(h.id.split("-")[1]) for h in r] for r in res.hits]
     truth = exact(x, q, 10)
     assert np.mean([len(set(a) & set(b)) / 10 for a, b in zip(got, truth)]) >= 0.9
@@ -44,7 +44,7 @@ def test_the_funnel_is_one_query_request_with_prefetch(qdrant, monkeypatch):
         float(x[got[0][0]] @ q[0]), abs=1e-4)   # the score is the full vector's cosine
     # filters travel inside the prefetch as a Qdrant Filter
     filtered = qdrant.search("s", q[:1], k=5, filters={"g": 1},
-                             funnel=Funnel.parse("128:float32:100,768"))
+                             funnel=Funnel.parse("64:float32:100,768"))
     assert calls[-1]["prefetch"].filter.must[0].key == "meta.g"
     assert all(h.metadata == {"g": 1} for h in filtered.hits[0]) and len(filtered.hits[0]) == 5
 

@@ -24,7 +24,7 @@ import numpy as np
 
 from ..errors import InvalidInputError, SetExistsError
 from ..funnel import (Adaptive, Funnel, FunnelSource, MatrixSource, Stage, StageTiming,
-                      default_funnel, execute, rerank)
+                      choose_funnel, default_funnel, execute, rerank)
 from ..registry import get_spec, validate_dim
 from ..transform import Transform
 from ..vectors import Int8Calibration
@@ -47,6 +47,7 @@ class Scan:
     matrix: np.ndarray | None = None
     live: np.ndarray | None = None        # mask of live rows (None: all)
     candidates: np.ndarray | None = None  # rows a filter leaves (None: no filter)
+    dead: int | None = None               # rows ``live`` masks (None: count them)
 
     @property
     def empty(self) -> bool:
@@ -155,10 +156,12 @@ class Store(Generic[R]):
 
     # --- sets -------------------------------------------------------------------------
     def create_set(self, name: str, model: str, truncate_dim: int | None = None, *,
-                   storage: str = "float32", allow_non_mrl: bool = False,
+                   storage: str = "float16", allow_non_mrl: bool = False,
                    index: bool = True) -> SetInfo:
         """Create an empty set; with ``index``, build ahead what the funnel mrlkit would
-        choose for a large set of this model reads first (where the engine indexes)."""
+        choose for a large set of this model reads first (where the engine indexes).
+        ``storage`` float16 (the default) keeps half the bytes of float32 at the same
+        recall@10 (docs/benchmarks.md); scores then carry float16's ~1e-3 rounding."""
         rules.check_name(name)
         rules.check_storage(storage)
         spec = get_spec(model)
@@ -269,7 +272,13 @@ class Store(Generic[R]):
     def info(self, name: str) -> StorageInfo:
         """The storage summary: count, stored bytes and each view's bytes."""
         rec = self.engine.record(name)
-        return self.engine.storage(rec, self.engine.count(rec))
+        info = self.engine.storage(rec, self.engine.count(rec))
+        chosen, why = self._default(rec, self.engine.rows(rec), 10)
+        return replace(info, default_funnel=str(chosen), funnel_reason=why)
+
+    def _default(self, rec: R, n: int, k: int) -> tuple[Funnel, str]:
+        mrl = get_spec(rec.model).supports_mrl or rec.transform is not None
+        return choose_funnel(n, rec.stored_dim, mrl, k)
 
     def check(self, name: str, *, repair: bool = False) -> CheckReport:
         """Verify a set: its engine's files or tables, and that every stored vector is
@@ -315,8 +324,7 @@ class Store(Generic[R]):
         flt = rules.check_filters(filters)
         n = self.engine.rows(rec)
         if funnel is None:
-            mrl = get_spec(rec.model).supports_mrl or rec.transform is not None
-            funnel = default_funnel(n, rec.stored_dim, mrl, k)
+            funnel = self._default(rec, n, k)[0]
         funnel = funnel.check(rec.stored_dim, k)
         if n == 0:
             return SearchResult.empty(len(q))
@@ -329,7 +337,7 @@ class Store(Generic[R]):
         source = scan.source or self._source(rec, scan.matrix)
         rows, scores, timings, dims = execute(source, q, funnel, n_rows=scan.n_rows,
                                               live=scan.live, candidates=scan.candidates,
-                                              adaptive=adaptive)
+                                              adaptive=adaptive, dead=scan.dead)
         return SearchResult(_hits(scan.documents, rows, scores), timings, dims)
 
     def _source(self, rec: R, matrix: np.ndarray | None) -> MatrixSource:
@@ -353,8 +361,11 @@ class Store(Generic[R]):
 
 def _hits(documents: Documents, rows: list[np.ndarray], scores: list[np.ndarray]
           ) -> list[list[Hit]]:
-    wanted = np.unique(np.concatenate(rows)) if rows else np.empty(0, np.int64)
-    docs = documents(wanted.astype(np.int64))
+    if len(rows) == 1:  # one query: its rows are distinct already
+        wanted = np.asarray(rows[0], np.int64)
+    else:
+        wanted = (np.unique(np.concatenate(rows)) if rows else np.empty(0)).astype(np.int64)
+    docs = documents(wanted)
     out = []
     for rr, ss in zip(rows, scores):
         hits = []

@@ -6,7 +6,7 @@ Layout::
     STORE/catalog.sqlite                    models, sets, documents (rows → ids, text, metadata)
     STORE/sets/<id>/vectors-<gen>.bin       every row at the stored dim (float32 or float16)
     STORE/sets/<id>/views/d<D>-<prec>.bin   derived codes, e.g. binary@64; extended on add
-    STORE/sets/<id>/ann/d<D>.faiss          IVF index of a float prefix, for big sets
+    STORE/sets/<id>/ann/g<gen>-hnsw-d<D>.faiss  HNSW index of a short prefix, for big sets
 
 A write batch appends its vectors past the committed row count, fsyncs, then commits the
 documents and the new row count in one SQLite transaction. A process killed in between
@@ -43,7 +43,8 @@ from ..transform import Transform
 from ..vectors import PRECISIONS, Int8Calibration
 from . import rules
 from .core import EngineDefaults, Scan, Store
-from .local_files import SetFiles
+from .local_files import RowReader, SetFiles
+from .local_graph import GraphIndex
 from .records import (Batch, CheckReport, Document, Rebuild, SetRecord, StorageInfo,
                       ViewInfo)
 
@@ -76,9 +77,12 @@ class LocalRecord(SetRecord):
     checksum: int | None  # CRC-32 of the committed vector file (None: not known)
 
 
-def LocalStore(path: str | os.PathLike[str], *, ann_nprobe: int = 32) -> Store[LocalRecord]:
-    """A store on the local engine at ``path`` (a folder, created if needed)."""
-    return Store(LocalEngine(path, ann_nprobe=ann_nprobe))
+def LocalStore(path: str | os.PathLike[str], *, ann_threshold: int = ANN_THRESHOLD,
+               ef_search: int | None = None) -> Store[LocalRecord]:
+    """A store on the local engine at ``path`` (a folder, created if needed). A float32
+    first stage runs on an HNSW index of its prefix once a set has ``ann_threshold``
+    rows; ``ef_search`` widens the graph walk past the stage's ``keep``."""
+    return Store(LocalEngine(path, ann_threshold=ann_threshold, ef_search=ef_search))
 
 
 class LocalEngine(EngineDefaults[LocalRecord]):
@@ -87,9 +91,10 @@ class LocalEngine(EngineDefaults[LocalRecord]):
     kind = "local"
     index_precisions = PRECISIONS
 
-    def __init__(self, path: str | os.PathLike[str], *, ann_nprobe: int = 32) -> None:
+    def __init__(self, path: str | os.PathLike[str], *, ann_threshold: int = ANN_THRESHOLD,
+                 ef_search: int | None = None) -> None:
         self.root = Path(path)
-        self.ann_nprobe = ann_nprobe
+        self.ann_threshold, self.ef_search = ann_threshold, ef_search
         self.location = str(self.root)
         try:
             self.root.mkdir(parents=True, exist_ok=True)
@@ -98,6 +103,8 @@ class LocalEngine(EngineDefaults[LocalRecord]):
             self._db.row_factory = sqlite3.Row
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
+            # a search reads its hits' rows of `documents`: mapped, they cost no read call
+            self._db.execute("PRAGMA mmap_size=1073741824")
             self._db.execute("PRAGMA foreign_keys=ON")
             self._db.executescript(_SCHEMA)
         except OSError as exc:
@@ -111,6 +118,7 @@ class LocalEngine(EngineDefaults[LocalRecord]):
                                  f"{'TEXT' if column == 'transform' else 'INTEGER'}")
         self._lock = threading.RLock()
         self._cache: dict[tuple[Any, ...], Any] = {}
+        self._records: dict[str, tuple[tuple[int, int], LocalRecord]] = {}
 
     def close(self) -> None:
         self._db.close()
@@ -139,11 +147,21 @@ class LocalEngine(EngineDefaults[LocalRecord]):
                            checksum=r["checksum"])
 
     def record(self, name: str) -> LocalRecord:
+        """The set's row, read again only when the catalogue changed: SQLite's
+        ``data_version`` counts other connections' commits, ``total_changes`` this one's
+        (every search starts here, so this saves a query and a record per search)."""
+        stamp = (self._db.execute("PRAGMA data_version").fetchone()[0],
+                 self._db.total_changes)
+        got = self._records.get(name)
+        if got is not None and got[0] == stamp:
+            return got[1]
         r = self._db.execute("SELECT * FROM sets WHERE name = ?", (name,)).fetchone()
         if r is None:
             known = [k["name"] for k in self._db.execute("SELECT name FROM sets")]
             raise rules.not_found(name, self.location, known)
-        return self._record(r)
+        rec = self._record(r)
+        self._records = {name: (stamp, rec)}  # the last set asked for
+        return rec
 
     def records(self) -> list[LocalRecord]:
         return [self._record(r) for r in self._db.execute("SELECT * FROM sets ORDER BY name")]
@@ -204,15 +222,23 @@ class LocalEngine(EngineDefaults[LocalRecord]):
         return got[1]
 
     def matrix(self, rec: LocalRecord) -> np.ndarray:
-        return self._cached("mmap", rec, (), lambda: self.files(rec).matrix())  # type: ignore[no-any-return]
+        return self._cached("mmap", rec, (),  # type: ignore[no-any-return]
+                            lambda: self.files(rec).matrix(random=True))
+
+    def reader(self, rec: LocalRecord) -> RowReader:
+        return self._cached("rows", rec, (),  # type: ignore[no-any-return]
+                            lambda: self.files(rec).rows())
 
     def view(self, rec: LocalRecord, dim: int, precision: str) -> View:
         return self._cached("view", rec, (dim, precision),  # type: ignore[no-any-return]
                             lambda: self.files(rec).view(dim, precision))
 
-    def ann(self, rec: LocalRecord, dim: int) -> Index:
-        return self._cached("ann", rec, (dim,),  # type: ignore[no-any-return]
-                            lambda: self.files(rec).ann(dim, self.ann_nprobe))
+    def ann(self, rec: LocalRecord, dim: int) -> Index | None:
+        """The HNSW index of the ``dim`` prefix, or None below ``ann_threshold`` rows."""
+        if rec.n_rows < self.ann_threshold:
+            return None
+        graph = self._cached("ann", rec, (dim,), lambda: self.files(rec).graph(dim))
+        return _Tuned(graph, self.ef_search)
 
     # --- writes -----------------------------------------------------------------------
     def add(self, name: str, prepare: Callable[[LocalRecord], Batch]) -> int:
@@ -279,18 +305,16 @@ class LocalEngine(EngineDefaults[LocalRecord]):
         files.remove_derived(old_gen=rec.generation)
 
     def index(self, rec: LocalRecord, first: Stage) -> list[str]:
-        """Build the first stage's view, and its IVF index when the set is large enough
+        """Build the first stage's view, or its HNSW index when the set is large enough
         for the funnel to use one."""
         if rec.n_rows == 0:
             return []
-        made = []
+        if first.precision == "float32" and self.ann(rec, first.dim) is not None:
+            return [f"HNSW index d{first.dim}"]
         if not (first.dim == rec.stored_dim and first.precision in ("float32", rec.storage)):
             self.view(rec, first.dim, first.precision)
-            made.append(f"view d{first.dim}-{first.precision}")
-        if first.precision == "float32" and rec.n_rows >= ANN_THRESHOLD:
-            self.ann(rec, first.dim)
-            made.append(f"IVF index d{first.dim}")
-        return made
+            return [f"view d{first.dim}-{first.precision}"]
+        return []
 
     # --- reads ------------------------------------------------------------------------
     def vectors(self, rec: LocalRecord) -> tuple[list[str], np.ndarray]:
@@ -327,7 +351,7 @@ class LocalEngine(EngineDefaults[LocalRecord]):
                 mask = np.zeros(rec.n_rows, bool)
                 mask[rows] = True
             self._cache = {k: v for k, v in self._cache.items()
-                           if not (k[0] == "live" and k[1] == rec.id)}
+                           if not (k[0] in ("live", "dead") and k[1] == rec.id)}
             self._cache[key] = mask
         return self._cache[key]  # type: ignore[no-any-return]
 
@@ -346,14 +370,34 @@ class LocalEngine(EngineDefaults[LocalRecord]):
         return np.fromiter((r["row"] for r in self._db.execute(sql, params)), dtype=np.int64)
 
     def scan(self, rec: LocalRecord, filters: dict[str, Any] | None) -> Scan:
+        live = self._live(rec)
         return Scan(rec.n_rows, lambda rows: self._documents(rec.id, rows),
-                    source=LocalSource(self, rec), live=self._live(rec),
-                    candidates=self._filtered(rec, filters) if filters else None)
+                    source=LocalSource(self, rec), live=live,
+                    candidates=self._filtered(rec, filters) if filters else None,
+                    dead=self._dead(rec, live))
+
+    def _dead(self, rec: LocalRecord, live: np.ndarray | None) -> int:
+        if live is None:
+            return 0
+        key = ("dead", rec.id, rec.version)
+        if key not in self._cache:
+            self._cache[key] = rec.n_rows - int(np.count_nonzero(live))
+        return int(self._cache[key])
 
     def _documents(self, set_id: int, rows: np.ndarray) -> dict[int, Document]:
-        return {r["row"]: Document(r["ext_id"], r["text"], json.loads(r["metadata"]))
-                for r in self._select_in("row, ext_id, text, metadata", "row", set_id,
-                                         rows.tolist())}
+        """The documents of ``rows``: one query per 900 rows, rows read as tuples (a
+        search's hits come through here: this is on every query's path)."""
+        out = {}
+        values = rows.tolist()
+        for start in range(0, len(values), 900):
+            chunk = values[start:start + 900]
+            cur = self._db.cursor()
+            cur.row_factory = None
+            cur.execute("SELECT row, ext_id, text, metadata FROM documents WHERE set_id = ? "
+                        f"AND row IN ({','.join('?' * len(chunk))})", (set_id, *chunk))
+            for row, ext_id, text, meta in cur:
+                out[row] = Document(ext_id, text, {} if meta == "{}" else json.loads(meta))
+        return out
 
     def check(self, rec: LocalRecord, report: CheckReport, repair: bool) -> bool:
         from .local_check import check
@@ -381,12 +425,22 @@ class LocalSource:
         return self.engine.view(self.rec, dim, precision)
 
     def full_vectors(self, rows: np.ndarray) -> np.ndarray:
-        return np.asarray(self.engine.matrix(self.rec)[rows], dtype=np.float32)
+        return self.engine.reader(self.rec).read(rows)
 
     def calibration(self, dim: int) -> Int8Calibration:
         cal = self.engine.view(self.rec, dim, "int8").calibration
         assert cal is not None
         return cal
 
-    def ann(self, dim: int) -> Index:
+    def ann(self, dim: int) -> Index | None:
         return self.engine.ann(self.rec, dim)
+
+
+class _Tuned:
+    """A graph index searched with the engine's ``ef_search`` (None: the stage's keep)."""
+
+    def __init__(self, graph: GraphIndex, ef: int | None) -> None:
+        self.graph, self.ef = graph, ef
+
+    def search(self, x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        return self.graph.search(x, k, self.ef)

@@ -1,7 +1,7 @@
 """The local engine's files: one append-only vector file per set, derived views, and the
-IVF index of a float prefix. Each derived file records what it was derived from
-(generation, rows covered, int8 calibration and the rows it was fitted on) and is
-rebuilt, never served, when that no longer matches.
+graph index of a float prefix (:mod:`.local_graph`). Each derived file records what it
+was derived from (generation, rows covered, int8 calibration and the rows it was fitted
+on) and is rebuilt, never served, when that no longer matches.
 
 Example::
 
@@ -12,23 +12,28 @@ from __future__ import annotations
 
 import fcntl
 import json
+import mmap
 import os
 import shutil
 import zlib
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any
 from collections.abc import Iterator
 
 import numpy as np
 
 from .. import vectors
 from ..errors import StoreError
-from ..funnel import Index, View
+from ..funnel import View
 from ..vectors import Int8Calibration
 from . import rules
 
+if TYPE_CHECKING:
+    from .local_graph import GraphIndex
+
 _BLOCK = 65536
+_HALF_TO_FLOAT = np.arange(65536, dtype=np.uint16).view(np.float16).astype(np.float32)
 _DTYPES: dict[str, type[np.generic]] = {"float32": np.float32, "float16": np.float16,
                                         "int8": np.int8, "binary": np.uint8}
 
@@ -96,8 +101,14 @@ class SetFiles:
     def committed_bytes(self) -> int:
         return self.n_rows * self.stored_dim * storage_dtype(self.storage).itemsize
 
-    def matrix(self) -> np.ndarray:
-        """The committed rows of the vector file, memory-mapped read-only."""
+    def rows(self) -> RowReader:
+        """A reader of single rows of the vector file, for a rerank's candidates."""
+        self.matrix()  # the same checks: the file holds every committed row
+        return RowReader(self.vector_path(), self.stored_dim, storage_dtype(self.storage))
+
+    def matrix(self, *, random: bool = False) -> np.ndarray:
+        """The committed rows of the vector file, memory-mapped read-only; with
+        ``random``, the kernel is told reads are random (no read-ahead)."""
         dtype = storage_dtype(self.storage)
         if self.n_rows == 0:
             return np.empty((0, self.stored_dim), dtype)
@@ -109,7 +120,10 @@ class SetFiles:
                                                f"holds {size:,} bytes") +
                 f" where {self.n_rows:,} rows need {self.committed_bytes:,}: it was cut "
                 "or removed; `mrlkit sets check` says what can be recovered")
-        return np.memmap(path, mode="r", dtype=dtype, shape=(self.n_rows, self.stored_dim))
+        matrix = np.memmap(path, mode="r", dtype=dtype, shape=(self.n_rows, self.stored_dim))
+        if random and hasattr(mmap, "MADV_RANDOM"):
+            matrix._mmap.madvise(mmap.MADV_RANDOM)  # type: ignore[attr-defined]
+        return np.asarray(matrix)  # a plain view of the map: no memmap subclass per read
 
     def append(self, emb: np.ndarray, crc: int | None) -> int | None:
         """Write rows past the committed count (dropping the tail of a batch that never
@@ -189,38 +203,12 @@ class SetFiles:
             return False
         return bool(file_crc(data_path, rows * row_bytes) == meta["checksum"])
 
-    def ann(self, dim: int, nprobe: int) -> Index:
-        """A persisted faiss IVF index over the float32 view at ``dim``, covering every
-        row (extended when rows were added since it was built).
+    def graph(self, dim: int) -> GraphIndex:
+        """The HNSW graph index over the ``dim`` prefix of every committed row (see
+        :mod:`.local_graph`)."""
+        from .local_graph import GraphFiles
 
-        IVF rather than HNSW: on a short prefix it builds in under a minute at a million
-        rows and holds no graph; the funnel's rerank recovers the precision it gives up.
-        """
-        import faiss
-
-        path = self.folder / "ann" / f"d{dim}.faiss"
-        n_rows = self.n_rows
-        index: Any
-        with locked(path.with_suffix(".lock")):
-            try:
-                index = faiss.read_index(str(path)) if path.exists() else None
-            except RuntimeError:  # a damaged index file: rebuilt below
-                index = None
-            view = self.view(dim, "float32").codes
-            if index is None or index.ntotal > n_rows or index.d != dim:
-                nlist = int(np.clip(4 * np.sqrt(n_rows), 16, 8192))
-                index = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, nlist,
-                                           faiss.METRIC_INNER_PRODUCT)
-                sample = np.linspace(0, n_rows - 1, min(n_rows, 64 * nlist)).astype(int)
-                index.train(np.ascontiguousarray(view[sample], np.float32))
-            if index.ntotal < n_rows:
-                for start in range(index.ntotal, n_rows, _BLOCK):
-                    index.add(np.ascontiguousarray(view[start:start + _BLOCK], np.float32))
-                path.parent.mkdir(parents=True, exist_ok=True)
-                faiss.write_index(index, str(path.with_suffix(".tmp")))
-                os.replace(path.with_suffix(".tmp"), path)
-        index.nprobe = nprobe
-        return cast(Index, index)
+        return GraphFiles(self.folder / "ann", self.gen).open(self.matrix(), dim, self.n_rows)
 
     def derived(self) -> list[tuple[int, str, int, str]]:
         """(dim, precision, bytes, kind) of every derived file."""
@@ -230,9 +218,55 @@ class SetFiles:
             dim, precision = meta_path.stem[1:].split("-")
             out.append((int(dim), precision, data.stat().st_size if data.exists() else 0,
                         "view"))
-        for ann in sorted((self.folder / "ann").glob("*.faiss")):
-            out.append((int(ann.stem[1:]), "float32", ann.stat().st_size, "IVF index"))
+        for ann in sorted((self.folder / "ann").glob(f"g{self.gen}-hnsw-d*.faiss")):
+            out.append((int(ann.stem.rpartition("-d")[2]), "float32", ann.stat().st_size,
+                        "HNSW index (8-bit codes)"))
         return out
+
+
+class RowReader:
+    """Reads chosen rows of a vector file with one ``pread`` each, the kernel told that
+    access is random: a rerank reads its candidates' bytes and nothing else.
+
+    Why not the memory map: a read fault on a mapped file maps up to 16 neighbouring
+    pages already in the page cache ("fault-around", whatever ``madvise`` says), so a
+    search touching 100 random rows keeps about 6 MB of the file resident per query,
+    and a long-lived process ends up holding the whole file. ``pread`` copies only the
+    rows asked for; the page cache under it belongs to the OS, shared and reclaimable.
+    """
+
+    def __init__(self, path: Path, dim: int, dtype: np.dtype[Any]) -> None:
+        self.fd = os.open(path, os.O_RDONLY)
+        if hasattr(os, "posix_fadvise"):
+            os.posix_fadvise(self.fd, 0, 0, os.POSIX_FADV_RANDOM)
+        self.dim, self.dtype = dim, dtype
+        self.row_bytes = dim * dtype.itemsize
+        self._decoder: Any = None
+
+    def read(self, rows: np.ndarray) -> np.ndarray:
+        """float32 rows (in the order given; sorted rows read the file forward)."""
+        size, fd = self.row_bytes, self.fd
+        data = b"".join([os.pread(fd, size, r * size) for r in rows.tolist()])
+        if len(data) != len(rows) * size:
+            raise StoreError("the vector file is shorter than its committed rows: "
+                             "`mrlkit sets check` says what can be recovered")
+        if self.dtype == np.float32:
+            return np.frombuffer(data, np.float32).reshape(len(rows), self.dim)
+        if len(rows) <= 256:  # float16 → float32 through a 65,536-entry table (2× astype)
+            halves = np.frombuffer(data, np.uint16).reshape(len(rows), self.dim)
+            return np.take(_HALF_TO_FLOAT, halves)
+        if self._decoder is None:  # many rows: faiss's vectorised decoder (3× astype)
+            import faiss
+
+            self._decoder = faiss.ScalarQuantizer(self.dim, faiss.ScalarQuantizer.QT_fp16)
+        return np.asarray(self._decoder.decode(np.frombuffer(data, np.uint8).reshape(
+            len(rows), self.row_bytes)), np.float32)
+
+    def __del__(self) -> None:
+        try:
+            os.close(self.fd)
+        except (OSError, AttributeError):
+            pass
 
 
 def read_json(path: Path) -> dict[str, Any]:

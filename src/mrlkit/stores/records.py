@@ -130,11 +130,14 @@ class StorageInfo:
     views: list[ViewInfo]
     location: str
     details: dict[str, Any] = field(default_factory=dict)
+    default_funnel: str = ""    # what a search without --funnel runs at this size
+    funnel_reason: str = ""     # and why
 
     def as_dict(self) -> dict[str, Any]:
         return {**self.set.as_dict(), "rows": self.rows, "dead_rows": self.dead_rows,
                 "stored_bytes": self.stored_bytes, "bytes_per_vector": self.bytes_per_vector,
                 "views": [dict(v.__dict__) for v in self.views], **self.details,
+                "default_funnel": self.default_funnel, "funnel_reason": self.funnel_reason,
                 "location": self.location}
 
 

@@ -205,6 +205,12 @@ def prepare(rec: SetRecord, x: np.ndarray) -> np.ndarray:
     """Unit-norm float32 rows of ``x`` (rows whose squares overflow or underflow float32
     are normalised in float64), mapped by the set's transform if any."""
     x32 = np.asarray(x, np.float32)
+    if len(x32) == 1:  # one query: the common case, on every search's path
+        with np.errstate(over="ignore", under="ignore"):
+            n = float(np.sqrt(np.dot(x32[0], x32[0])))
+        if 1e-18 < n < np.inf:
+            unit = x32 / np.float32(n)
+            return rec.transform.apply(unit) if rec.transform is not None else unit
     norms = _norms(x32)[:, None]
     if norms.dtype == np.float32:
         unit = np.divide(x32, norms, out=np.zeros_like(x32), where=norms > 0)

@@ -1,0 +1,146 @@
+"""The local engine's graph index: faiss HNSW over a short float prefix, 8-bit codes.
+
+One file per (generation, prefix dim) under ``ann/``, read memory-mapped for search
+(faiss's ``IO_FLAG_MMAP_IFC``: the codes and the graph stay in the page cache, and only
+the pages a query walks become resident). Rows added after the index was written are
+found all the same: up to :data:`EXTEND_AT` of them are scored exactly beside the graph
+(a small "tail"), past that the index is extended in place of a rebuild: the graph is
+read, the new rows inserted, and the file replaced atomically (write, fsync, rename), so
+a process killed while extending leaves the previous index, which still serves.
+
+Why this index (benchmarks/search.py, 1M × 768): an HNSW on the 64-d prefix with 8-bit
+scalar codes and M = 16 holds 0.2 GB against 3.2 GB for HNSW on the full vectors, builds
+in a sixth of its time, and, reranked by the full vectors of 50 candidates, passes its
+recall in less than half its latency.
+
+Example::
+
+    >>> graph = GraphFiles(Path("/tmp/store/sets/1/ann"), gen=0)      # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+from collections.abc import Callable
+
+import numpy as np
+
+from .. import vectors
+from . import rules
+from .local_files import locked
+
+M = 16                  # graph degree: 2·M links per row at the base layer
+EF_CONSTRUCTION = 40
+EXTEND_AT = 1_000       # tail rows scored exactly before the index is extended
+_BLOCK = 65_536
+
+
+class GraphIndex:
+    """A loaded graph index over rows ``[0, covered)`` plus the exact ``tail`` of rows
+    ``[covered, n_rows)`` at the same prefix; ``search`` merges both."""
+
+    def __init__(self, index: Any, tail: np.ndarray, dim: int) -> None:
+        self.index, self.tail, self.dim = index, tail, dim
+        self.covered = int(index.ntotal)
+
+    def search(self, x: np.ndarray, k: int, ef: int | None = None
+               ) -> tuple[np.ndarray, np.ndarray]:
+        """(scores, rows) of the ``k`` best rows per query (row -1: none)."""
+        q = np.ascontiguousarray(x, np.float32)
+        # the walk's breadth: given, or k plus up to 100 more (k = 50: 150), which keeps
+        # recall@10 ≥ 0.98 at 1M × 768 (docs/benchmarks.md); set on the index, since a
+        # parameter object costs as much as a short walk
+        self.index.hnsw.efSearch = max(k, ef or k + min(2 * k, 100), 16)
+        scores, rows = self.index.search(q, min(k, max(1, self.covered)))
+        if len(self.tail):
+            ts = q @ self.tail.T
+            scores = np.concatenate([scores, ts], axis=1)
+            rows = np.concatenate([rows, np.broadcast_to(
+                np.arange(self.covered, self.covered + len(self.tail)), ts.shape)], axis=1)
+            scores = np.where(rows >= 0, scores, -np.inf)
+            top = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+            scores, rows = np.take_along_axis(scores, top, 1), np.take_along_axis(rows, top, 1)
+        return scores, rows
+
+
+class GraphFiles:
+    """The graph index files of one set generation, in ``folder``."""
+
+    def __init__(self, folder: Path, gen: int) -> None:
+        self.folder, self.gen = folder, gen
+
+    def path(self, dim: int) -> Path:
+        return self.folder / f"g{self.gen}-hnsw-d{dim}.faiss"
+
+    def open(self, matrix: np.ndarray, dim: int, n_rows: int) -> GraphIndex:
+        """The index over ``matrix``'s first ``n_rows`` rows at ``dim``: built when
+        missing or unreadable, extended when more than EXTEND_AT rows are past it."""
+        import faiss
+
+        path = self.path(dim)
+        index = self._read(path, faiss.IO_FLAG_MMAP_IFC | faiss.IO_FLAG_READ_ONLY)
+        if index is None or index.ntotal > n_rows or index.d != dim or \
+                n_rows - index.ntotal > EXTEND_AT:
+            with locked(path.with_suffix(".lock")):
+                # another process may have done it meanwhile: read again under the lock
+                index = self._read(path, 0)
+                if index is None or index.ntotal > n_rows or index.d != dim:
+                    index = _new_index(matrix, dim, n_rows)
+                if n_rows - index.ntotal > EXTEND_AT or index.ntotal == 0:
+                    _add(index, matrix, dim, index.ntotal, n_rows)
+                    _write(index, path)
+            index = self._read(path, faiss.IO_FLAG_MMAP_IFC | faiss.IO_FLAG_READ_ONLY)
+            assert index is not None
+        tail = _prefix(matrix, dim, int(index.ntotal), n_rows)
+        return GraphIndex(index, tail, dim)
+
+    @staticmethod
+    def _read(path: Path, flags: int) -> Any:
+        import faiss
+
+        if not path.exists():
+            return None
+        try:
+            return faiss.read_index(str(path), flags)
+        except RuntimeError:  # damaged: rebuilt by the caller
+            return None
+
+
+def _prefix(matrix: np.ndarray, dim: int, start: int, stop: int) -> np.ndarray:
+    """Rows ``[start, stop)`` at ``dim``, re-normalised float32 (what the index holds)."""
+    return vectors.truncate(np.asarray(matrix[start:stop], np.float32), dim)
+
+
+def _new_index(matrix: np.ndarray, dim: int, n_rows: int) -> Any:
+    import faiss
+
+    index = faiss.IndexHNSWSQ(dim, faiss.ScalarQuantizer.QT_8bit, M,  # type: ignore[arg-type]
+                              faiss.METRIC_INNER_PRODUCT)
+    index.hnsw.efConstruction = EF_CONSTRUCTION
+    sample = rules.sample_rows(n_rows)
+    index.train(np.ascontiguousarray(vectors.truncate(
+        np.asarray(matrix[sample], np.float32), dim)))
+    return index
+
+
+def _add(index: Any, matrix: np.ndarray, dim: int, start: int, stop: int,
+         progress: Callable[[int], None] | None = None) -> None:
+    for s in range(start, stop, _BLOCK):
+        index.add(np.ascontiguousarray(_prefix(matrix, dim, s, min(stop, s + _BLOCK))))
+        if progress:
+            progress(min(stop, s + _BLOCK) - start)
+
+
+def _write(index: Any, path: Path) -> None:
+    """Replace ``path`` atomically: a crash leaves the old file or the new, never half."""
+    import faiss
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    faiss.write_index(index, str(tmp))
+    with open(tmp, "rb") as fh:
+        os.fsync(fh.fileno())
+    rules.crash_point("graph_before_rename")
+    os.replace(tmp, path)
