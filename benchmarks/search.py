@@ -308,7 +308,7 @@ def main() -> None:
             rx, rq = real
             mrl = name != "all-MiniLM-L6-v2"
             spec = {"name": f"bench-{name}", "provider": "openai", "native_dim": 384,
-                    "supports_mrl": mrl, "mrl_dims": "any" if mrl else None}
+                    "supports_mrl": mrl, **({"mrl_dims": "any"} if mrl else {})}
             sub = run_dataset(f"SciFact {name}", rx, rq[:args.queries], model=spec,
                               funnels=["64:float32:50,384", "128:float32:50,384",
                                        "384:binary:200,384"],

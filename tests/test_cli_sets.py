@@ -81,6 +81,11 @@ def test_create_index_search_reindex(tmp_path, corpus):
     r = run("sets", "info", "demo", "--json", *store, cwd=tmp_path)
     info = json.loads(r.stdout)
     assert info["count"] == 6 and any(v["precision"] == "binary" for v in info["views"])
+    # what a search without --funnel runs, and why (MiniLM is not Matryoshka-trained)
+    assert info["default_funnel"] == "384:float32"
+    assert "not Matryoshka-trained" in info["funnel_reason"]
+    r = run("sets", "info", "demo", *store, cwd=tmp_path)
+    assert "default funnel 384:float32" in " ".join(r.stdout.split())
     r = run("sets", "list", *store, cwd=tmp_path)
     assert "demo" in r.stdout
     # reindex needs no model: run it with torch and sentence-transformers unimportable

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Protocol
 from collections.abc import Callable, Sequence
 
@@ -153,6 +154,7 @@ def default_funnel(n: int, stored_dim: int, supports_mrl: bool, k: int = 10) -> 
     return choose_funnel(n, stored_dim, supports_mrl, k)[0]
 
 
+@lru_cache(maxsize=256)
 def choose_funnel(n: int, stored_dim: int, supports_mrl: bool, k: int = 10
                   ) -> tuple[Funnel, str]:
     """The default funnel for a set of ``n`` rows, and why (``sets info`` shows both).

@@ -49,10 +49,10 @@ class GraphIndex:
                ) -> tuple[np.ndarray, np.ndarray]:
         """(scores, rows) of the ``k`` best rows per query (row -1: none)."""
         q = np.ascontiguousarray(x, np.float32)
-        # the walk's breadth: given, or k plus up to 100 more (k = 50: 150), which keeps
-        # recall@10 ≥ 0.98 at 1M × 768 (docs/benchmarks.md); set on the index, since a
-        # parameter object costs as much as a short walk
-        self.index.hnsw.efSearch = max(k, ef or k + min(2 * k, 100), 16)
+        # the walk's breadth: given, or k plus up to 150 more (k = 50: 200), which keeps
+        # recall@10 near 0.986 at 1M × 768 (docs/benchmarks.md); set on the index, since
+        # a parameter object costs as much as a short walk
+        self.index.hnsw.efSearch = max(k, ef or k + min(3 * k, 150), 16)
         scores, rows = self.index.search(q, min(k, max(1, self.covered)))
         if len(self.tail):
             ts = q @ self.tail.T
