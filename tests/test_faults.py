@@ -351,7 +351,7 @@ def test_export_then_add_vectors_round_trips_a_set_without_a_model(tmp_path, fmt
     store = str(tmp_path / "st")
     s, x = filled(store, 40)
     s.add("s", ["m"], unit(1, seed=4), ["with meta"], [{"lang": "en", "n": 2}])
-    s.create_set("copy", MODEL)
+    s.create_set("copy", MODEL, storage="float32")  # as the set it copies
     s.close()
     st = ["--store", store]
     out_file = tmp_path / f"export.{fmt}"
