@@ -223,7 +223,7 @@ class LocalEngine(EngineDefaults[LocalRecord]):
 
     def matrix(self, rec: LocalRecord) -> np.ndarray:
         return self._cached("mmap", rec, (),  # type: ignore[no-any-return]
-                            lambda: self.files(rec).matrix(random=True))
+                            lambda: self.files(rec).matrix())
 
     def reader(self, rec: LocalRecord) -> RowReader:
         return self._cached("rows", rec, (),  # type: ignore[no-any-return]

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import fcntl
 import json
-import mmap
 import os
 import shutil
 import zlib
@@ -106,9 +105,9 @@ class SetFiles:
         self.matrix()  # the same checks: the file holds every committed row
         return RowReader(self.vector_path(), self.stored_dim, storage_dtype(self.storage))
 
-    def matrix(self, *, random: bool = False) -> np.ndarray:
-        """The committed rows of the vector file, memory-mapped read-only; with
-        ``random``, the kernel is told reads are random (no read-ahead)."""
+    def matrix(self) -> np.ndarray:
+        """The committed rows of the vector file, memory-mapped read-only (for reads of
+        many rows: views, exports, checks; a search's rerank reads by :class:`RowReader`)."""
         dtype = storage_dtype(self.storage)
         if self.n_rows == 0:
             return np.empty((0, self.stored_dim), dtype)
@@ -121,8 +120,6 @@ class SetFiles:
                 f" where {self.n_rows:,} rows need {self.committed_bytes:,}: it was cut "
                 "or removed; `mrlkit sets check` says what can be recovered")
         matrix = np.memmap(path, mode="r", dtype=dtype, shape=(self.n_rows, self.stored_dim))
-        if random and hasattr(mmap, "MADV_RANDOM"):
-            matrix._mmap.madvise(mmap.MADV_RANDOM)  # type: ignore[attr-defined]
         return np.asarray(matrix)  # a plain view of the map: no memmap subclass per read
 
     def append(self, emb: np.ndarray, crc: int | None) -> int | None:

@@ -23,7 +23,6 @@ from __future__ import annotations
 import os
 from pathlib import Path
 from typing import Any
-from collections.abc import Callable
 
 import numpy as np
 
@@ -125,12 +124,9 @@ def _new_index(matrix: np.ndarray, dim: int, n_rows: int) -> Any:
     return index
 
 
-def _add(index: Any, matrix: np.ndarray, dim: int, start: int, stop: int,
-         progress: Callable[[int], None] | None = None) -> None:
+def _add(index: Any, matrix: np.ndarray, dim: int, start: int, stop: int) -> None:
     for s in range(start, stop, _BLOCK):
         index.add(np.ascontiguousarray(_prefix(matrix, dim, s, min(stop, s + _BLOCK))))
-        if progress:
-            progress(min(stop, s + _BLOCK) - start)
 
 
 def _write(index: Any, path: Path) -> None:
