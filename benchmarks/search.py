@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -233,8 +234,6 @@ def run_dataset(label: str, x: np.ndarray, q: np.ndarray, *, model: dict,
                         spawn({"kind": "mrlkit", "store": store, "funnel": spec,
                                "adaptive": margin, "model": model, **paths}),
                         build_s=built["build_s"].get(spec, 0.0), storage=storage)
-        import shutil
-
         shutil.rmtree(store)
     return {"dataset": label, "n": n, "dim": dim, "queries": len(q),
             "ingest_vectors_per_s": ingest, "methods": methods}

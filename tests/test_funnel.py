@@ -40,7 +40,7 @@ def test_ann_first_stage_finds_the_neighbours(tmp_path):
     rec = store.record("s")
     rows, _, timings, _ = funnel.execute(LocalSource(store.engine, rec), q,
                                          Funnel.exact(64).check(64, 10), n_rows=3000,
-                                         live=store.engine._live(rec))
+                                         live=store.engine._live(rec)[0])
     assert timings[0].method == "ann"
     truth = vectors.top_k(q @ x[1:].T, 10)[0] + 1
     recall = np.mean([len(set(r) & set(t)) / 10 for r, t in zip(rows, truth)])

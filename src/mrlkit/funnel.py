@@ -380,11 +380,13 @@ def rerank(source: FunnelSource, queries: np.ndarray, stages: Sequence[Stage],
         chunk = max(1, _RERANK_FLOATS // max(1, widest * q.shape[1]))
         for start in range(0, len(active), chunk):
             part = active[start:start + chunk]
-            if len(part) == 1:  # one query: no padding to build
-                matrix = np.asarray(final_rows[part[0]], np.int64)[None, :]
+            lengths = [len(final_rows[a]) for a in part]
+            width = max(lengths)
+            if min(lengths) == width:  # as many candidates each (one query, most batches)
+                matrix = np.array([final_rows[a] for a in part], np.int64).reshape(
+                    len(part), width)
                 valid = None
             else:
-                width = max(len(final_rows[a]) for a in part)
                 matrix = np.zeros((len(part), width), np.int64)
                 valid = np.zeros((len(part), width), bool)
                 for j, a in enumerate(part):

@@ -262,16 +262,20 @@ class LocalEngine(EngineDefaults[LocalRecord]):
         return len(batch)
 
     def _select_in(self, columns: str, key: str, set_id: int,
-                   values: Sequence[Any]) -> Iterator[sqlite3.Row]:
+                   values: Sequence[Any], *, tuples: bool = False) -> Iterator[Any]:
         """``SELECT columns FROM documents WHERE set_id = ? AND key IN (values)``, in
-        chunks below SQLite's parameter limit."""
+        chunks below SQLite's parameter limit; rows by name, or plain tuples (cheaper:
+        a search's hits are read this way)."""
         values = list(values)
         for start in range(0, len(values), 900):
             chunk = values[start:start + 900]
             marks = ",".join("?" * len(chunk))
-            yield from self._db.execute(f"SELECT {columns} FROM documents "
-                                        f"WHERE set_id = ? AND {key} IN ({marks})",
-                                        (set_id, *chunk))
+            cur = self._db.cursor()
+            if tuples:
+                cur.row_factory = None
+            yield from cur.execute(f"SELECT {columns} FROM documents "
+                                   f"WHERE set_id = ? AND {key} IN ({marks})",
+                                   (set_id, *chunk))
 
     def _existing(self, set_id: int, ids: Sequence[str]) -> set[str]:
         return {r["ext_id"] for r in self._select_in("ext_id", "ext_id", set_id, ids)}
@@ -340,8 +344,9 @@ class LocalEngine(EngineDefaults[LocalRecord]):
         cal = self.view(rec, dim, "int8").calibration  # the int8 view's, kept fresh by it
         return (cal, rec.n_rows) if cal is not None else None
 
-    def _live(self, rec: LocalRecord) -> np.ndarray | None:
-        """Boolean mask of live rows, or None when no row was ever deleted."""
+    def _live(self, rec: LocalRecord) -> tuple[np.ndarray | None, int]:
+        """Boolean mask of live rows (None when no row was ever deleted), and the number
+        of dead rows; read once per version of the set."""
         key = ("live", rec.id, rec.version)
         if key not in self._cache:
             rows = np.fromiter((r["row"] for r in self._db.execute(
@@ -351,8 +356,8 @@ class LocalEngine(EngineDefaults[LocalRecord]):
                 mask = np.zeros(rec.n_rows, bool)
                 mask[rows] = True
             self._cache = {k: v for k, v in self._cache.items()
-                           if not (k[0] in ("live", "dead") and k[1] == rec.id)}
-            self._cache[key] = mask
+                           if not (k[0] == "live" and k[1] == rec.id)}
+            self._cache[key] = (mask, rec.n_rows - len(rows))
         return self._cache[key]  # type: ignore[no-any-return]
 
     def _filtered(self, rec: LocalRecord, filters: Mapping[str, Any]) -> np.ndarray:
@@ -370,34 +375,16 @@ class LocalEngine(EngineDefaults[LocalRecord]):
         return np.fromiter((r["row"] for r in self._db.execute(sql, params)), dtype=np.int64)
 
     def scan(self, rec: LocalRecord, filters: dict[str, Any] | None) -> Scan:
-        live = self._live(rec)
+        live, dead = self._live(rec)
         return Scan(rec.n_rows, lambda rows: self._documents(rec.id, rows),
                     source=LocalSource(self, rec), live=live,
-                    candidates=self._filtered(rec, filters) if filters else None,
-                    dead=self._dead(rec, live))
-
-    def _dead(self, rec: LocalRecord, live: np.ndarray | None) -> int:
-        if live is None:
-            return 0
-        key = ("dead", rec.id, rec.version)
-        if key not in self._cache:
-            self._cache[key] = rec.n_rows - int(np.count_nonzero(live))
-        return int(self._cache[key])
+                    candidates=self._filtered(rec, filters) if filters else None, dead=dead)
 
     def _documents(self, set_id: int, rows: np.ndarray) -> dict[int, Document]:
-        """The documents of ``rows``: one query per 900 rows, rows read as tuples (a
-        search's hits come through here: this is on every query's path)."""
-        out = {}
-        values = rows.tolist()
-        for start in range(0, len(values), 900):
-            chunk = values[start:start + 900]
-            cur = self._db.cursor()
-            cur.row_factory = None
-            cur.execute("SELECT row, ext_id, text, metadata FROM documents WHERE set_id = ? "
-                        f"AND row IN ({','.join('?' * len(chunk))})", (set_id, *chunk))
-            for row, ext_id, text, meta in cur:
-                out[row] = Document(ext_id, text, {} if meta == "{}" else json.loads(meta))
-        return out
+        """The documents of ``rows`` (a search's hits: on every query's path)."""
+        return {row: Document(ext_id, text, {} if meta == "{}" else json.loads(meta))
+                for row, ext_id, text, meta in self._select_in(
+                    "row, ext_id, text, metadata", "row", set_id, rows.tolist(), tuples=True)}
 
     def check(self, rec: LocalRecord, report: CheckReport, repair: bool) -> bool:
         from .local_check import check

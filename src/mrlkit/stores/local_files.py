@@ -102,8 +102,7 @@ class SetFiles:
 
     def rows(self) -> RowReader:
         """A reader of single rows of the vector file, for a rerank's candidates."""
-        self.matrix()  # the same checks: the file holds every committed row
-        return RowReader(self.vector_path(), self.stored_dim, storage_dtype(self.storage))
+        return RowReader(self._committed(), self.stored_dim, storage_dtype(self.storage))
 
     def matrix(self) -> np.ndarray:
         """The committed rows of the vector file, memory-mapped read-only (for reads of
@@ -111,6 +110,12 @@ class SetFiles:
         dtype = storage_dtype(self.storage)
         if self.n_rows == 0:
             return np.empty((0, self.stored_dim), dtype)
+        matrix = np.memmap(self._committed(), mode="r", dtype=dtype,
+                           shape=(self.n_rows, self.stored_dim))
+        return np.asarray(matrix)  # a plain view of the map: no memmap subclass per read
+
+    def _committed(self) -> Path:
+        """The vector file, checked to hold every committed row."""
         path = self.vector_path()
         size = path.stat().st_size if path.exists() else -1
         if size < self.committed_bytes:
@@ -119,8 +124,7 @@ class SetFiles:
                                                f"holds {size:,} bytes") +
                 f" where {self.n_rows:,} rows need {self.committed_bytes:,}: it was cut "
                 "or removed; `mrlkit sets check` says what can be recovered")
-        matrix = np.memmap(path, mode="r", dtype=dtype, shape=(self.n_rows, self.stored_dim))
-        return np.asarray(matrix)  # a plain view of the map: no memmap subclass per read
+        return path
 
     def append(self, emb: np.ndarray, crc: int | None) -> int | None:
         """Write rows past the committed count (dropping the tail of a batch that never
