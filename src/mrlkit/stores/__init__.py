@@ -2,9 +2,10 @@
 
 ``open_store(location)`` picks the engine from the location: a directory path (the
 embedded ``local`` engine), a ``postgresql://`` URL (``pgvector``), ``chroma:PATH`` /
-``chroma+http://host:port`` (``chroma``), or ``qdrant:PATH`` / ``qdrant+http://host:port``
-(``qdrant``). Default: ``MRLKIT_STORE`` or ``./mrlkit-data``. Every engine is wrapped in
-the same :class:`~mrlkit.stores.core.Store`, which owns the rules (see docs/architecture.md).
+``chroma+http://host:port`` (``chroma``), or ``qdrant:PATH`` (Qdrant's engine in-process)
+/ ``qdrant+http://host:port`` (a Qdrant server) (``qdrant``). Default: ``MRLKIT_STORE``
+or ``./mrlkit-data``. Every engine is wrapped in the same
+:class:`~mrlkit.stores.core.Store`, which owns the rules (see docs/architecture.md).
 
 Example::
 
@@ -58,7 +59,7 @@ def open_store(location: str | os.PathLike[str] | None = None, *,
         from .chroma import ChromaStore
 
         return ChromaStore(loc)
-    if loc.startswith(("qdrant:", "qdrant+http:", "qdrant+https:")):
+    if loc.startswith(("qdrant:", "qdrant+http:", "qdrant+https:", "qdrant+local:")):
         from .qdrant import QdrantStore
 
         return QdrantStore(loc)

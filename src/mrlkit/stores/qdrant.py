@@ -1,22 +1,24 @@
 """The ``qdrant`` engine: one point per document with a named vector per funnel stage,
-and the funnel as one Query API request with nested ``prefetch``.
+and the funnel as one Query API request with a ``prefetch``.
 
 Each set is a collection ``mrlkit-<hash>`` (any set name fits) whose points carry two
-named vectors — ``full`` (the stored dimension) and ``first`` (the first-stage prefix,
-128 for an MRL model, the full vector otherwise) — and a payload with the document's id,
-text and metadata (``meta.<key>``, with payload indexes made for filter fields on first
-use). A catalogue collection ``mrlkit-catalog`` holds one point per set: its record.
+named vectors — ``full`` (the stored dimension, no graph: it only rescores) and ``first``
+(the first-stage prefix with Qdrant's HNSW, 64 dimensions for an MRL model, the full
+vector otherwise) — and a payload with the document's id, text and metadata
+(``meta.<key>``, with payload indexes made for filter fields on first use). A catalogue
+collection ``mrlkit-catalog`` holds one point per set: its record.
 
-A funnel over those vectors runs in Qdrant as one ``query_points`` call:
-``prefetch(first, limit=keep)`` inside, the rerank on ``full`` outside; a binary or int8
-first stage (after ``index``) is Qdrant's binary or scalar quantisation of ``first``,
-searched without rescoring. Other funnels (other prefix lengths or precisions, more than
-two stages), adaptive search, float filters (Qdrant matches str, int and bool exactly) and
-sets below ``exact_below`` rows run in mrlkit over the stored vectors.
+A funnel over those vectors runs in Qdrant as one query: ``prefetch(first, limit=keep)``
+inside, the rerank on ``full`` outside; a binary or int8 first stage (after ``index``) is
+Qdrant's binary or scalar quantisation of ``first``, searched without rescoring. Other
+funnels (other prefix lengths or precisions, more than two stages), adaptive search,
+float filters (Qdrant matches str, int and bool exactly) and sets below ``exact_below``
+rows run in mrlkit over the stored vectors.
 
-``qdrant:PATH`` uses the client's local mode (in-process, exact scans: tests and small
-sets); ``qdrant+http(s)://host:port`` a server or cluster (API key from
-``QDRANT_API_KEY``).
+Every request is built once here (:mod:`.qdrant_plan`) and executed by one of two thin
+adapters: ``qdrant:PATH`` runs Qdrant's engine in-process (``qdrant-edge-py``,
+:mod:`.qdrant_embedded`), ``qdrant+http(s)://host:port`` a server or cluster through
+``qdrant-client`` (:mod:`.qdrant_server`, API key from ``QDRANT_API_KEY``).
 
 Example::
 
@@ -30,7 +32,6 @@ import os
 import threading
 import time
 import uuid
-import warnings
 from collections import deque
 from dataclasses import dataclass, replace
 from typing import Any
@@ -39,18 +40,20 @@ from collections.abc import Callable, Mapping
 import numpy as np
 
 from .. import vectors
-from ..errors import InvalidInputError, StoreError
+from ..errors import InvalidInputError
 from ..funnel import Adaptive, Funnel, Stage, StageTiming
 from ..transform import Transform
 from . import rules
 from .core import EngineDefaults, Partial, Scan, Store
+from .qdrant_plan import (Adapter, CollectionSpec, Prefetch, Query, VectorSpec,
+                          payload_kind)
 from .records import (Batch, CheckReport, Document, Rebuild, SetRecord, StorageInfo,
                       ViewInfo)
 
 EXACT_BELOW = 10_000
 CATALOG = "mrlkit-catalog"
-REQUEST_LOG = 100  # the newest Query API requests kept for inspection
-_BATCH = 1_000
+REQUEST_LOG = 100  # the newest queries kept for inspection
+OPTIMIZE_AT = 20_000  # unindexed points past which a search first runs the optimiser
 _NS = uuid.UUID("6f1b9c2e-6d0a-4b8e-9a57-3c1f0e6a2d11")
 
 
@@ -65,6 +68,15 @@ class QdrantRecord(SetRecord):
     @property
     def collection(self) -> str:
         return _collection(self.name, self.generation)
+
+    def spec(self) -> CollectionSpec:
+        """The set's named vectors: ``full`` only rescores (no graph); ``first`` is
+        searched, through Qdrant's quantisation when its precision is int8 or binary."""
+        dtype = "float16" if self.storage == "float16" else "float32"
+        quantization = None if self.first_precision == "float32" else self.first_precision
+        return CollectionSpec({"full": VectorSpec(self.stored_dim, 0, dtype),
+                               "first": VectorSpec(self.first_dim, datatype=dtype,
+                                                   quantization=quantization)})
 
 
 def _point_id(doc_id: str) -> str:
@@ -101,9 +113,29 @@ def _record(p: Mapping[str, Any], count: int) -> QdrantRecord:
                         filter_fields=tuple(p.get("filter_fields") or ()), count=count)
 
 
-def QdrantStore(location: str, *, exact_below: int | None = None) -> Store[QdrantRecord]:
+def _document(payload: Mapping[str, Any]) -> Document:
+    return Document(payload["id"], payload.get("text"), payload.get("meta") or {})
+
+
+def adapter_for(location: str) -> Adapter:
+    """``qdrant:PATH``: Qdrant's engine in-process; ``qdrant+http(s)://``: a server;
+    ``qdrant+local:PATH``: the client's local mode."""
+    if location.startswith(("qdrant+http:", "qdrant+https:", "qdrant+local:")):
+        from .qdrant_server import ServerAdapter
+
+        return ServerAdapter(location)
+    path = location.split(":", 1)[1]
+    if not path:
+        raise InvalidInputError("qdrant: needs a folder, e.g. qdrant:./qdrant-data")
+    from .qdrant_embedded import EdgeAdapter
+
+    return EdgeAdapter(os.path.expanduser(path))
+
+
+def QdrantStore(location: str, *, exact_below: int | None = None,
+                adapter: Adapter | None = None) -> Store[QdrantRecord]:
     """A store on the qdrant engine: ``qdrant:PATH`` or ``qdrant+http(s)://host:port``."""
-    return Store(QdrantEngine(location, exact_below=exact_below))
+    return Store(QdrantEngine(location, exact_below=exact_below, adapter=adapter))
 
 
 class QdrantEngine(EngineDefaults[QdrantRecord]):
@@ -112,53 +144,34 @@ class QdrantEngine(EngineDefaults[QdrantRecord]):
     kind = "qdrant"
     index_precisions = ("float32", "int8", "binary")
 
-    def __init__(self, location: str, *, exact_below: int | None = None) -> None:
-        try:
-            from qdrant_client import QdrantClient, models
-        except ImportError:
-            raise StoreError("the qdrant backend needs qdrant-client: "
-                             "pip install 'mrlkit[qdrant]'") from None
-        self.m = models
+    def __init__(self, location: str, *, exact_below: int | None = None,
+                 adapter: Adapter | None = None) -> None:
+        self.db = adapter or adapter_for(location)
         self.location = location
-        # local mode locks its folder: one process at a time (a server has no such limit)
-        self.single_process = not location.startswith("qdrant+http")
+        self.single_process = self.db.single_process
         self.exact_below = EXACT_BELOW if exact_below is None else exact_below
-        if location.startswith("qdrant+http"):
-            self._client = QdrantClient(url=location.split("+", 1)[1],
-                                        api_key=os.environ.get("QDRANT_API_KEY"))
-        else:
-            path = location.split(":", 1)[1]
-            if not path:
-                raise InvalidInputError("qdrant: needs a folder, e.g. qdrant:./qdrant-data")
-            self._client = QdrantClient(path=os.path.expanduser(path))
-        if not self._client.collection_exists(CATALOG):
-            self._client.create_collection(CATALOG, vectors_config={})
+        if not self.db.exists(CATALOG):
+            self.db.create(CATALOG, CollectionSpec())
+        self.db.count(CATALOG)  # opened now: a store another process holds fails here
         self._lock = threading.RLock()
-        # the newest Query API requests sent (bounded: a long-lived store must not grow)
-        self.requests: deque[dict[str, Any]] = deque(maxlen=REQUEST_LOG)
+        # the newest queries sent (bounded: a long-lived store must not grow)
+        self.requests: deque[Query] = deque(maxlen=REQUEST_LOG)
 
     def close(self) -> None:
-        self._client.close()
+        self.db.close()
 
     # --- records ----------------------------------------------------------------------
-    def _count(self, collection: str) -> int:
-        return int(self._client.count(collection, exact=True).count)
-
     def record(self, name: str) -> QdrantRecord:
-        got = self._client.retrieve(CATALOG, [_point_id(name)], with_payload=True)
+        got = self.db.retrieve(CATALOG, [_point_id(name)])
         if not got:
             raise rules.not_found(name, self.location, [r.name for r in self.records()])
-        p = dict(got[0].payload or {})
-        return _record(p, self._count(_collection(name, p.get("generation") or 0)))
+        p = got[0].payload
+        return _record(p, self.db.count(_collection(name, p.get("generation") or 0)))
 
     def records(self) -> list[QdrantRecord]:
-        points, _ = self._client.scroll(CATALOG, limit=10_000, with_payload=True)
-        out = []
-        for pt in points:
-            p = dict(pt.payload or {})
-            out.append(_record(p, self._count(_collection(p["name"],
-                                                          p.get("generation") or 0))))
-        return out
+        return [_record(r.payload, self.db.count(_collection(
+            r.payload["name"], r.payload.get("generation") or 0)))
+            for r in self.db.scroll(CATALOG)]
 
     def count(self, rec: QdrantRecord) -> int:
         return rec.count
@@ -166,8 +179,8 @@ class QdrantEngine(EngineDefaults[QdrantRecord]):
     rows = count
 
     def _save(self, rec: QdrantRecord) -> None:
-        self._client.upsert(CATALOG, [self.m.PointStruct(id=_point_id(rec.name), vector={},
-                                                         payload=_payload(rec))], wait=True)
+        self.db.upsert(CATALOG, [_point_id(rec.name)], None, [_payload(rec)])
+        self.db.settle(CATALOG)
 
     def create(self, rec: SetRecord, first: Stage | None) -> bool:
         from ..funnel import default_funnel
@@ -176,45 +189,28 @@ class QdrantEngine(EngineDefaults[QdrantRecord]):
         dim = first.dim if first else default_funnel(
             10**9, rec.stored_dim, get_spec(rec.model).supports_mrl).stages[0].dim
         with self._lock:
-            if self._client.retrieve(CATALOG, [_point_id(rec.name)]):
+            if self.db.retrieve(CATALOG, [_point_id(rec.name)], payload=False):
                 return False
             new = QdrantRecord(**rec.__dict__, first_dim=dim)
-            if self._client.collection_exists(new.collection):  # a half-made set
-                self._client.delete_collection(new.collection)
-            self._make(new)
+            if self.db.exists(new.collection):  # a half-made set
+                self.db.delete_collection(new.collection)
+            self.db.create(new.collection, new.spec())
             self._save(new)
         return True
-
-    def _quantization(self, precision: str) -> Any:
-        """Qdrant's quantisation for a first stage in ``precision`` (None: float32)."""
-        m = self.m
-        if precision == "binary":
-            return m.BinaryQuantization(binary=m.BinaryQuantizationConfig(always_ram=True))
-        if precision == "int8":
-            return m.ScalarQuantization(scalar=m.ScalarQuantizationConfig(
-                type=m.ScalarType.INT8, quantile=0.99, always_ram=True))
-        return None
-
-    def _make(self, rec: QdrantRecord) -> None:
-        m = self.m
-        datatype = m.Datatype.FLOAT16 if rec.storage == "float16" else None
-        self._client.create_collection(rec.collection, vectors_config={
-            "full": m.VectorParams(size=rec.stored_dim, distance=m.Distance.COSINE,
-                                   datatype=datatype),
-            "first": m.VectorParams(size=rec.first_dim, distance=m.Distance.COSINE,
-                                    datatype=datatype, quantization_config=self._quantization(
-                                        rec.first_precision))})
 
     def drop(self, name: str) -> None:
         rec = self.record(name)
         for gen in {rec.generation, rec.generation + 1}:
-            if self._client.collection_exists(_collection(name, gen)):
-                self._client.delete_collection(_collection(name, gen))
-        self._client.delete(CATALOG, self.m.PointIdsList(points=[_point_id(name)]), wait=True)
+            if self.db.exists(_collection(name, gen)):
+                self.db.delete_collection(_collection(name, gen))
+        self.db.delete(CATALOG, [_point_id(name)])
+        self.db.settle(CATALOG)
 
     # --- writes -----------------------------------------------------------------------
     def add(self, name: str, prepare: Callable[[QdrantRecord], Batch]) -> int:
-        """Upsert a batch of points with ``wait=True``."""
+        """Upsert a batch of points, durable when the call returns. Qdrant's optimiser
+        indexes them at ``index`` (``mrlkit sets index``), or at the first search that
+        finds ``OPTIMIZE_AT`` points unindexed; until then a scan covers them."""
         with self._lock:
             rec = self.record(name)
             batch = prepare(rec)
@@ -225,46 +221,33 @@ class QdrantEngine(EngineDefaults[QdrantRecord]):
         return len(batch)
 
     def _existing(self, rec: QdrantRecord, ids: list[str]) -> set[str]:
-        got = self._client.retrieve(rec.collection, [_point_id(i) for i in ids],
-                                    with_payload=["id"])
-        return {(p.payload or {})["id"] for p in got}
+        got = self.db.retrieve(rec.collection, [_point_id(i) for i in ids], payload=["id"])
+        return {r.payload["id"] for r in got}
 
     def _write(self, rec: QdrantRecord, ids: list[str], emb: np.ndarray,
                texts: list[str | None], metas: list[dict[str, Any]]) -> None:
-        m = self.m
-        first = vectors.truncate(emb, rec.first_dim)
-        for s in range(0, len(ids), _BATCH):
-            self._client.upsert(rec.collection, m.Batch(
-                ids=[_point_id(i) for i in ids[s:s + _BATCH]],
-                vectors={"full": emb[s:s + _BATCH].tolist(),
-                         "first": first[s:s + _BATCH].tolist()},
-                payloads=[{"id": i, "text": t, "meta": md} for i, t, md in
-                          zip(ids[s:s + _BATCH], texts[s:s + _BATCH], metas[s:s + _BATCH])]),
-                wait=True)
+        self.db.upsert(rec.collection, [_point_id(i) for i in ids],
+                       {"full": emb, "first": vectors.truncate(emb, rec.first_dim)},
+                       [{"id": i, "text": t, "meta": md}
+                        for i, t, md in zip(ids, texts, metas)])
+        self.db.settle(rec.collection)
 
     def delete(self, name: str, ids: list[str]) -> int:
         with self._lock:
             rec = self.record(name)
             found = self._existing(rec, ids)
             if found:
-                self._client.delete(rec.collection, self.m.PointIdsList(
-                    points=[_point_id(i) for i in found]), wait=True)
+                self.db.delete(rec.collection, [_point_id(i) for i in found])
+                self.db.settle(rec.collection)
         return len(found)
 
     def _all(self, rec: QdrantRecord) -> tuple[list[str], np.ndarray, list[dict[str, Any]]]:
         """Every point's id, full vector and payload, ordered by id."""
-        points: list[Any] = []
-        offset = None
-        while True:
-            page, offset = self._client.scroll(rec.collection, limit=1_000, offset=offset,
-                                               with_vectors=["full"], with_payload=True)
-            points += page
-            if offset is None:
-                break
-        points.sort(key=lambda p: p.payload["id"])
-        x = np.asarray([p.vector["full"] for p in points], np.float32).reshape(
+        points = sorted(self.db.scroll(rec.collection, vectors=["full"]),
+                        key=lambda r: r.payload["id"])
+        x = np.asarray([r.vectors["full"] for r in points], np.float32).reshape(
             len(points), rec.stored_dim)
-        return [p.payload["id"] for p in points], x, [dict(p.payload) for p in points]
+        return [r.payload["id"] for r in points], x, [r.payload for r in points]
 
     def rebuild(self, name: str, plan: Callable[[QdrantRecord], Rebuild]) -> None:
         with self._lock:
@@ -281,15 +264,16 @@ class QdrantEngine(EngineDefaults[QdrantRecord]):
         switch leaves the set as it was, after it the new one complete."""
         ids, x, payloads = self._all(old)
         new = replace(new, generation=old.generation + 1, filter_fields=())
-        if self._client.collection_exists(new.collection):  # left by a killed rebuild
-            self._client.delete_collection(new.collection)
-        self._make(new)
+        if self.db.exists(new.collection):  # left by a killed rebuild
+            self.db.delete_collection(new.collection)
+        self.db.create(new.collection, new.spec())
         if ids:
             self._write(new, ids, apply(x), [p.get("text") for p in payloads],
                         [p.get("meta") or {} for p in payloads])
+        self.db.optimize(new.collection)
         rules.crash_point("before_switch")
         self._save(new)
-        self._client.delete_collection(old.collection)
+        self.db.delete_collection(old.collection)
 
     def index(self, rec: QdrantRecord, first: Stage) -> list[str]:
         """Give the points a ``first`` named vector at the funnel's first-stage length,
@@ -300,6 +284,8 @@ class QdrantEngine(EngineDefaults[QdrantRecord]):
             if (first.dim, first.precision) != (rec.first_dim, rec.first_precision):
                 self._rewrite(rec, replace(rec, first_dim=first.dim,
                                            first_precision=first.precision), lambda x: x)
+            else:
+                self.db.optimize(rec.collection)
         kind = "" if first.precision == "float32" else f", {first.precision}-quantised"
         return [f"named vector 'first' at {first.dim} dimensions{kind}"]
 
@@ -309,56 +295,40 @@ class QdrantEngine(EngineDefaults[QdrantRecord]):
         return ids, x
 
     def get(self, rec: QdrantRecord, ids: list[str]) -> dict[str, Document]:
-        got = self._client.retrieve(rec.collection, [_point_id(i) for i in ids],
-                                    with_payload=True)
-        return {p.payload["id"]: Document(p.payload["id"], p.payload.get("text"),
-                                          p.payload.get("meta") or {})
-                for p in got if p.payload}
+        got = self.db.retrieve(rec.collection, [_point_id(i) for i in ids])
+        return {r.payload["id"]: _document(r.payload) for r in got if r.payload}
 
     def scroll(self, rec: QdrantRecord, offset: int, limit: int) -> list[Document]:
-        points, _ = self._client.scroll(rec.collection, limit=offset + limit, with_payload=True)
-        return [Document(p.payload["id"], p.payload.get("text"), p.payload.get("meta") or {})
-                for p in points[offset:] if p.payload]
+        got = list(self.db.scroll(rec.collection, limit=offset + limit))
+        return [_document(r.payload) for r in got[offset:] if r.payload]
 
     def sample(self, rec: QdrantRecord) -> np.ndarray:
         _, x = self.vectors(rec)
         return x[rules.sample_rows(len(x))] if len(x) else x
 
-    def _filter(self, rec: QdrantRecord, filters: Mapping[str, Any]) -> Any:
-        m = self.m
+    def _match(self, rec: QdrantRecord, filters: Mapping[str, Any]
+               ) -> tuple[tuple[str, Any], ...]:
+        """The filter as exact matches on ``meta.<key>``, indexing new fields first."""
         new_fields = [k for k in filters if k not in rec.filter_fields]
         for key in new_fields:
-            value = filters[key]
-            schema = (m.PayloadSchemaType.BOOL if isinstance(value, bool) else
-                      m.PayloadSchemaType.INTEGER if isinstance(value, int) else
-                      m.PayloadSchemaType.KEYWORD)
-            with warnings.catch_warnings():  # local mode has no payload indexes
-                warnings.simplefilter("ignore")
-                self._client.create_payload_index(rec.collection, f"meta.{key}", schema,
-                                                  wait=True)
+            self.db.index_payload(rec.collection, f"meta.{key}", payload_kind(filters[key]))
         if new_fields:
             self._save(replace(rec, filter_fields=rec.filter_fields + tuple(new_fields)))
-        return m.Filter(must=[m.FieldCondition(key=f"meta.{k}", match=m.MatchValue(value=v))
-                              for k, v in filters.items()])
+        return tuple((f"meta.{k}", v) for k, v in filters.items())
 
     def funnel_request(self, rec: QdrantRecord, query: np.ndarray, funnel: Funnel, *, k: int,
-                       filters: Mapping[str, Any] | None = None) -> dict[str, Any]:
-        """The keyword arguments of the one ``query_points`` call that runs ``funnel``:
-        the first stage as a ``prefetch`` on the ``first`` vector, the rest on ``full``."""
-        m = self.m
+                       filters: Mapping[str, Any] | None = None) -> Query:
+        """The one query that runs ``funnel``: the first stage as a prefetch on the
+        ``first`` vector, the rerank on ``full``; a quantised first stage keeps its
+        candidates by the quantised score (no rescore: the rerank is the next stage)."""
         first, rest = funnel.stages[0], funnel.stages[1:]
-        flt = self._filter(rec, filters) if filters else None
-        # a quantised first stage keeps its candidates by the quantised score (no rescore:
-        # the next stage reranks them on the full vector, as mrlkit's funnel does)
-        params = None if first.precision == "float32" else m.SearchParams(
-            quantization=m.QuantizationSearchParams(ignore=False, rescore=False))
-        inner = m.Prefetch(query=vectors.truncate(query[None], first.dim)[0].tolist(),
-                           using="first", limit=first.keep or k, filter=flt, params=params)
+        match = self._match(rec, filters) if filters else ()
+        quantized = first.precision != "float32"
+        prefix = vectors.truncate(query[None], first.dim)[0]
         if not rest:
-            return {"query": inner.query, "using": "first", "limit": k, "query_filter": flt,
-                    "with_payload": True}
-        return {"prefetch": inner, "query": query.tolist(), "using": "full", "limit": k,
-                "with_payload": True}
+            return Query(prefix, "first", k, match=match, quantized=quantized)
+        return Query(np.asarray(query, np.float32), "full", k, match=match,
+                     prefetch=Prefetch(prefix, "first", first.keep or k, quantized))
 
     def _runs_natively(self, rec: QdrantRecord, funnel: Funnel,
                        filters: dict[str, Any] | None, adaptive: Adaptive | None,
@@ -380,20 +350,20 @@ class QdrantEngine(EngineDefaults[QdrantRecord]):
         if not self._runs_natively(rec, funnel, filters, adaptive, n):
             return None
         k = funnel.stages[-1].keep or 10
+        if self.db.pending(rec.collection) >= OPTIMIZE_AT:
+            with self._lock:
+                self.db.optimize(rec.collection)
         t0 = time.perf_counter()
+        requests = [self.funnel_request(rec, query, funnel, k=k, filters=filters)
+                    for query in q]
+        self.requests.extend(requests)
         docs: dict[int, Document] = {}
         rows, scores = [], []
-        for query in q:
-            request = self.funnel_request(rec, query, funnel, k=k, filters=filters)
-            self.requests.append(request)
-            res = self._client.query_points(rec.collection, **request)
-            mine = []
-            for p in res.points:
-                pl = p.payload or {}
-                docs[len(docs)] = Document(pl["id"], pl.get("text"), pl.get("meta") or {})
-                mine.append(len(docs) - 1)
-            rows.append(np.asarray(mine, np.int64))
-            scores.append(np.asarray([p.score for p in res.points], np.float32))
+        for hits in self.db.query(rec.collection, requests):
+            for h in hits:
+                docs[len(docs)] = _document(h.payload)
+            rows.append(np.arange(len(docs) - len(hits), len(docs), dtype=np.int64))
+            scores.append(np.asarray([h.score for h in hits], np.float32))
         ms = (time.perf_counter() - t0) * 1000
         timings = [StageTiming(s.dim, s.precision, s.keep or k, ms if i == 0 else 0.0,
                                "qdrant query" if i == 0 else "qdrant (same request)")
