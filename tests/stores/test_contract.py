@@ -122,9 +122,9 @@ def test_storage_summary(store):
     store.create_set("half", MODEL)                # the default storage: float16
     store.add("half", ids(10), unit(10))
     half = store.info("half").as_dict()
-    # Chroma keeps float32 whatever the set says (it has no float16 vectors)
     assert half["storage"] == "float16"
-    assert half["bytes_per_vector"] == (1536 if store.kind == "chroma" else 768)
+    assert half["bytes_per_vector"] == 768   # chroma: the vector file mrlkit keeps
+    assert half["stored_bytes"] >= 10 * 768
     assert isinstance(info["views"], list)
 
 

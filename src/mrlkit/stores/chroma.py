@@ -2,15 +2,17 @@
 HNSW, the rerank in mrlkit.
 
 Chroma holds one dimension per collection and has no quantisation or multi-stage search,
-so each set is two collections:
+so each set is
 
 * ``mrlkit-s-<hash>`` — the first-stage prefix (cosine HNSW, ``ef_search`` /
   ``ef_construction`` / ``max_neighbors`` raised above Chroma's defaults, whose recall@10
   was 0.76 here), with the documents' texts and metadata; its collection metadata holds
   the set's record (model, ``truncate_dim`` — absent when native —, stored dim…);
-* ``mrlkit-f-<hash>`` — every full stored vector, once, read for the rerank stages.
+* its full stored vectors, once, read for the rerank stages (:mod:`.chroma_vectors`):
+  beside a persistent client, a file under ``PATH/mrlkit-vectors/`` with the id of each
+  row beside it; on a server, a collection ``mrlkit-f-<hash>``.
 
-A funnel whose first stage is that prefix in float32 runs as Chroma query → mrlkit
+A funnel whose first stage is that prefix in float32 runs as one Chroma query → mrlkit
 rerank. Any other funnel, and every search of a set below ``exact_below`` rows, runs in
 mrlkit over the stored vectors. Collection names come from a hash of the set's name, so
 any set name fits Chroma's rules. Chroma's default embedding function (which downloads a
@@ -28,7 +30,9 @@ import hashlib
 import os
 import threading
 import time
+import uuid
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 from collections.abc import Callable, Mapping
 
@@ -39,6 +43,7 @@ from ..errors import InvalidInputError, StoreError
 from ..funnel import Adaptive, Funnel, Stage, StageTiming
 from ..transform import Transform
 from . import rules
+from .chroma_vectors import CollectionVectors, FileVectors
 from .core import EngineDefaults, Partial, Scan, Store
 from .records import (Batch, CheckReport, Document, Rebuild, SetRecord, StorageInfo,
                       ViewInfo)
@@ -56,6 +61,7 @@ Collection = Any  # chromadb's Collection (imported lazily)
 class ChromaRecord(SetRecord):
     first_dim: int
     count: int = 0
+    vectors_file: str | None = None  # None: full vectors in a collection (a server)
 
 
 def _names(set_name: str, *, staging: bool = False) -> tuple[str, str]:
@@ -74,6 +80,8 @@ def _meta(rec: ChromaRecord) -> dict[str, Any]:
         "created_at": rec.created_at}
     if rec.truncate_dim is not None:  # absent = native (Chroma keeps no nulls)
         meta["truncate_dim"] = rec.truncate_dim
+    if rec.vectors_file:
+        meta["vectors_file"] = rec.vectors_file
     return meta
 
 
@@ -85,7 +93,8 @@ def _record(meta: Mapping[str, Any], count: int) -> ChromaRecord:
                         allow_non_mrl=bool(meta["allow_non_mrl"]),
                         created_at=meta["created_at"],
                         transform=Transform.from_json(meta.get("transform") or None),
-                        first_dim=meta["first_dim"], count=count)
+                        first_dim=meta["first_dim"], count=count,
+                        vectors_file=meta.get("vectors_file"))
 
 
 def _where(filters: Mapping[str, Any]) -> dict[str, Any]:
@@ -130,7 +139,11 @@ class ChromaEngine(EngineDefaults[ChromaRecord]):
                                                          settings=settings)
         except (ValueError, OSError) as exc:
             raise StoreError(f"cannot open Chroma at {location}: {exc}") from None
+        # beside a persistent client, full vectors live in files (None: in collections)
+        self.folder = None if location.startswith("chroma+http") else \
+            Path(os.path.expanduser(location.split(":", 1)[1])) / "mrlkit-vectors"
         self._lock = threading.RLock()
+        self._files: dict[str, FileVectors] = {}
 
     def close(self) -> None:
         pass  # the client holds no connection to release
@@ -148,16 +161,32 @@ class ChromaEngine(EngineDefaults[ChromaRecord]):
             if self._get(col) is not None:
                 self._client.delete_collection(col)
 
-    def _collections(self, name: str) -> tuple[Collection, Collection]:
-        docs, full = (self._get(c) for c in _names(name))
+    def _docs(self, name: str) -> Collection:
+        docs = self._get(_names(name)[0])
         if docs is None:
-            docs, full = self._finish_swap(name)
-        if docs is None or full is None:
+            docs = self._finish_swap(name)
+        if docs is None:
             raise rules.not_found(name, self.location, [r.name for r in self.records()])
-        return docs, full
+        return docs
+
+    def _full(self, rec: ChromaRecord) -> FileVectors | CollectionVectors:
+        """Where ``rec``'s full vectors are (see :mod:`.chroma_vectors`)."""
+        if rec.vectors_file:
+            if self.folder is None:
+                raise StoreError(f"set {rec.name!r} keeps its vectors in a file beside a "
+                                 "persistent client: open it as chroma:PATH")
+            got = self._files.get(rec.vectors_file)
+            if got is None:
+                got = self._files[rec.vectors_file] = FileVectors(
+                    self.folder, rec.vectors_file, rec.stored_dim, rec.storage)
+            return got
+        full = self._get(_names(rec.name)[1]) or self._get(_names(rec.name, staging=True)[1])
+        if full is None:
+            raise rules.not_found(rec.name, self.location, [r.name for r in self.records()])
+        return CollectionVectors(full, rec.stored_dim)
 
     def record(self, name: str) -> ChromaRecord:
-        docs, _ = self._collections(name)
+        docs = self._docs(name)
         return _record(docs.metadata, docs.count())
 
     def records(self) -> list[ChromaRecord]:
@@ -170,8 +199,8 @@ class ChromaEngine(EngineDefaults[ChromaRecord]):
     rows = count
 
     def create(self, rec: SetRecord, first: Stage | None) -> bool:
-        """The set's two collections; the first stage indexed is ``first``'s dimension
-        (the one mrlkit would pick for a large set of this model)."""
+        """The set's documents collection (and its full vectors' place); the first stage
+        indexed is ``first``'s dimension (the one mrlkit would pick for a large set)."""
         from ..funnel import default_funnel
         from ..registry import get_spec
 
@@ -184,25 +213,35 @@ class ChromaEngine(EngineDefaults[ChromaRecord]):
             self._make(ChromaRecord(**rec.__dict__, first_dim=dim))
         return True
 
-    def _make(self, rec: ChromaRecord, *, staging: bool = False) -> tuple[Collection,
-                                                                           Collection]:
+    def _make(self, rec: ChromaRecord, *, staging: bool = False) -> ChromaRecord:
+        """Create the set's collections (under staging names for a rebuild); returns the
+        record with its vector file named."""
         docs_name, full_name = _names(rec.name, staging=staging)
-        full = self._client.create_collection(full_name, embedding_function=None,
-                                              metadata={"mrlkit": 1},
-                                              configuration={"hnsw": FULL_HNSW})
-        docs = self._client.create_collection(docs_name, embedding_function=None,
-                                              metadata=_meta(rec), configuration={"hnsw": HNSW})
-        return docs, full
+        if self.folder is not None:  # a fresh file per generation
+            rec = replace(rec, vectors_file=f"{docs_name}-{uuid.uuid4().hex[:12]}")
+        else:
+            self._client.create_collection(full_name, embedding_function=None,
+                                           metadata={"mrlkit": 1},
+                                           configuration={"hnsw": FULL_HNSW})
+        self._client.create_collection(docs_name, embedding_function=None,
+                                       metadata=_meta(rec), configuration={"hnsw": HNSW})
+        return rec
 
     def drop(self, name: str) -> None:
-        self._collections(name)
+        rec = self.record(name)
         self._drop(*_names(name), *_names(name, staging=True))
+        self._full_drop(rec)
+
+    def _full_drop(self, rec: ChromaRecord) -> None:
+        if rec.vectors_file and self.folder is not None:
+            self._files.pop(rec.vectors_file, None)
+            FileVectors(self.folder, rec.vectors_file, rec.stored_dim, rec.storage).drop()
 
     # --- writes -----------------------------------------------------------------------
     def add(self, name: str, prepare: Callable[[ChromaRecord], Batch]) -> int:
         """The full vectors first, then the documents collection, which is what makes
         them visible; a process killed in between leaves only full vectors that nothing
-        reads, overwritten by the next write of those ids."""
+        reads."""
         with self._lock:
             rec = self.record(name)
             batch = prepare(rec)
@@ -212,18 +251,17 @@ class ChromaEngine(EngineDefaults[ChromaRecord]):
                         raise InvalidInputError(
                             f"document {i!r}: metadata {k!r} is {type(v).__name__}; Chroma "
                             "keeps only str, int, float and bool values")
-            docs, full = self._collections(name)
+            docs = self._docs(name)
             batch.accept(docs.get(ids=batch.ids, include=[])["ids"])
-            self._write(docs, full, rec, batch.ids, batch.stored(rec.storage), batch.texts,
+            self._write(docs, rec, batch.ids, batch.stored(rec.storage), batch.texts,
                         batch.metadata)
         return len(batch)
 
-    def _write(self, docs: Collection, full: Collection, rec: ChromaRecord, ids: list[str],
+    def _write(self, docs: Collection, rec: ChromaRecord, ids: list[str],
                stored: np.ndarray, texts: list[str | None], metas: list[dict[str, Any]]
                ) -> None:
         prefix = vectors.truncate(stored, rec.first_dim)
-        for s in range(0, len(ids), _BATCH):
-            full.upsert(ids=ids[s:s + _BATCH], embeddings=stored[s:s + _BATCH])
+        self._full(rec).write(ids, stored)
         rules.crash_point("after_vectors")
         rules.crash_point("before_commit")
         for s in range(0, len(ids), _BATCH):
@@ -233,11 +271,12 @@ class ChromaEngine(EngineDefaults[ChromaRecord]):
 
     def delete(self, name: str, ids: list[str]) -> int:
         with self._lock:
-            docs, full = self._collections(name)
+            rec = self.record(name)
+            docs = self._docs(name)
             found = docs.get(ids=ids, include=[])["ids"]
             if found:
                 docs.delete(ids=found)
-                full.delete(ids=found)
+                self._full(rec).delete(found)
         return len(found)
 
     def rebuild(self, name: str, plan: Callable[[ChromaRecord], Rebuild]) -> None:
@@ -261,53 +300,55 @@ class ChromaEngine(EngineDefaults[ChromaRecord]):
         """Write the set again through new collections (``apply`` maps its vectors),
         under staging names swapped in only when complete (see ``_finish_swap``): a
         process killed mid-way leaves either the old set or the new one, whole."""
-        docs, _ = self._collections(new.name)
-        ids, x = self.vectors(old)
+        docs = self._docs(new.name)
         got = docs.get(include=["documents", "metadatas"])
+        ids, x = self._read_all(old, got)
         order = {i: n for n, i in enumerate(got["ids"])}
         x = apply(x) if len(x) else np.empty((0, new.stored_dim), np.float32)
         self._drop(*_names(new.name, staging=True))  # left by a rebuild killed while writing
-        sdocs, sfull = self._make(new, staging=True)
+        staged = self._make(new, staging=True)
+        sdocs = self._get(_names(new.name, staging=True)[0])
         if ids:
-            self._write(sdocs, sfull, new, ids, x, [got["documents"][order[i]] for i in ids],
+            self._write(sdocs, staged, ids, x, [got["documents"][order[i]] for i in ids],
                         [got["metadatas"][order[i]] or {} for i in ids])
         rules.crash_point("before_switch")
         self._client.delete_collection(_names(new.name)[0])  # now the staging set counts
         rules.crash_point("mid_switch")
         self._finish_swap(new.name)
+        self._full_drop(old)
 
-    def _finish_swap(self, name: str) -> tuple[Collection | None, Collection | None]:
+    def _finish_swap(self, name: str) -> Collection | None:
         """Move complete staging collections in place of the set's (none when the set's
         documents collection exists: then the staging ones are an unfinished write)."""
         final, staged = _names(name), _names(name, staging=True)
         docs = self._get(staged[0])
         if docs is None or self._get(final[0]) is not None:
-            return None, None
+            return None
         full = self._get(staged[1])
         if full is not None:
             self._drop(final[1])
             full.modify(name=final[1])
         docs.modify(name=final[0])
-        return self._get(final[0]), self._get(final[1])
+        return self._get(final[0])
 
     # --- reads ------------------------------------------------------------------------
+    def _read_all(self, rec: ChromaRecord, got: Mapping[str, Any]
+                  ) -> tuple[list[str], np.ndarray]:
+        """The ids of ``got`` (a ``get``) in id order, and their vectors."""
+        ids = sorted(got["ids"])
+        return ids, self._full(rec).read(ids)
+
     def vectors(self, rec: ChromaRecord) -> tuple[list[str], np.ndarray]:
-        docs, full = self._collections(rec.name)
-        live = set(docs.get(include=[])["ids"])
-        got = full.get(include=["embeddings"])
-        keep = sorted((i, r) for r, i in enumerate(got["ids"]) if i in live)
-        x = np.asarray(got["embeddings"], np.float32).reshape(len(got["ids"]), rec.stored_dim)
-        return [i for i, _ in keep], x[[r for _, r in keep]]
+        return self._read_all(rec, self._docs(rec.name).get(include=[]))
 
     def get(self, rec: ChromaRecord, ids: list[str]) -> dict[str, Document]:
-        docs, _ = self._collections(rec.name)
-        got = docs.get(ids=ids, include=["documents", "metadatas"])
+        got = self._docs(rec.name).get(ids=ids, include=["documents", "metadatas"])
         return {i: Document(i, t, dict(m or {}))
                 for i, t, m in zip(got["ids"], got["documents"], got["metadatas"])}
 
     def scroll(self, rec: ChromaRecord, offset: int, limit: int) -> list[Document]:
-        docs, _ = self._collections(rec.name)
-        got = docs.get(limit=limit, offset=offset, include=["documents", "metadatas"])
+        got = self._docs(rec.name).get(limit=limit, offset=offset,
+                                       include=["documents", "metadatas"])
         return [Document(i, t, dict(m or {}))
                 for i, t, m in zip(got["ids"], got["documents"], got["metadatas"])]
 
@@ -329,12 +370,15 @@ class ChromaEngine(EngineDefaults[ChromaRecord]):
     def native(self, rec: ChromaRecord, q: np.ndarray, funnel: Funnel,
                filters: dict[str, Any] | None, adaptive: Adaptive | None,
                n: int) -> Partial | None:
-        """A float32 first stage at the indexed prefix, on Chroma's HNSW."""
+        """A float32 first stage at the indexed prefix, on Chroma's HNSW (ids and
+        distances only: asking Chroma for metadata too triples its time); the rerank
+        reads the candidates' full vectors from the file, or the full-vector collection
+        on a server."""
         first = funnel.stages[0]
         if not (first.dim == rec.first_dim and first.precision == "float32"
                 and n >= self.exact_below):
             return None
-        docs, full = self._collections(rec.name)
+        docs = self._docs(rec.name)
         t0 = time.perf_counter()
         keep = first.keep or 10
         res = docs.query(query_embeddings=vectors.truncate(q, first.dim), n_results=keep,
@@ -347,22 +391,15 @@ class ChromaEngine(EngineDefaults[ChromaRecord]):
             scores.append(1.0 - np.asarray(dist, np.float32))
         timings = [StageTiming(first.dim, first.precision, keep, ms, "chroma-hnsw")]
         ids_all = list(pool)
-        matrix = None
-        if len(funnel.stages) > 1:
-            got = full.get(ids=ids_all, include=["embeddings"]) if ids_all else \
-                {"ids": [], "embeddings": []}
-            where = {i: r for r, i in enumerate(got["ids"])}
-            x = np.asarray(got["embeddings"], np.float32).reshape(len(got["ids"]),
-                                                                  rec.stored_dim)
-            matrix = x[[where[i] for i in ids_all]]
+        matrix = self._full(rec).read(ids_all) if len(funnel.stages) > 1 else None
         return Partial(1, rows, scores, timings, self._documents(docs, ids_all), matrix)
 
     def scan(self, rec: ChromaRecord, filters: dict[str, Any] | None) -> Scan:
         """Every (filtered) stored vector, for the generic funnel in mrlkit."""
-        docs, _ = self._collections(rec.name)
-        ids_all, x = self.vectors(rec)
+        docs = self._docs(rec.name)
+        got = docs.get(include=["metadatas"])
+        ids_all, x = self._read_all(rec, got)
         if filters and ids_all:
-            got = docs.get(ids=ids_all, include=["metadatas"])
             allowed = {i for i, m in zip(got["ids"], got["metadatas"])
                        if rules.matches(m or {}, filters)}
             keep = [r for r, i in enumerate(ids_all) if i in allowed]
@@ -374,9 +411,12 @@ class ChromaEngine(EngineDefaults[ChromaRecord]):
         return False  # the core verifies every stored vector
 
     def storage(self, rec: ChromaRecord, count: int) -> StorageInfo:
-        """Estimated bytes: Chroma does not report sizes per collection."""
-        per = vectors.bytes_per_vector(rec.stored_dim, "float32")
-        return StorageInfo(rec.info(count), count, 0, count * per, per,
+        """Full vectors: the file's bytes (rows of replaced documents included until the
+        next rewrite) or an estimate; the prefix collection: an estimate (Chroma does not
+        report sizes per collection)."""
+        per = vectors.bytes_per_vector(rec.stored_dim, rec.storage if rec.vectors_file
+                                       else "float32")
+        return StorageInfo(rec.info(count), count, 0, self._full(rec).bytes(), per,
                            [ViewInfo(rec.first_dim, "float32",
                                      count * vectors.bytes_per_vector(rec.first_dim, "float32"),
                                      "Chroma HNSW collection (estimated)")],
