@@ -107,24 +107,20 @@ def run_pgvector(label: str, x: np.ndarray, q: np.ndarray, *, funnels: list[str]
 
 def run_engine(backend: str, label: str, x: np.ndarray, q: np.ndarray, *,
                funnels: list[str]) -> dict:
-    """Chroma or Qdrant (embedded: Chroma's persistent client, Qdrant's local mode):
-    ingest through mrlkit, each engine's own default single-vector search on the full
-    vector, and mrlkit funnels whose first stage the engine runs."""
+    """Chroma (its persistent client): ingest through mrlkit, Chroma's own search on
+    the full vector (ids only, and with the documents a search returns), and mrlkit
+    funnels whose first stage Chroma runs."""
     n, dim = x.shape
     print(f"\n== {label} on {backend}: n={n:,} dim={dim} queries={len(q)}", flush=True)
     truth = exact_truth(x, q)
     tmp = tempfile.mkdtemp(prefix=f"mrlb-{backend}-", dir=os.environ.get("BENCH_TMP"))
     register({"name": f"bench-{dim}", "provider": "openai", "native_dim": dim,
               "supports_mrl": True, "mrl_dims": "any"}, replace=True)
-    if backend == "chroma":
-        from mrlkit.stores.chroma import ChromaStore
+    from mrlkit.stores.chroma import ChromaStore
 
-        store = ChromaStore(f"chroma:{tmp}", exact_below=0)
-    else:
-        from mrlkit.stores.qdrant import QdrantStore
-
-        store = QdrantStore(f"qdrant:{tmp}", exact_below=0)
-    store.create_set("bench", f"bench-{dim}")
+    store = ChromaStore(f"chroma:{tmp}", exact_below=0)
+    store.create_set("bench", f"bench-{dim}", index=False)
+    store.index("bench", Funnel.parse(funnels[0]))
     t0 = time.perf_counter()
     step = 5_000
     for start in range(0, n, step):
@@ -143,7 +139,7 @@ def run_engine(backend: str, label: str, x: np.ndarray, q: np.ndarray, *,
               f"p95 {p95:8.2f} ms", flush=True)
 
     engine_ingest = None
-    if backend == "chroma":
+    if backend == "chroma":  # the only engine left here (qdrant runs in search.py)
         # the engine alone: one collection of full vectors at Chroma's defaults (cosine)
         plain = store.engine._client.create_collection("bench-plain", embedding_function=None,
                                                 configuration={"hnsw": {"space": "cosine"}})
@@ -155,20 +151,13 @@ def run_engine(backend: str, label: str, x: np.ndarray, q: np.ndarray, *,
         print(f"ingest into a plain Chroma collection: {engine_ingest:,.0f} vectors/s",
               flush=True)
 
-        def engine(qq):
-            res = plain.query(query_embeddings=qq, n_results=K, include=[])
+        def engine(qq, include=()):
+            res = plain.query(query_embeddings=qq, n_results=K, include=list(include))
             return [np.array([int(i) for i in ids_]) for ids_ in res["ids"]]
 
-        add("Chroma default HNSW @full (its defaults)", engine)
-    else:
-        collection = store.record("bench").collection
-
-        def engine(qq):
-            return [np.array([int(p.payload["id"]) for p in store.engine._client.query_points(
-                collection, query=v.tolist(), using="full", limit=K,
-                with_payload=["id"]).points]) for v in qq]
-
-        add("Qdrant query @full (local mode)", engine)
+        add("Chroma alone: HNSW @full, ids only", engine)
+        add("Chroma alone: HNSW @full, with documents and metadata (its default)",
+            lambda qq: engine(qq, ("documents", "metadatas", "distances")))
     for spec in funnels:
         funnel = Funnel.parse(spec)
         store.index("bench", funnel)
@@ -196,5 +185,93 @@ def run_backend(args, data: tuple[np.ndarray, np.ndarray]) -> dict:
         got = run_pgvector("generated MRL-like", x, q, funnels=funnels, url=args.store)
     else:
         got = run_engine(args.backend, "generated MRL-like", x, q,
-                         funnels=[f"{d // 6}:float32:200,{d}", f"{d // 6}:float32:500,{d}"])
+                         funnels=[f"{d // 6}:float32:{keep},{d}" for keep in (50, 100, 200)])
     return {"n": args.n, "dim": d, "k": K, "backend": args.backend, **got}
+
+
+# --- Qdrant Edge workers for search.py (one process each, like the local store's) ---
+def _folder_mb(path: str) -> float:
+    """Disk blocks in use (a WAL's preallocated, unwritten segments do not count)."""
+    return round(sum(os.stat(os.path.join(d, f)).st_blocks * 512
+                     for d, _, fs in os.walk(path) for f in fs) / 2**20, 1)
+
+
+def build_qdrant(task: dict) -> dict:
+    """A set on Qdrant Edge through mrlkit: ingest (durable upserts), then Qdrant's
+    optimiser (segments merged, HNSW on the first-stage vector) via ``sets index``."""
+    from mrlkit.stores.qdrant import QdrantStore
+
+    x = np.load(task["x"], mmap_mode="r")
+    register(task["model"], replace=True)
+    store = QdrantStore(f"qdrant:{task['store']}", exact_below=0)
+    funnel = Funnel.parse(task["funnel"])
+    store.create_set("b", task["model"]["name"], storage=task["storage"], index=False)
+    store.index("b", funnel)  # the set is empty: only its collection's layout
+    t0 = time.perf_counter()
+    for start in range(0, len(x), 10_000):
+        store.add("b", [str(i) for i in range(start, min(len(x), start + 10_000))],
+                  np.asarray(x[start:start + 10_000]))
+    ingest_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    store.index("b", funnel)
+    optimize_s = time.perf_counter() - t0
+    store.close()
+    return {"ingest_vectors_per_s": round(len(x) / ingest_s), "optimize_s": round(optimize_s, 1),
+            "build_s": round(ingest_s + optimize_s, 1), "disk_mb": _folder_mb(task["store"])}
+
+
+def build_qdrant_plain(task: dict) -> dict:
+    """Qdrant alone, as a user would run it: one Edge shard of full vectors with HNSW at
+    Qdrant's defaults (m 16, ef_construct 100)."""
+    import uuid
+
+    import qdrant_edge as qe
+
+    x = np.load(task["x"], mmap_mode="r")
+    shard = qe.EdgeShard.create(task["store"], qe.EdgeConfig(vectors=qe.EdgeVectorParams(
+        size=x.shape[1], distance=qe.Distance.Cosine)))
+    t0 = time.perf_counter()
+    for start in range(0, len(x), 1_000):
+        shard.update(qe.UpdateOperation.upsert_points([
+            qe.Point(str(uuid.UUID(int=i)), x[i], {"id": i})
+            for i in range(start, min(len(x), start + 1_000))]))
+    ingest_s = time.perf_counter() - t0
+    shard.optimize()
+    shard.flush()
+    build = time.perf_counter() - t0
+    shard.close()
+    return {"ingest_vectors_per_s": round(len(x) / ingest_s), "build_s": round(build, 1),
+            "disk_mb": _folder_mb(task["store"])}
+
+
+def qdrant_searcher(task: dict):
+    """(single, batch) for a query process: mrlkit's funnel on Edge, or the plain shard."""
+    if task["kind"] == "qdrant-plain":
+        import qdrant_edge as qe
+
+        shard = qe.EdgeShard.load(task["store"])
+        params = qe.SearchParams(hnsw_ef=task["ef"])
+
+        def ask(v):
+            return qe.QueryRequest(limit=K, query=qe.Query.Nearest(v.tolist()),
+                                   params=params, with_payload=True)
+
+        def single(v):
+            return np.array([p.payload["id"] for p in shard.query(ask(v[0]))])
+
+        def batch(v):
+            got = shard.query_batch(qe.QueryBatchRequest([ask(row) for row in v]))
+            return [np.array([p.payload["id"] for p in r]) for r in got]
+
+        return single, batch
+    from mrlkit.stores.qdrant import QdrantStore
+
+    register(task["model"], replace=True)
+    store = QdrantStore(f"qdrant:{task['store']}", exact_below=0)
+    funnel = Funnel.parse(task["funnel"])
+
+    def run(v):
+        res = store.search("b", v, k=K, funnel=funnel)
+        return [np.array([int(h.id) for h in hits]) for hits in res.hits]
+
+    return (lambda v: run(v)[0]), run

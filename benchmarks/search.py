@@ -111,6 +111,10 @@ def query(task: dict) -> dict:
 
         def batch(v):
             return index.search(v, K)[1]
+    elif task["kind"].startswith("qdrant"):
+        from engines import qdrant_searcher
+
+        single, batch = qdrant_searcher(task)
     elif task["kind"] == "numpy":
         x = np.load(task["x"])
 
@@ -180,7 +184,8 @@ def spawn(task: dict) -> dict:
 # --- one dataset --------------------------------------------------------------------
 def run_dataset(label: str, x: np.ndarray, q: np.ndarray, *, model: dict,
                 funnels: list[str], adaptive: list[str], storages: tuple[str, ...],
-                numpy_queries: int, work: Path) -> dict:
+                numpy_queries: int, work: Path, efs: tuple[int, ...] = HNSW_EFS,
+                qdrant: list[str] = (), qdrant_alone: bool = False) -> dict:
     n, dim = x.shape
     print(f"\n== {label}: n={n:,} dim={dim} queries={len(q)}", flush=True)
     work.mkdir(parents=True, exist_ok=True)
@@ -204,7 +209,7 @@ def run_dataset(label: str, x: np.ndarray, q: np.ndarray, *, model: dict,
                "truth": paths["truth"]}), build_s=0.0)
     index = str(work / "hnsw.faiss")
     built = spawn({"kind": "build-hnsw", "x": paths["x"], "index": index})
-    for ef in HNSW_EFS:
+    for ef in efs:
         add(f"faiss HNSW M=32 efSearch={ef}",
             spawn({"kind": "hnsw", "index": index, "ef": ef, **paths}), **built)
     os.unlink(index)
@@ -234,6 +239,25 @@ def run_dataset(label: str, x: np.ndarray, q: np.ndarray, *, model: dict,
                         spawn({"kind": "mrlkit", "store": store, "funnel": spec,
                                "adaptive": margin, "model": model, **paths}),
                         build_s=built["build_s"].get(spec, 0.0), storage=storage)
+        shutil.rmtree(store)
+    for spec in qdrant:  # Qdrant Edge through mrlkit: a set per first stage
+        store = str(work / "qdrant")
+        built = spawn({"kind": "build-qdrant", "x": paths["x"], "store": store,
+                       "storage": storages[0], "model": model, "funnel": spec})
+        ingest[f"qdrant {spec}"] = built["ingest_vectors_per_s"]
+        print(f"qdrant edge ({spec}): {built}", flush=True)
+        add(f"mrlkit funnel {spec} [qdrant edge]",
+            spawn({"kind": "qdrant", "store": store, "funnel": spec, "model": model, **paths}),
+            build_s=built["build_s"], ingest_vectors_per_s=built["ingest_vectors_per_s"],
+            disk_mb=built["disk_mb"])
+        shutil.rmtree(store)
+    if qdrant_alone:
+        store = str(work / "qdrant-plain")
+        built = spawn({"kind": "build-qdrant-plain", "x": paths["x"], "store": store})
+        ingest["qdrant alone"] = built["ingest_vectors_per_s"]
+        for ef in (64, 128, 256):
+            add(f"Qdrant Edge alone: HNSW @{dim} hnsw_ef={ef}",
+                spawn({"kind": "qdrant-plain", "store": store, "ef": ef, **paths}), **built)
         shutil.rmtree(store)
     return {"dataset": label, "n": n, "dim": dim, "queries": len(q),
             "ingest_vectors_per_s": ingest, "methods": methods}
@@ -276,15 +300,31 @@ def main() -> None:
     args = ap.parse_args()
     if args.worker:
         task = json.loads(args.worker)
-        run = {"build-hnsw": build_hnsw, "build-store": build_store}.get(task["kind"], query)
+        from engines import build_qdrant, build_qdrant_plain
+
+        run = {"build-hnsw": build_hnsw, "build-store": build_store,
+               "build-qdrant": build_qdrant, "build-qdrant-plain": build_qdrant_plain
+               }.get(task["kind"], query)
         print(json.dumps(run(task)))
         return
     d = args.dim
-    if args.backend != "local":
+    if args.backend == "qdrant":  # beside faiss HNSW and the local store, in one run
+        x, q = generate(args.n, d, args.queries)
+        work = Path(tempfile.mkdtemp(prefix="mrlb-", dir=os.environ.get("BENCH_TMP")))
+        report = {"n": args.n, "dim": d, "k": K, "backend": "qdrant",
+                  **run_dataset("generated MRL-like", x, q, model={
+                      "name": f"bench-{d}", "provider": "openai", "native_dim": d,
+                      "supports_mrl": True, "mrl_dims": "any"},
+                      funnels=[f"{d // 6}:float32:200,{d}"], adaptive=[],
+                      storages=("float16",), numpy_queries=min(100, args.queries),
+                      work=work, efs=(64, 128, 256),
+                      qdrant=[f"{d // 6}:float32:200,{d}", f"{d // 6}:binary:1000,{d}"],
+                      qdrant_alone=args.n <= 200_000)}
+    elif args.backend != "local":
         from engines import run_backend
 
         report = run_backend(args, generate(args.n, d, args.queries))
-    else:
+    elif args.backend == "local":
         report = {"n": args.n, "dim": d, "k": K, "backend": "local", "methods": []}
         work = Path(tempfile.mkdtemp(prefix="mrlb-", dir=os.environ.get("BENCH_TMP")))
         model = {"name": f"bench-{d}", "provider": "openai", "native_dim": d,
@@ -337,9 +377,11 @@ def plot_recall_latency(report: dict, path: str) -> None:
     fig, (ax, side) = plt.subplots(1, 2, figsize=(14, 6.5), width_ratios=[3, 2.4])
     names = []
     for i, m in enumerate(report["methods"], 1):
-        family = ("mrlkit" if m["name"].startswith("mrlkit") else
+        family = ("qdrant" if "qdrant" in m["name"].lower() else
+                  "mrlkit" if m["name"].startswith("mrlkit") else
                   "faiss" if m["name"].startswith("faiss") else "numpy")
-        colour = {"mrlkit": "tab:red", "faiss": "tab:blue", "numpy": "tab:gray"}[family]
+        colour = {"mrlkit": "tab:red", "faiss": "tab:blue", "numpy": "tab:gray",
+                  "qdrant": "tab:purple"}[family]
         ax.scatter(m["p50_ms"], m["recall@10"], color=colour, s=40)
         ax.annotate(str(i), (m["p50_ms"], m["recall@10"]), fontsize=8, xytext=(3, 3),
                     textcoords="offset points", color=colour)

@@ -16,6 +16,7 @@ Example::
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -81,13 +82,29 @@ class FileVectors:
         return self._reader.read(rows)
 
     def delete(self, ids: list[str]) -> None:
-        """Nothing to do: a deleted document is no longer returned by Chroma."""
+        """The rows stay (Chroma no longer returns their ids); a byte appended to the
+        deletion log changes :meth:`stamp`."""
+        with open(self.path.with_suffix(".del"), "ab") as fh:
+            fh.write(b"d")
+
+    def stamp(self) -> tuple[int, int] | None:
+        """Changes with every write and deletion through mrlkit (any process): what a
+        cached record of the set is checked against. None: nothing written yet."""
+        try:
+            size = os.stat(self.ids_path).st_size
+        except FileNotFoundError:
+            return None
+        try:
+            return size, os.stat(self.path.with_suffix(".del")).st_size
+        except FileNotFoundError:
+            return size, 0
 
     def bytes(self) -> int:
         return self.path.stat().st_size if self.path.exists() else 0
 
     def drop(self) -> None:
-        for path in (self.path, self.ids_path, self.path.with_suffix(".lock")):
+        for path in (self.path, self.ids_path, self.path.with_suffix(".lock"),
+                     self.path.with_suffix(".del")):
             path.unlink(missing_ok=True)
 
 
@@ -111,6 +128,9 @@ class CollectionVectors:
 
     def delete(self, ids: list[str]) -> None:
         self.collection.delete(ids=ids)
+
+    def stamp(self) -> None:
+        return None  # a server's collection: no cheap change signal, nothing cached
 
     def bytes(self) -> int:
         return int(self.collection.count()) * self.dim * 4
