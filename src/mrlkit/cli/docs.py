@@ -205,3 +205,31 @@ def sets_export(name: str,
         output.write_text("".join(json.dumps({**r, "embedding": v.tolist()}) + "\n"
                                   for r, v in zip(rows, x)), "utf-8")
     out.print(f"exported {len(ids):,} documents of {name} to {output}")
+
+
+@sets_app.command("copy")
+def sets_copy(name: str,
+              to: Annotated[str, typer.Option("--to", help="The store to copy into (any "
+                                              "backend: a folder, postgresql://…, "
+                                              "chroma:…, qdrant:…).")],
+              as_name: Annotated[Optional[str], typer.Option(
+                  "--as", help="The copy's name (default: the same).")] = None,
+              store: StoreOpt = None) -> None:
+    """Copy a set — ids, texts, metadata and stored vectors, no model call — into
+    another store, e.g. from qdrant:PATH to a Qdrant server. Re-running an interrupted
+    copy completes it (documents are upserted)."""
+    from ..progress import Progress
+
+    src = _store(store)
+    target = as_name or name
+    same = src.location == to
+    if same and target == name:
+        raise InvalidInputError(f"--to is the set's own store ({to}): give the copy "
+                                "another name with --as")
+    count = src.get_set(name).count
+    dst = src if same else _store(to, create=True)
+    with Progress(f"copying {name} to {to}", count, unit="documents") as bar:
+        copied = src.copy_set(name, dst, target, progress=bar.advance)
+    if not same:
+        dst.close()
+    out.print(f"copied {copied:,} documents of {name} to {target} in {to}")

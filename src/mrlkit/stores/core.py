@@ -193,6 +193,40 @@ class Store(Generic[R]):
     def _forget(self, name: str) -> None:
         self._calibrations = {k: v for k, v in self._calibrations.items() if k[0] != name}
 
+    def copy_set(self, name: str, dst: Store[Any], new_name: str | None = None, *,
+                 batch: int = 10_000, progress: Callable[[int], None] | None = None) -> int:
+        """Copy set ``name`` — ids, texts, metadata and stored vectors — into ``dst`` (any
+        engine) as ``new_name`` (default: the same name), in atomic batches; returns the
+        documents copied. Into a set that exists already (same model and dimension)
+        documents are upserted, so a copy re-run after an interruption completes it."""
+        rec = self.engine.record(name)
+        if rec.transform is not None:
+            raise InvalidInputError(
+                f"set {name!r} was adapted ({rec.transform.method}): its stored vectors are "
+                "not the model's, and copying the transform is not supported; copy the set "
+                "before adapting it, or re-run `mrlkit adapt` on the copy")
+        target = new_name or name
+        try:
+            dst.create_set(target, rec.model, rec.truncate_dim, storage=rec.storage,
+                           allow_non_mrl=rec.allow_non_mrl)
+        except SetExistsError:
+            have = dst.record(target)
+            if (have.model, have.stored_dim) != (rec.model, rec.stored_dim):
+                raise SetExistsError(
+                    f"set {target!r} exists in {dst.location} with {have.model} at "
+                    f"{have.stored_dim} dimensions, not {rec.model} at {rec.stored_dim}"
+                    ) from None
+        ids, x = self.vectors(name)
+        for start in range(0, len(ids), batch):
+            chunk = ids[start:start + batch]
+            docs = self.get(name, chunk)
+            dst.add(target, chunk, x[start:start + batch],
+                    [d.text if d else None for d in docs],
+                    [d.metadata if d else None for d in docs], upsert=True)
+            if progress:
+                progress(len(chunk))
+        return len(ids)
+
     # --- writes -----------------------------------------------------------------------
     def add(self, name: str, ids: Sequence[str], embeddings: np.ndarray,
             texts: Sequence[str | None] | None = None,

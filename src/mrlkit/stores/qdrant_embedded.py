@@ -46,7 +46,7 @@ class EdgeAdapter:
             raise StoreError(
                 f"{path} was written by qdrant-client's local mode (mrlkit 0.3 and older); "
                 f"open it as qdrant+local:{path} and copy its sets with `mrlkit sets copy "
-                f"NAME --from qdrant+local:{path} --to qdrant:NEW_PATH`")
+                f"NAME --store qdrant+local:{path} --to qdrant:NEW_PATH`")
         self.root.mkdir(parents=True, exist_ok=True)
         self._shards: dict[str, Any] = {}
         self._specs: dict[str, dict[str, Any]] = {}  # as configured, per collection
