@@ -1,0 +1,72 @@
+"""`mrlkit serve`: the HTTP service (docs/serve.md)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from ..errors import InvalidInputError
+from ._common import StoreOpt, app, err
+
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+@app.command("serve")
+def serve(
+    store: StoreOpt = None,
+    host: Annotated[str, typer.Option(help="Address to listen on. Without API keys only "
+                                      "127.0.0.1 is allowed.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535)] = 8000,
+    model: Annotated[Optional[list[str]], typer.Option(
+        "--model", help="A model to serve and load at start (repeat for more; default "
+        "all-MiniLM-L6-v2).")] = None,
+    api_key_file: Annotated[Optional[Path], typer.Option(
+        help="API keys, one per line: KEY [read|write]. Also MRLKIT_API_KEYS.")] = None,
+    allow_non_mrl: Annotated[bool, typer.Option(
+        "--allow-non-mrl", help="Accept `dimensions` for models not Matryoshka-trained.")
+    ] = False,
+    max_body: Annotated[int, typer.Option(help="Largest request body, bytes.")] = 2 << 20,
+    max_inputs: Annotated[int, typer.Option(help="Texts per embeddings request.")] = 2048,
+    max_chars: Annotated[int, typer.Option(help="Characters per text.")] = 32_768,
+    max_k: Annotated[int, typer.Option(help="Hits per query.")] = 1_000,
+    max_in_flight: Annotated[int, typer.Option(
+        help="Requests served at once; more get 429 with Retry-After.")] = 64,
+    max_batch: Annotated[int, typer.Option(help="Texts per model call.")] = 64,
+    max_wait_ms: Annotated[float, typer.Option(
+        help="How long a model call waits for other requests' texts.")] = 5.0,
+) -> None:
+    """Serve OpenAI-compatible /v1/embeddings, embedding sets and their search over HTTP
+    (OpenAPI at /docs; /health, /ready, /metrics)."""
+    try:
+        import uvicorn
+
+        from ..server import Limits, ServerConfig, create_app, load_keys
+    except ImportError:
+        raise InvalidInputError("mrlkit serve needs the server extra: "
+                                "pip install 'mrlkit[server]'") from None
+    from ..registry import get_spec
+
+    keys = load_keys(api_key_file)
+    if not keys and host not in LOOPBACK:
+        raise InvalidInputError(f"no API key is configured, so the server listens on "
+                                f"127.0.0.1 only, not {host}: give --api-key-file or "
+                                "MRLKIT_API_KEYS")
+    models = [get_spec(m).name for m in (model or ["all-MiniLM-L6-v2"])]
+    config = ServerConfig(store=store, models=models, keys=keys,
+                          allow_non_mrl=allow_non_mrl,
+                          limits=Limits(body_bytes=max_body, inputs=max_inputs,
+                                        chars=max_chars, k=max_k, in_flight=max_in_flight,
+                                        max_batch=max_batch, max_wait_ms=max_wait_ms))
+    from ..providers import get_provider
+
+    for name in models:  # a model that cannot load is one error line before the server
+        spec = get_spec(name)
+        options = {"show_progress": False} if spec.provider == "sentence-transformers" else {}
+        get_provider(spec, **options).embed(["warm-up"])
+    err.print(f"mrlkit serve on http://{host}:{port} — models {', '.join(models)}; "
+              + (f"{len(keys)} API key(s)" if keys else
+                 "no API key: listening on 127.0.0.1 only") + "; docs at /docs")
+    uvicorn.run(create_app(config), host=host, port=port, log_level="info",
+                timeout_graceful_shutdown=30)

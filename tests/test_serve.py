@@ -1,0 +1,250 @@
+"""`mrlkit serve` as users meet it: a live server on 127.0.0.1 (a subprocess started with
+the README's command), the official `openai` client, plain HTTP for the rest, and a
+bounded schemathesis run of the server's own OpenAPI document."""
+
+from __future__ import annotations
+
+import base64
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+
+httpx = pytest.importorskip("httpx")
+pytest.importorskip("fastapi")
+
+WRITE, READ = "write-key-0123", "read-key-0123"
+
+
+class Server:
+    def __init__(self, url: str, proc: subprocess.Popen, store: str) -> None:
+        self.url, self.proc, self.store = url, proc, store
+
+    def client(self, key: str | None = WRITE) -> httpx.Client:
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        return httpx.Client(base_url=self.url, headers=headers, timeout=60)
+
+
+def _port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    store = str(tmp_path_factory.mktemp("serve-store"))
+    port = _port()
+    env = {**os.environ, "MRLKIT_API_KEYS": f"{WRITE}:write,{READ}:read"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mrlkit.cli", "serve", "--store", store, "--port", str(port),
+         "--allow-non-mrl", "--max-inputs", "64", "--max-body", "200000"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 180
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"mrlkit serve exited: {proc.stdout.read()[-3000:]}")
+        try:
+            if httpx.get(url + "/ready", timeout=2).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.3)
+    else:
+        proc.kill()
+        raise RuntimeError("mrlkit serve did not become ready in 180 s")
+    yield Server(url, proc, store)
+    proc.send_signal(signal.SIGTERM)   # graceful: in-flight requests finish
+    try:
+        proc.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+def test_the_openai_client_gets_the_librarys_vectors(server):
+    openai = pytest.importorskip("openai")
+    import mrlkit
+
+    client = openai.OpenAI(base_url=server.url + "/v1", api_key=READ)
+    texts = ["Matryoshka dolls nest inside each other.", "Green tea is rich in catechins."]
+    got = client.embeddings.create(model="all-MiniLM-L6-v2", input=texts, dimensions=128)
+    x = np.array([d.embedding for d in got.data])
+    lib = mrlkit.embed(texts, dim=128, allow_non_mrl=True)
+    assert x.shape == (2, 128) and np.abs(x - lib).max() <= 1e-6
+    assert np.allclose(np.linalg.norm(x, axis=1), 1.0, atol=1e-6)
+    assert got.model == "all-MiniLM-L6-v2" and got.usage.total_tokens > 0
+    raw = client.embeddings.create(model="all-MiniLM-L6-v2", input=texts[0], dimensions=128,
+                                   encoding_format="base64")
+    decoded = np.frombuffer(base64.b64decode(raw.data[0].embedding), "<f4")
+    assert np.abs(decoded - lib[0]).max() <= 1e-6
+    # the client's own base64 default (no encoding_format) decodes to the same floats
+    default = client.embeddings.create(model="all-MiniLM-L6-v2", input=texts[0],
+                                       dimensions=128)
+    assert np.abs(np.array(default.data[0].embedding) - lib[0]).max() <= 1e-6
+    models = client.models.list()
+    assert [m.id for m in models.data] == ["all-MiniLM-L6-v2"]
+
+
+def test_precision_extensions(server):
+    with server.client(READ) as c:
+        body = {"model": "all-MiniLM-L6-v2", "input": ["a cat", "a dog"], "dimensions": 64}
+        f16 = c.post("/v1/embeddings", json={**body, "precision": "float16"}).json()
+        bits = c.post("/v1/embeddings", json={**body, "precision": "binary"}).json()
+        q8 = c.post("/v1/embeddings", json={**body, "precision": "int8"}).json()
+    assert len(f16["data"][0]["embedding"]) == 64
+    assert len(bits["data"][0]["embedding"]) == 8           # 64 sign bits, 8 per byte
+    assert all(0 <= v <= 255 for v in bits["data"][0]["embedding"])
+    assert all(-128 <= v <= 127 and isinstance(v, int) for v in q8["data"][0]["embedding"])
+
+
+def _sets(server) -> list[str]:
+    with server.client(READ) as c:
+        return sorted(s["name"] for s in c.get("/v1/sets").json()["data"])
+
+
+@pytest.mark.parametrize("case", [
+    "no key", "wrong key", "read key writes", "oversized body", "10,000 inputs",
+    "empty string", "bad dimensions", "hostile set name", "malformed funnel",
+    "unknown model", "vector of the wrong size"])
+def test_bad_input_is_a_4xx_json_error_and_writes_nothing(server, case):
+    with server.client() as w:
+        w.post("/v1/sets", json={"name": "guarded", "model": "all-MiniLM-L6-v2"})
+    before = _sets(server)
+    key = {"no key": None, "wrong key": "not-a-key-000", "read key writes": READ}.get(
+        case, WRITE)
+    req = {
+        "no key": ("POST", "/v1/embeddings", {"model": "all-MiniLM-L6-v2", "input": "x"}),
+        "wrong key": ("POST", "/v1/sets", {"name": "nope", "model": "all-MiniLM-L6-v2"}),
+        "read key writes": ("POST", "/v1/sets", {"name": "nope", "model": "all-MiniLM-L6-v2"}),
+        "oversized body": ("POST", "/v1/sets/guarded/documents", {"documents": [
+            {"id": "big", "text": "word " * 60_000}]}),
+        "10,000 inputs": ("POST", "/v1/embeddings", {"model": "all-MiniLM-L6-v2",
+                                                     "input": ["x"] * 10_000}),
+        "empty string": ("POST", "/v1/embeddings", {"model": "all-MiniLM-L6-v2",
+                                                    "input": ["ok", "  "]}),
+        "bad dimensions": ("POST", "/v1/embeddings", {"model": "all-MiniLM-L6-v2",
+                                                      "input": "x", "dimensions": 1000}),
+        "hostile set name": ("POST", "/v1/sets", {"name": "../../etc/passwd",
+                                                  "model": "all-MiniLM-L6-v2"}),
+        "malformed funnel": ("POST", "/v1/sets/guarded/search", {"query": "x",
+                                                                 "funnel": "64:fp99:x"}),
+        "unknown model": ("POST", "/v1/sets", {"name": "nope", "model": "no-such-model"}),
+        "vector of the wrong size": ("POST", "/v1/sets/guarded/documents", {"documents": [
+            {"id": "v", "vector": [0.1] * 10}]}),
+    }[case]
+    with server.client(key) as c:
+        r = c.request(req[0], req[1], json=req[2])
+    assert 400 <= r.status_code < 500, (r.status_code, r.text)
+    err = r.json()["error"]
+    assert err["message"] and err["type"] and "Traceback" not in r.text
+    expected = {"no key": 401, "wrong key": 401, "read key writes": 403,
+                "oversized body": 413, "unknown model": 404}.get(case, 400)
+    assert r.status_code == expected
+    assert _sets(server) == before
+    with server.client(READ) as c:
+        assert c.get("/v1/sets/guarded").json()["count"] == 0
+
+
+def test_sets_end_to_end(server):
+    with server.client() as c:
+        assert c.post("/v1/sets", json={"name": "notes", "model": "all-MiniLM-L6-v2",
+                                        "storage": "float32"}).status_code == 201
+        r = c.post("/v1/sets/notes/documents", json={"documents": [
+            {"id": "a", "text": "Matryoshka dolls nest inside each other",
+             "metadata": {"lang": "en"}},
+            {"id": "b", "text": "Green tea is rich in catechins", "metadata": {"lang": "en"}},
+            {"id": "c", "vector": list(np.eye(384)[0]), "metadata": {"lang": "xx"}}]})
+        assert r.json() == {"count": 3}
+        hits = c.post("/v1/sets/notes/search", json={"query": "nested dolls", "k": 2,
+                                                     "filter": {"lang": "en"}}).json()
+        assert hits["hits"][0][0]["id"] == "a" and hits["timings"]
+        by_vector = c.post("/v1/sets/notes/search", json={"vector": list(np.eye(384)[0]),
+                                                          "k": 1}).json()
+        assert by_vector["hits"][0][0]["id"] == "c"
+        assert c.get("/v1/sets/notes").json()["count"] == 3
+        assert c.post("/v1/sets/notes/documents/delete", json={"ids": ["b", "zz"]}
+                      ).json() == {"count": 1}
+        assert c.post("/v1/sets/notes/index", json={"funnel": "64:binary:100,384"}
+                      ).status_code == 200
+        truncated = c.post("/v1/sets/notes/truncate",
+                           json={"dimensions": 192, "allow_non_mrl": True}).json()
+        assert truncated["stored_dim"] == 192
+        assert c.delete("/v1/sets/notes").status_code == 200
+        assert c.get("/v1/sets/notes").status_code == 404
+
+
+def test_concurrent_writers_and_readers_lose_nothing(server):
+    with server.client() as c:
+        c.post("/v1/sets", json={"name": "busy", "model": "all-MiniLM-L6-v2"})
+    statuses: list[int] = []
+    lock = threading.Lock()
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(8 * 5 * 4, 384)).astype(np.float32)
+
+    def writer(w: int) -> None:
+        with server.client() as c:
+            for b in range(5):
+                docs = [{"id": f"w{w}-{b}-{i}", "vector": x[(w * 5 + b) * 4 + i].tolist(),
+                         "text": f"writer {w} batch {b} doc {i}"} for i in range(4)]
+                r = c.post("/v1/sets/busy/documents", json={"documents": docs})
+                with lock:
+                    statuses.append(r.status_code)
+
+    def reader(n: int) -> None:
+        with server.client(READ) as c:
+            for _ in range(5):
+                r = c.post("/v1/sets/busy/search", json={"query": f"writer {n}", "k": 3})
+                with lock:
+                    statuses.append(r.status_code)
+
+    with ThreadPoolExecutor(16) as pool:
+        list(pool.map(lambda f: f[0](f[1]), [(writer, i) for i in range(8)] +
+                      [(reader, i) for i in range(8)]))
+    assert statuses and all(s == 200 for s in statuses), statuses
+    with server.client(READ) as c:
+        assert c.get("/v1/sets/busy").json()["count"] == 160
+
+
+def test_operations_endpoints(server):
+    r = httpx.get(server.url + "/health")
+    assert r.json() == {"status": "ok"}
+    metrics = httpx.get(server.url + "/metrics").text
+    assert "mrlkit_requests_total" in metrics and "mrlkit_encode_batch_size" in metrics
+    spec = httpx.get(server.url + "/openapi.json").json()
+    assert "/v1/embeddings" in spec["paths"] and "/v1/sets/{name}/search" in spec["paths"]
+    assert httpx.get(server.url + "/docs").status_code == 200
+
+
+def test_the_openapi_document_holds_no_5xx(server):
+    """schemathesis generates requests from the server's own OpenAPI document (at most 25
+    per operation, about 400 in all, to 127.0.0.1): never a 5xx, every 4xx a JSON error
+    in OpenAI's shape."""
+    schemathesis = pytest.importorskip("schemathesis")
+    from hypothesis import HealthCheck, given, settings
+
+    schema = schemathesis.openapi.from_url(server.url + "/openapi.json")
+    seen: list[tuple[str, str, int]] = []
+    for result in schema.get_all_operations():
+        operation = result.ok()
+
+        @given(case=operation.as_strategy())
+        @settings(max_examples=25, deadline=None, database=None,
+                  suppress_health_check=list(HealthCheck))
+        def check(case) -> None:
+            r = case.call(base_url=server.url,
+                          headers={"Authorization": f"Bearer {WRITE}"}, timeout=60)
+            seen.append((case.method, case.path, r.status_code))
+            assert r.status_code < 500, (case.method, case.path, r.status_code, r.text[:500])
+            if r.status_code >= 400:
+                assert set(r.json()["error"]) >= {"message", "type"}, r.text[:300]
+
+        check()
+    assert len({(m, p) for m, p, _ in seen}) >= 14 and len(seen) >= 100
