@@ -58,7 +58,13 @@ def cached_embed(model: str | ModelSpec, texts: Sequence[str], *, kind: Kind = "
     """Embed ``texts`` through the cache: the model is called only on a miss."""
     spec = get_spec(model)
     texts = list(texts)
-    path = cache_dir() / f"{spec.name}-{kind}-{cache_key(spec, texts, kind, dim)[:32]}.npy"
+    from .providers import backend_of
+
+    backend = backend_of(spec, provider_options)
+    key = cache_key(spec, texts, kind, dim)[:32]
+    # vectors of a faster encoder never stand in for the model's own (torch keeps its keys)
+    tag = "" if backend == "torch" else f"-{backend}"
+    path = cache_dir() / f"{spec.name}-{kind}{tag}-{key}.npy"
     if path.exists():
         out = np.load(path)
         if out.shape[0] == len(texts):

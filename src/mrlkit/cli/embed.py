@@ -10,7 +10,7 @@ from typing import Annotated, Optional
 import typer
 
 from ..errors import InvalidInputError
-from ._common import DeviceOpt, EncodeBatchOpt, app, err, provider_options
+from ._common import BackendOpt, DeviceOpt, EncodeBatchOpt, app, err, provider_options
 
 
 # --- embed -------------------------------------------------------------------
@@ -58,6 +58,7 @@ def embed(
     output: Annotated[Optional[Path], typer.Option("--output", "-o",
                       help=".npy or .jsonl; JSON lines to stdout when absent.")] = None,
     device: DeviceOpt = "auto",
+    backend: BackendOpt = "torch",
     batch_size: EncodeBatchOpt = None,
     calibration: Annotated[Optional[Path], typer.Option(
         help="int8: a calibration file (written beside an earlier output); default: the "
@@ -83,7 +84,7 @@ def embed(
         raise InvalidInputError("--calibration applies to --precision int8 only")
     embedder = Embedder(model, dim, precision, allow_non_mrl=allow_non_mrl,
                         calibration=calibration,
-                        **provider_options(model, device, batch_size))
+                        **provider_options(model, device, batch_size, backend))
     array = embedder.embed(items, kind=kind)  # type: ignore[arg-type]
     named = {"calibration": embedder.calibration_name} if precision == "int8" else {}
     if output is not None and output.suffix == ".npy":

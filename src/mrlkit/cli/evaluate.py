@@ -12,7 +12,7 @@ import typer
 from rich.table import Table
 
 from ..errors import InvalidInputError
-from ._common import (DeviceOpt, EncodeBatchOpt, StoreOpt, _store, app, err, out,
+from ._common import (BackendOpt, DeviceOpt, EncodeBatchOpt, StoreOpt, _store, app, err, out,
                       provider_options)
 
 
@@ -46,11 +46,12 @@ def _save(result: dict, json_out: bool, output: Optional[Path],
         sys.stdout.write(json.dumps(result, default=str) + "\n")
 
 
-def _configure(model: str, device: str, batch_size: Optional[int]) -> None:
+def _configure(model: str, device: str, batch_size: Optional[int],
+               backend: str = "torch") -> None:
     """--device and --batch-size for every model call of this command (checked first)."""
     from ..providers import configure
 
-    configure(**provider_options(model, device, batch_size))
+    configure(**provider_options(model, device, batch_size, backend))
 
 
 def _dims(text: Optional[str]) -> Optional[list[int]]:
@@ -68,6 +69,7 @@ def eval_retrieval(
     beir_dir: str,
     model: ModelOpt = "all-MiniLM-L6-v2",
     device: DeviceOpt = "auto",
+    backend: BackendOpt = "torch",
     batch_size: EncodeBatchOpt = None,
     dims: DimsOpt = None,
     precisions: Annotated[str, typer.Option(help="Comma-separated.")
@@ -87,7 +89,7 @@ def eval_retrieval(
 ) -> None:
     """nDCG@10, Recall@100, MRR@10, retention, bytes and latency per setting."""
     out.quiet = json_out
-    _configure(model, device, batch_size)
+    _configure(model, device, batch_size, backend)
     from ..evaluation import report as rep
     from ..evaluation.retrieval import evaluate_retrieval
 
@@ -110,6 +112,7 @@ def eval_similarity(
     sts_dir: str,
     model: ModelOpt = "all-MiniLM-L6-v2",
     device: DeviceOpt = "auto",
+    backend: BackendOpt = "torch",
     batch_size: EncodeBatchOpt = None,
     dims: DimsOpt = None,
     split: str = "test",
@@ -120,7 +123,7 @@ def eval_similarity(
 ) -> None:
     """STS-B: Spearman with gold scores and mean pair similarity per dimension."""
     out.quiet = json_out
-    _configure(model, device, batch_size)
+    _configure(model, device, batch_size, backend)
     from ..evaluation import report as rep
     from ..evaluation.similarity import evaluate_similarity
 
@@ -141,6 +144,7 @@ def eval_classification(
     csv_dir: str,
     model: ModelOpt = "all-MiniLM-L6-v2",
     device: DeviceOpt = "auto",
+    backend: BackendOpt = "torch",
     batch_size: EncodeBatchOpt = None,
     dims: DimsOpt = None,
     text_col: str = "text",
@@ -153,7 +157,7 @@ def eval_classification(
 ) -> None:
     """Logistic-regression accuracy and k-means V-measure per dimension."""
     out.quiet = json_out
-    _configure(model, device, batch_size)
+    _configure(model, device, batch_size, backend)
     from ..evaluation import report as rep
     from ..evaluation.classification import evaluate_classification
 
@@ -176,6 +180,7 @@ def eval_adapt(
     folder: str,
     model: ModelOpt = "all-MiniLM-L6-v2",
     device: DeviceOpt = "auto",
+    backend: BackendOpt = "torch",
     batch_size: EncodeBatchOpt = None,
     trained: Annotated[Optional[str], typer.Option(
         help="A model from `mrlkit train` to compare (its catalog name).")] = None,
@@ -188,7 +193,7 @@ def eval_adapt(
 ) -> None:
     """Retention at each prefix for truncation, PCA rotation, adaptor and a fine-tune."""
     out.quiet = json_out
-    _configure(model, device, batch_size)
+    _configure(model, device, batch_size, backend)
     from ..evaluation import report as rep
     from ..evaluation.adaptation import compare
     from ..evaluation.adaptation import plot as plot_adapt
@@ -211,6 +216,7 @@ def advise_cmd(
         help="A BEIR folder with relevance judgements (or use --set).")] = None,
     model: ModelOpt = "all-MiniLM-L6-v2",
     device: DeviceOpt = "auto",
+    backend: BackendOpt = "torch",
     batch_size: EncodeBatchOpt = None,
     target: Annotated[float, typer.Option(help="Retention to keep, e.g. 0.95.")] = 0.95,
     metric: Annotated[str, typer.Option(help="ndcg@10, recall@100 or mrr@10.")] = "ndcg@10",
@@ -224,7 +230,7 @@ def advise_cmd(
 ) -> None:
     """The cheapest setting or funnel whose retention meets the target on your data."""
     out.quiet = json_out
-    _configure(model, device, batch_size)
+    _configure(model, device, batch_size, backend)
     if (beir_dir is None) == (set_name is None):
         raise InvalidInputError("give a BEIR folder or --set NAME (one of them)")
     if set_name is not None or beir_dir is None:
@@ -290,13 +296,14 @@ def check_mrl_cmd(
     beir: Annotated[str, typer.Option("--beir", help="A BEIR folder to measure on.")],
     split: str = "test",
     device: DeviceOpt = "auto",
+    backend: BackendOpt = "torch",
     batch_size: EncodeBatchOpt = None,
     json_out: JsonOpt = False,
     output: OutputOpt = None,
 ) -> None:
     """Does truncation behave as in a Matryoshka-trained model?"""
     out.quiet = json_out
-    _configure(model, device, batch_size)
+    _configure(model, device, batch_size, backend)
     from ..evaluation import report as rep
     from ..evaluation.advisor import check_mrl
 

@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from ..errors import InvalidInputError
-from ._common import StoreOpt, app, err
+from ._common import BackendOpt, StoreOpt, app, err
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
@@ -27,6 +27,7 @@ def serve(
     allow_non_mrl: Annotated[bool, typer.Option(
         "--allow-non-mrl", help="Accept `dimensions` for models not Matryoshka-trained.")
     ] = False,
+    backend: BackendOpt = "torch",
     max_body: Annotated[int, typer.Option(help="Largest request body, bytes.")] = 2 << 20,
     max_inputs: Annotated[int, typer.Option(help="Texts per embeddings request.")] = 2048,
     max_chars: Annotated[int, typer.Option(help="Characters per text.")] = 32_768,
@@ -55,7 +56,7 @@ def serve(
                                 "MRLKIT_API_KEYS")
     models = [get_spec(m).name for m in (model or ["all-MiniLM-L6-v2"])]
     config = ServerConfig(store=store, models=models, keys=keys,
-                          allow_non_mrl=allow_non_mrl,
+                          allow_non_mrl=allow_non_mrl, backend=backend,
                           limits=Limits(body_bytes=max_body, inputs=max_inputs,
                                         chars=max_chars, k=max_k, in_flight=max_in_flight,
                                         max_batch=max_batch, max_wait_ms=max_wait_ms))
@@ -63,7 +64,8 @@ def serve(
 
     for name in models:  # a model that cannot load is one error line before the server
         spec = get_spec(name)
-        options = {"show_progress": False} if spec.provider == "sentence-transformers" else {}
+        options = {"show_progress": False, "backend": backend} \
+            if spec.provider == "sentence-transformers" else {}
         get_provider(spec, **options).embed(["warm-up"])
     err.print(f"mrlkit serve on http://{host}:{port} — models {', '.join(models)}; "
               + (f"{len(keys)} API key(s)" if keys else

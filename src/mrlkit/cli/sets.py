@@ -10,8 +10,8 @@ from typing import TYPE_CHECKING, Annotated, Optional
 import typer
 from rich.table import Table
 
-from ._common import (DeviceOpt, EncodeBatchOpt, StoreOpt, YesOpt, _store, app, confirm, out,
-                      provider_options)
+from ._common import (BackendOpt, DeviceOpt, EncodeBatchOpt, StoreOpt, YesOpt, _store, app,
+                      confirm, out, provider_options)
 
 if TYPE_CHECKING:
     from ..stores import StorageInfo
@@ -179,6 +179,7 @@ def add(name: str, path: str, store: StoreOpt = None,
           upsert: Annotated[bool, typer.Option(help="Replace documents whose id exists.")
                             ] = False,
           device: DeviceOpt = "auto",
+          backend: BackendOpt = "torch",
           encode_batch_size: EncodeBatchOpt = None,
           quiet: Annotated[bool, typer.Option("--quiet", "-q",
                            help="No progress (on a terminal: a bar; in a log: lines "
@@ -199,7 +200,8 @@ def add(name: str, path: str, store: StoreOpt = None,
     records, total, collapsed = read_documents(
         path, upsert=upsert, fields=Fields(id_field, text_field, title_field))
     st = _store(store)
-    options = provider_options(st.get_set(name).model, device, encode_batch_size)
+    options = provider_options(st.get_set(name).model, device, encode_batch_size,
+                               backend)
     s = EmbeddingSet(st, name, **options)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the set's creation already warned about truncation

@@ -34,6 +34,14 @@ def configure(**options: Any) -> None:
     _defaults.update({k: v for k, v in options.items() if v is not None})
 
 
+def backend_of(spec: ModelSpec, options: dict[str, Any]) -> str:
+    """The encoder backend a provider made with ``options`` uses (torch, onnx,
+    onnx-int8; torch for remote models)."""
+    if spec.provider != "sentence-transformers":
+        return "torch"
+    return str(options.get("backend") or _defaults.get("backend") or "torch")
+
+
 def get_provider(model: str | ModelSpec, **options: Any) -> Provider:
     """The provider for a model of the catalog; ``options`` go to its constructor
     (``host`` for Ollama, ``base_url``/``api_key`` for OpenAI, ``batch_size``...).
@@ -42,7 +50,8 @@ def get_provider(model: str | ModelSpec, **options: Any) -> Provider:
     """
     spec = get_spec(model)
     options = {**{k: v for k, v in _defaults.items()
-                  if k != "device" or spec.provider == "sentence-transformers"}, **options}
+                  if k not in ("device", "backend") or spec.provider == "sentence-transformers"},
+               **options}
     key = (spec, tuple(sorted(options.items())))
     if key not in _cache:
         cls: type[Provider]

@@ -76,7 +76,14 @@ class SentenceTransformersProvider:
     """Provider for a sentence-transformers model, loaded once, on first use."""
 
     def __init__(self, spec: ModelSpec, *, batch_size: int = 32, device: str = "auto",
-                 show_progress: bool | None = None) -> None:
+                 show_progress: bool | None = None, backend: str = "torch") -> None:
+        from .st_onnx import BACKENDS
+
+        if backend not in BACKENDS:
+            raise ProviderError(f"backend must be one of {', '.join(BACKENDS)}, not "
+                                f"{backend!r}")
+        if backend != "torch" and device not in ("auto", "cpu"):
+            raise ProviderError(f"the {backend} backend runs on the CPU, not {device!r}")
         if device not in DEVICES:
             raise ProviderError(f"device must be one of {', '.join(DEVICES)}, not {device!r}")
         if not isinstance(batch_size, int) or batch_size < 1:
@@ -85,7 +92,9 @@ class SentenceTransformersProvider:
         self.batch_size = batch_size
         self.device = device
         self.show_progress = show_progress
+        self.backend = backend
         self._model: Any = None
+        self._onnx: Any = None
 
     @property
     def model(self):
@@ -104,7 +113,8 @@ class SentenceTransformersProvider:
             torch.set_num_threads(cpu_threads())
             try:
                 self._model = SentenceTransformer(
-                    path, device=resolve_device(self.device), local_files_only=local,
+                    path, device="cpu" if self.backend != "torch" else
+                    resolve_device(self.device), local_files_only=local,
                     trust_remote_code=self.spec.name.startswith("nomic"))
             except Exception as exc:  # the library raises many kinds; one clear line
                 raise ProviderError(
@@ -112,6 +122,21 @@ class SentenceTransformersProvider:
                     "Without internet, only models on disk can load (a folder path or "
                     "an installed weights package)") from exc
         return self._model
+
+    def _encode(self, texts: list[str]) -> np.ndarray:
+        if self.backend == "torch":
+            return np.asarray(self.model.encode(texts, batch_size=self.batch_size,
+                                                show_progress_bar=False,
+                                                convert_to_numpy=True,
+                                                normalize_embeddings=False))
+        if self._onnx is None:
+            from .st_onnx import OnnxEncoder
+
+            path = resolve_model_path(self.spec.model_id)
+            self._onnx = OnnxEncoder(self.model, self.spec.name,
+                                     path if Path(path).is_dir() else None,
+                                     int8=self.backend == "onnx-int8", threads=cpu_threads())
+        return self._onnx.encode(texts, batch_size=self.batch_size)
 
     def embed(self, texts: Sequence[str], *, kind: Kind = "document",
               dim: int | None = None) -> np.ndarray:
@@ -130,9 +155,6 @@ class SentenceTransformersProvider:
                       unit="texts") as bar:
             for start in range(0, len(prompted), chunk):
                 part = prompted[start:start + chunk]
-                parts.append(self.model.encode(part, batch_size=self.batch_size,
-                                               show_progress_bar=False,
-                                               convert_to_numpy=True,
-                                               normalize_embeddings=False))
+                parts.append(self._encode(part))
                 bar.advance(len(part))
         return vectors.prepare(np.concatenate(parts), dim, self.spec.transform)

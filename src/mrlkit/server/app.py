@@ -57,9 +57,9 @@ class State:
 
     def _encode(self, model: str, kind: str, texts: list[str]) -> np.ndarray:
         """One model call, on the encoder's thread: unit rows at the native dimension."""
-        provider = get_provider(get_spec(model), show_progress=False) \
-            if get_spec(model).provider == "sentence-transformers" else \
-            get_provider(get_spec(model))
+        spec = get_spec(model)
+        provider = get_provider(spec, show_progress=False, backend=self.config.backend) \
+            if spec.provider == "sentence-transformers" else get_provider(spec)
         x = provider.embed(texts, kind=kind)  # type: ignore[arg-type]
         self.metrics.embedded.inc(len(texts))
         return np.asarray(x, np.float32)

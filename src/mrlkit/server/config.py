@@ -45,6 +45,7 @@ class ServerConfig:
     models: list[str] = field(default_factory=lambda: ["all-MiniLM-L6-v2"])
     keys: dict[str, str] = field(default_factory=dict)   # key → role
     allow_non_mrl: bool = False
+    backend: str = "torch"                               # encoder of local models
     limits: Limits = field(default_factory=Limits)
 
     def role(self, token: str | None) -> str | None:
