@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q torch==2.13.0
-	$(BIN)/python -m pip install -q -e '.[dev,eval,pg,train,chroma,qdrant,server]'
+	$(BIN)/python -m pip install -q -e '.[dev,eval,pg,train,chroma,qdrant,server,ray,onnx]'
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -102,7 +102,11 @@ class EmbeddingSet:
                 bar.advance(len(batch))
         return done
 
-    def _add_records(self, batch: list[dict[str, Any]], upsert: bool) -> Indexed:
+    def fresh(self, batch: list[dict[str, Any]]) -> list[tuple[dict[str, Any],
+                                                               dict[str, Any], Any]]:
+        """The records of ``batch`` the set does not hold with this text and metadata:
+        (record, its metadata as stored — the title joins it —, the stored document or
+        None). What a re-run of an interrupted job skips is the rest."""
         metas = []
         for r in batch:
             m = dict(r.get("metadata") or {})
@@ -110,8 +114,11 @@ class EmbeddingSet:
                 m.setdefault("title", r["title"])
             metas.append(m)
         stored = self.store.get(self.name, [str(r["id"]) for r in batch])
-        fresh = [(r, m, d) for r, m, d in zip(batch, metas, stored)
-                 if d is None or d.text != r["text"] or d.metadata != m]
+        return [(r, m, d) for r, m, d in zip(batch, metas, stored)
+                if d is None or d.text != r["text"] or d.metadata != m]
+
+    def _add_records(self, batch: list[dict[str, Any]], upsert: bool) -> Indexed:
+        fresh = self.fresh(batch)
         if not fresh:
             return Indexed(skipped=len(batch))
         embed_texts = [f"{r['title']} {r['text']}".strip() if r.get("title") else r["text"]

@@ -191,9 +191,17 @@ def add(name: str, path: str, store: StoreOpt = None,
           title_field: Annotated[Optional[str], typer.Option(
               help="A title embedded with the text (default: title, when present).")] = None,
           json_out: Annotated[bool, typer.Option(
-              "--json", help="Print what was done as JSON on stdout.")] = False) -> None:
+              "--json", help="Print what was done as JSON on stdout.")] = False,
+          ray: Annotated[Optional[str], typer.Option(
+              "--ray", help="Embed on a Ray cluster: its address (host:port, ray://…) or "
+              "'local' (needs mrlkit[ray]).")] = None,
+          actors: Annotated[int, typer.Option(
+              help="With --ray: model actors (one model each).")] = 2,
+          ray_batch_size: Annotated[int, typer.Option(
+              help="With --ray: texts per actor call.")] = 64) -> None:
     """Embed and add documents: a JSONL, CSV or parquet file (--id-field, --text-field),
-    a BEIR corpus.jsonl, or a folder of .txt/.md files."""
+    a BEIR corpus.jsonl, or a folder of .txt/.md files. A re-run skips documents already
+    stored with the same text (an interrupted job resumes)."""
     from ..documents import Fields, read_documents
     from ..embedding_set import EmbeddingSet
 
@@ -205,8 +213,16 @@ def add(name: str, path: str, store: StoreOpt = None,
     s = EmbeddingSet(st, name, **options)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the set's creation already warned about truncation
-        done = s.add_stream(records, total=total, batch_size=batch_size, upsert=upsert,
-                            progress=not quiet)
+        if ray:
+            from ..ray_index import index_with_ray
+
+            done = index_with_ray(st, name, records, address=ray, actors=actors,
+                                  batch_size=batch_size, ray_batch_size=ray_batch_size,
+                                  upsert=upsert, total=total, progress=not quiet,
+                                  provider_options=options)
+        else:
+            done = s.add_stream(records, total=total, batch_size=batch_size, upsert=upsert,
+                                progress=not quiet)
     if json_out:
         sys.stdout.write(json.dumps({"set": name, **done.__dict__,
                                      "collapsed": collapsed}) + "\n")

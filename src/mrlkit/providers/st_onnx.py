@@ -59,7 +59,7 @@ class OnnxEncoder:
             import onnxruntime as ort
         except ImportError:
             raise ProviderError("the onnx backends need onnxruntime: "
-                                "pip install onnxruntime") from None
+                                "pip install 'mrlkit[onnx]'") from None
         self.model = model
         key = _fingerprint(Path(folder)) if folder and Path(folder).is_dir() else "hub"
         self.dir = onnx_dir() / f"{name.replace('/', '_')}-{key}"

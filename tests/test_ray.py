@@ -1,0 +1,121 @@
+"""`mrlkit add --ray` on a real two-node Ray cluster on this machine (a head node and a
+second node, both on 127.0.0.1, started and stopped here): the same documents and vectors
+as the single-process path, and a killed driver whose re-run ends with every document
+once."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from mrlkit.stores import open_store
+from tests.conftest import dataset
+
+pytest.importorskip("ray")
+RAY = shutil.which("ray", path=os.path.dirname(sys.executable)) or shutil.which("ray")
+# Ray's head enables token authentication; its other nodes and drivers must say so
+ENV = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "token"}
+
+
+def _port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    port = _port()
+    env = ENV
+    common = ["--num-cpus", "1", "--disable-usage-stats"]
+    subprocess.run([RAY, "start", "--head", "--port", str(port), "--node-ip-address",
+                    "127.0.0.1", "--include-dashboard", "false", *common],
+                   check=True, capture_output=True, env=env, timeout=180)
+    try:
+        subprocess.run([RAY, "start", "--address", f"127.0.0.1:{port}", "--node-ip-address",
+                        "127.0.0.1", *common], check=True, capture_output=True, env=env,
+                       timeout=180)
+        yield f"127.0.0.1:{port}"
+    finally:
+        subprocess.run([RAY, "stop", "--force"], capture_output=True, timeout=180)
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    """2,000 STS-B sentences as documents."""
+    lines = (dataset("stsb") / "sts-train.csv").read_text().splitlines()
+    seen: dict[str, None] = {}
+    for line in lines:
+        parts = line.split("\t")
+        for text in parts[5:7]:
+            seen.setdefault(text.strip())
+        if len(seen) >= 2_000:
+            break
+    path = tmp_path_factory.mktemp("ray-corpus") / "corpus.jsonl"
+    path.write_text("".join(json.dumps({"id": f"d{i}", "text": t}) + "\n"
+                            for i, t in enumerate(list(seen)[:2_000])))
+    return path
+
+
+def _mrlkit(*args, **kw):
+    return subprocess.run([sys.executable, "-m", "mrlkit.cli", *args], capture_output=True,
+                          text=True, timeout=900, env=ENV, **kw)
+
+
+def _made(store: str) -> None:
+    got = _mrlkit("sets", "create", "s", "--model", "all-MiniLM-L6-v2", "--storage",
+                  "float32", "--store", store)
+    assert got.returncode == 0, got.stderr
+
+
+def test_a_ray_job_stores_what_the_single_process_path_stores(cluster, corpus, tmp_path):
+    one, many = str(tmp_path / "one"), str(tmp_path / "many")
+    for store in (one, many):
+        _made(store)
+    got = _mrlkit("add", "s", str(corpus), "--store", one, "-q")
+    assert got.returncode == 0, got.stderr
+    got = _mrlkit("add", "s", str(corpus), "--store", many, "-q", "--ray", cluster,
+                  "--actors", "2", "--ray-batch-size", "64")
+    assert got.returncode == 0, got.stderr
+    assert "indexed 2000 documents" in got.stdout
+    a_ids, a = open_store(one).vectors("s")
+    b_ids, b = open_store(many).vectors("s")
+    assert sorted(a_ids) == sorted(b_ids) and len(a_ids) == 2_000
+    a, b = a[np.argsort(a_ids)], b[np.argsort(b_ids)]
+    assert np.abs(a - b).max() <= 1e-5
+    again = _mrlkit("add", "s", str(corpus), "--store", many, "-q", "--ray", cluster)
+    assert "skipped 2000 already stored" in again.stdout
+
+
+def test_a_killed_driver_is_completed_by_a_rerun_without_duplicates(cluster, corpus,
+                                                                   tmp_path):
+    store = str(tmp_path / "killed")
+    _made(store)
+    driver = subprocess.Popen([sys.executable, "-m", "mrlkit.cli", "add", "s", str(corpus),
+                               "--store", store, "-q", "--ray", cluster, "--batch-size",
+                               "100", "--ray-batch-size", "32"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ENV)
+    deadline, count = time.time() + 600, 0
+    while time.time() < deadline and driver.poll() is None:
+        count = open_store(store).get_set("s").count
+        if count >= 100:
+            break
+        time.sleep(0.2)
+    driver.send_signal(signal.SIGKILL)
+    driver.wait()
+    assert 0 < count < 2_000, f"the driver was to die midway, at {count} documents"
+    rerun = _mrlkit("add", "s", str(corpus), "--store", store, "-q", "--ray", cluster)
+    assert rerun.returncode == 0, rerun.stderr
+    ids, _ = open_store(store).vectors("s")
+    assert len(ids) == len(set(ids)) == 2_000
+    check = _mrlkit("sets", "check", "s", "--store", store)
+    assert check.returncode == 0, check.stdout + check.stderr
