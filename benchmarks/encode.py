@@ -30,6 +30,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", default="all-MiniLM-L6-v2")
     ap.add_argument("--docs", type=int, default=1000)
+    ap.add_argument("--ray-docs", type=int, default=1000,
+                    help="documents for the Ray-against-single-process run (0: skip)")
     ap.add_argument("--output", default="benchmarks/results/encode.json")
     args = ap.parse_args()
     from mrlkit.evaluation.retrieval import evaluate_retrieval
@@ -63,6 +65,7 @@ def main() -> None:
         entry["ndcg@10"] = round(got["results"][0]["ndcg@10"], 4)
         report["backends"][backend] = entry
         print(backend, entry, flush=True)
+    report["ray"] = ray_overhead(texts[:args.ray_docs]) if args.ray_docs else None
     base = report["backends"]["torch"]
     for backend in BACKENDS[1:]:
         e = report["backends"][backend]
@@ -75,6 +78,33 @@ def main() -> None:
     out.write_text(json.dumps(report, indent=2))
     plot(report, str(out.with_suffix(".png")))
     print(f"wrote {out} and {out.with_suffix('.png')}")
+
+
+def ray_overhead(texts: list[str]) -> dict:
+    """The same documents through `mrlkit add` (one process) and `mrlkit add --ray local`
+    (a Ray cluster of this machine, 2 actors), each into a fresh store, timed whole."""
+    import subprocess
+    import tempfile
+
+    work = Path(tempfile.mkdtemp(prefix="mrlray-"))
+    corpus = work / "corpus.jsonl"
+    corpus.write_text("".join(json.dumps({"id": f"d{i}", "text": t}) + "\n"
+                              for i, t in enumerate(texts)))
+    got = {}
+    for label, extra in (("single_process", []), ("ray_local_2_actors", ["--ray", "local"])):
+        store = str(work / label)
+        subprocess.run([sys.executable, "-m", "mrlkit.cli", "sets", "create", "s", "--model",
+                        "all-MiniLM-L6-v2", "--store", store], check=True,
+                       capture_output=True)
+        t0 = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "mrlkit.cli", "add", "s", str(corpus),
+                        "--store", store, "-q", *extra], check=True, capture_output=True)
+        took = time.perf_counter() - t0
+        got[label] = {"seconds": round(took, 1), "docs_per_s": round(len(texts) / took, 1)}
+        print(label, got[label], flush=True)
+    got["overhead_s"] = round(got["ray_local_2_actors"]["seconds"]
+                              - got["single_process"]["seconds"], 1)
+    return got
 
 
 def plot(report: dict, path: str) -> None:
