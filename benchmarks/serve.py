@@ -174,6 +174,9 @@ def main() -> None:
     for s in range(0, len(x), 50_000):
         store.add("bench", [str(i) for i in range(s, min(len(x), s + 50_000))],
                   x[s:s + 50_000])
+    store.close()
+    store = open_store(str(work / "store"))  # opened as the server opens it
+    store.search("bench", q[:1], k=10)       # and warmed, as the server's first request
     lat = []
     for v in q[:300]:
         t = time.perf_counter()
@@ -181,7 +184,7 @@ def main() -> None:
         lat.append((time.perf_counter() - t) * 1000)
     report["search_in_process"] = {"p50_ms": round(float(np.percentile(lat, 50)), 3),
                                    "p99_ms": round(float(np.percentile(lat, 99)), 3),
-                                   "qps": round(1000 / float(np.mean(lat)), 1)}
+                                   "qps_one_thread": round(1000 / float(np.mean(lat)), 1)}
     store.close()
     print(f"in-process search: {report['search_in_process']}", flush=True)
 

@@ -61,9 +61,11 @@ class OnnxEncoder:
             raise ProviderError("the onnx backends need onnxruntime: "
                                 "pip install 'mrlkit[onnx]'") from None
         self.model = model
+        # sentence-transformers 6 renamed tokenize to preprocess (same dict of tensors)
+        self.tokenize = getattr(model, "preprocess", None) or model.tokenize
         key = _fingerprint(Path(folder)) if folder and Path(folder).is_dir() else "hub"
         self.dir = onnx_dir() / f"{name.replace('/', '_')}-{key}"
-        self.inputs = [k for k, v in model.tokenize(["a"]).items() if hasattr(v, "shape")]
+        self.inputs = [k for k, v in self.tokenize(["a"]).items() if hasattr(v, "shape")]
         path = self._quantized() if int8 else self._exported()
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
@@ -88,7 +90,7 @@ class OnnxEncoder:
             def forward(self, *args: Any) -> Any:
                 return self.model(dict(zip(names, args)))["sentence_embedding"]
 
-        sample = model.tokenize(["a short text", "a somewhat longer text to pad the batch"])
+        sample = self.tokenize(["a short text", "a somewhat longer text to pad the batch"])
         tmp = path.with_suffix(f".{os.getpid()}.tmp")
         axes = {n: {0: "batch", 1: "tokens"} for n in names}
         try:
@@ -128,7 +130,7 @@ class OnnxEncoder:
         out: np.ndarray | None = None
         for start in range(0, len(texts), batch_size):
             rows = order[start:start + batch_size]
-            feats = self.model.tokenize([texts[i] for i in rows])
+            feats = self.tokenize([texts[i] for i in rows])
             got = self.session.run(None, {n: feats[n].numpy() for n in self.inputs})[0]
             if out is None:
                 out = np.empty((len(texts), got.shape[1]), np.float32)
