@@ -248,3 +248,39 @@ def test_the_openapi_document_holds_no_5xx(server):
 
         check()
     assert len({(m, p) for m, p, _ in seen}) >= 14 and len(seen) >= 100
+
+
+def test_sigterm_lets_an_in_flight_write_finish(tmp_path):
+    """Shutdown stops accepting, lets a write being embedded finish, then closes."""
+    store = str(tmp_path / "store")
+    port = _port()
+    proc = subprocess.Popen([sys.executable, "-m", "mrlkit.cli", "serve", "--store", store,
+                             "--port", str(port)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(600):
+            try:
+                if httpx.get(url + "/ready", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.3)
+        httpx.post(url + "/v1/sets", json={"name": "s", "model": "all-MiniLM-L6-v2"})
+        docs = [{"id": f"d{i}", "text": f"document {i} about nested dolls and tea"}
+                for i in range(300)]
+        result: dict = {}
+        writer = threading.Thread(target=lambda: result.update(r=httpx.post(
+            url + "/v1/sets/s/documents", json={"documents": docs}, timeout=120)))
+        writer.start()
+        time.sleep(0.5)                       # the request is in, its texts embedding
+        proc.send_signal(signal.SIGTERM)
+        writer.join(timeout=180)
+        assert result["r"].status_code == 200 and result["r"].json() == {"count": 300}
+        # uvicorn shuts down gracefully, then re-raises the signal it caught
+        assert proc.wait(timeout=60) in (0, -signal.SIGTERM)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    from mrlkit.stores import open_store
+
+    assert open_store(store).get_set("s").count == 300

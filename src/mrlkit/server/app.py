@@ -257,12 +257,16 @@ def create_app(config: ServerConfig) -> FastAPI:
         if body.query is not None:
             info = await run_in_threadpool(store().get_set, name)
             texts = [body.query] if isinstance(body.query, str) else list(body.query)
-            _check_texts(texts, config, most=config.limits.queries)
+            _check_texts(texts, config, most=min(config.limits.queries,
+                                                 config.limits.inputs))
             q = vectors.truncate(await state.batcher.embed(
                 state.spec(info.model).name, "query", texts), info.stored_dim)
         else:
             rows = body.vector if body.vector and isinstance(body.vector[0], list) \
                 else [body.vector]
+            if len({len(r) for r in rows}) > 1:  # type: ignore[arg-type]
+                raise ApiError(400, "query vectors must all have the same length",
+                               "invalid_request_error", "vector")
             q = np.asarray(rows, np.float32)
             if len(q) > config.limits.queries:
                 raise ApiError(400, f"at most {config.limits.queries} queries per request",

@@ -150,26 +150,38 @@ class LocalEngine(EngineDefaults[LocalRecord]):
         """The set's row, read again only when the catalogue changed: SQLite's
         ``data_version`` counts other connections' commits, ``total_changes`` this one's
         (every search starts here, so this saves a query and a record per search)."""
-        stamp = (self._db.execute("PRAGMA data_version").fetchone()[0],
-                 self._db.total_changes)
-        got = self._records.get(name)
-        if got is not None and got[0] == stamp:
-            return got[1]
-        r = self._db.execute("SELECT * FROM sets WHERE name = ?", (name,)).fetchone()
-        if r is None:
-            known = [k["name"] for k in self._db.execute("SELECT name FROM sets")]
-            raise rules.not_found(name, self.location, known)
-        rec = self._record(r)
-        self._records = {name: (stamp, rec)}  # the last set asked for
-        return rec
+        with self._lock:  # the connection is shared: see _read
+            stamp = (self._db.execute("PRAGMA data_version").fetchone()[0],
+                     self._db.total_changes)
+            got = self._records.get(name)
+            if got is not None and got[0] == stamp:
+                return got[1]
+            r = self._db.execute("SELECT * FROM sets WHERE name = ?", (name,)).fetchone()
+            if r is None:
+                known = [k["name"] for k in self._db.execute("SELECT name FROM sets")]
+                raise rules.not_found(name, self.location, known)
+            rec = self._record(r)
+            self._records = {name: (stamp, rec)}  # the last set asked for
+            return rec
+
+    def _read(self, sql: str, params: Sequence[Any] = (), *, tuples: bool = False
+              ) -> list[Any]:
+        """Every row of a query. The store's one SQLite connection is shared by threads
+        (a server's); a statement and its rows are read under the lock a write
+        transaction holds from BEGIN to COMMIT, so no thread reads inside another's
+        transaction or interleaves its cursor with another's."""
+        with self._lock:
+            cur = self._db.cursor()
+            if tuples:
+                cur.row_factory = None
+            return cur.execute(sql, params).fetchall()
 
     def records(self) -> list[LocalRecord]:
-        return [self._record(r) for r in self._db.execute("SELECT * FROM sets ORDER BY name")]
+        return [self._record(r) for r in self._read("SELECT * FROM sets ORDER BY name")]
 
     def count(self, rec: LocalRecord) -> int:
-        got = self._db.execute("SELECT count(*) AS n FROM documents WHERE set_id = ?",
-                               (rec.id,)).fetchone()
-        return int(got["n"])
+        got = self._read("SELECT count(*) AS n FROM documents WHERE set_id = ?", (rec.id,))
+        return int(got[0]["n"])
 
     def rows(self, rec: LocalRecord) -> int:
         return rec.n_rows
@@ -270,12 +282,9 @@ class LocalEngine(EngineDefaults[LocalRecord]):
         for start in range(0, len(values), 900):
             chunk = values[start:start + 900]
             marks = ",".join("?" * len(chunk))
-            cur = self._db.cursor()
-            if tuples:
-                cur.row_factory = None
-            yield from cur.execute(f"SELECT {columns} FROM documents "
-                                   f"WHERE set_id = ? AND {key} IN ({marks})",
-                                   (set_id, *chunk))
+            yield from self._read(f"SELECT {columns} FROM documents "
+                                  f"WHERE set_id = ? AND {key} IN ({marks})",
+                                  (set_id, *chunk), tuples=tuples)
 
     def _existing(self, set_id: int, ids: Sequence[str]) -> set[str]:
         return {r["ext_id"] for r in self._select_in("ext_id", "ext_id", set_id, ids)}
@@ -322,8 +331,8 @@ class LocalEngine(EngineDefaults[LocalRecord]):
 
     # --- reads ------------------------------------------------------------------------
     def vectors(self, rec: LocalRecord) -> tuple[list[str], np.ndarray]:
-        got = list(self._db.execute("SELECT row, ext_id FROM documents WHERE set_id = ? "
-                                    "ORDER BY row", (rec.id,)))
+        got = self._read("SELECT row, ext_id FROM documents WHERE set_id = ? AND row < ? "
+                         "ORDER BY row", (rec.id, rec.n_rows))  # rows of ``rec``'s snapshot
         rows = np.fromiter((r["row"] for r in got), np.int64, len(got))
         return [r["ext_id"] for r in got], np.asarray(self.matrix(rec)[rows], np.float32)
 
@@ -333,9 +342,9 @@ class LocalEngine(EngineDefaults[LocalRecord]):
 
     def scroll(self, rec: LocalRecord, offset: int, limit: int) -> list[Document]:
         return [Document(r["ext_id"], r["text"], json.loads(r["metadata"]))
-                for r in self._db.execute("SELECT ext_id, text, metadata FROM documents "
-                                          "WHERE set_id = ? ORDER BY row LIMIT ? OFFSET ?",
-                                          (rec.id, limit, offset))]
+                for r in self._read("SELECT ext_id, text, metadata FROM documents "
+                                    "WHERE set_id = ? ORDER BY row LIMIT ? OFFSET ?",
+                                    (rec.id, limit, offset))]
 
     def sample(self, rec: LocalRecord) -> np.ndarray:
         return np.asarray(self.matrix(rec)[rules.sample_rows(rec.n_rows)], np.float32)
@@ -348,17 +357,21 @@ class LocalEngine(EngineDefaults[LocalRecord]):
         """Boolean mask of live rows (None when no row was ever deleted), and the number
         of dead rows; read once per version of the set."""
         key = ("live", rec.id, rec.version)
-        if key not in self._cache:
-            rows = np.fromiter((r["row"] for r in self._db.execute(
-                "SELECT row FROM documents WHERE set_id = ?", (rec.id,))), dtype=np.int64)
-            mask = None
-            if len(rows) != rec.n_rows:
-                mask = np.zeros(rec.n_rows, bool)
-                mask[rows] = True
-            self._cache = {k: v for k, v in self._cache.items()
-                           if not (k[0] == "live" and k[1] == rec.id)}
-            self._cache[key] = (mask, rec.n_rows - len(rows))
-        return self._cache[key]  # type: ignore[no-any-return]
+        with self._lock:  # streamed (1M rows) under the lock _read explains
+            got = self._cache.get(key)
+            if got is None:
+                rows = np.fromiter((r[0] for r in self._db.execute(
+                    "SELECT row FROM documents WHERE set_id = ?", (rec.id,))), dtype=np.int64)
+                # rows a write committed since ``rec`` was read are not this search's
+                rows = rows[rows < rec.n_rows]
+                mask = None
+                if len(rows) != rec.n_rows:
+                    mask = np.zeros(rec.n_rows, bool)
+                    mask[rows] = True
+                self._cache = {k: v for k, v in self._cache.items()
+                               if not (k[0] == "live" and k[1] == rec.id)}
+                got = self._cache[key] = (mask, rec.n_rows - len(rows))
+        return got
 
     def _filtered(self, rec: LocalRecord, filters: Mapping[str, Any]) -> np.ndarray:
         sql = "SELECT row FROM documents WHERE set_id = ?"
@@ -372,7 +385,8 @@ class LocalEngine(EngineDefaults[LocalRecord]):
                     " AND json_extract(metadata, ?) = ?")
             params += [path, *types, path, int(value) if isinstance(value, bool) else value]
         sql += " ORDER BY row"
-        return np.fromiter((r["row"] for r in self._db.execute(sql, params)), dtype=np.int64)
+        with self._lock:  # see _read
+            return np.fromiter((r[0] for r in self._db.execute(sql, params)), dtype=np.int64)
 
     def scan(self, rec: LocalRecord, filters: dict[str, Any] | None) -> Scan:
         live, dead = self._live(rec)
