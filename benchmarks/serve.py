@@ -191,6 +191,10 @@ def main() -> None:
     def emb_body(i: int) -> dict:
         return {"model": MODEL, "input": texts(8, seed=100 + i)}
 
+    def embeddings_load(url: str) -> dict:
+        got = load(url, emb_body, clients=16, seconds=args.seconds, path="/v1/embeddings")
+        return {**got, "texts_per_s": round(got["requests_per_s"] * 8, 1)}
+
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     proc = subprocess.Popen([sys.executable, "-m", "mrlkit.cli", "serve", "--store",
@@ -198,9 +202,7 @@ def main() -> None:
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         wait_ready(url, proc)
-        got = load(url, emb_body, clients=16, seconds=args.seconds, path="/v1/embeddings")
-        got["texts_per_s"] = round(got["requests_per_s"] * 8, 1)
-        report["serve_embeddings"] = got
+        report["serve_embeddings"] = got = embeddings_load(url)
         print(f"mrlkit serve, 16 clients × 8 texts: {got}", flush=True)
         one = load(url, lambda i: {"vector": q[i % 500].tolist(), "k": 10}, clients=1,
                    seconds=15, path="/v1/sets/bench/search")
@@ -237,9 +239,7 @@ def main() -> None:
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         wait_ready(url, base)
-        got = load(url, emb_body, clients=16, seconds=args.seconds, path="/v1/embeddings")
-        got["texts_per_s"] = round(got["requests_per_s"] * 8, 1)
-        report["plain_fastapi_embeddings"] = got
+        report["plain_fastapi_embeddings"] = got = embeddings_load(url)
         print(f"plain FastAPI, one request one encode: {got}", flush=True)
     finally:
         base.send_signal(signal.SIGTERM)
