@@ -166,6 +166,10 @@ def test_sets_end_to_end(server):
         hits = c.post("/v1/sets/notes/search", json={"query": "nested dolls", "k": 2,
                                                      "filter": {"lang": "en"}}).json()
         assert hits["hits"][0][0]["id"] == "a" and hits["timings"]
+        tiered = c.post("/v1/sets/notes/search", json={
+            "query": "nested dolls", "k": 1, "funnel": "64:float32:3,384",
+            "adaptive": 0.25}).json()
+        assert tiered["hits"][0][0]["id"] == "a" and tiered["funnel"].startswith("64:float32:3,")
         by_vector = c.post("/v1/sets/notes/search", json={"vector": list(np.eye(384)[0]),
                                                           "k": 1}).json()
         assert by_vector["hits"][0][0]["id"] == "c"

@@ -59,6 +59,7 @@ class ModelSpec:
     transform: Transform = "none"
     max_tokens: int | None = None
     server_side_dims: bool = False
+    backend: str = "torch"     # local models: torch, onnx or onnx-int8 (docs/encoding.md)
     license: str = ""
     notes: str = ""
     source: str = field(default="built-in", compare=False)
@@ -110,7 +111,9 @@ _FIELDS: dict[str, type | tuple[type, ...]] = {
     "supports_mrl": bool, "mrl_dims": (list, str), "min_dim": int,
     "query_prompt": str, "document_prompt": str, "transform": str,
     "max_tokens": int, "server_side_dims": bool, "license": str, "notes": str,
+    "backend": str,
 }
+BACKENDS = ("torch", "onnx", "onnx-int8")
 _REQUIRED = ("name", "provider", "native_dim")
 
 
@@ -173,6 +176,12 @@ def spec_from_dict(data: dict[str, Any], source: str = "<dict>") -> ModelSpec:
         mrl_dims = tuple(sorted(set(raw_dims)))
         if mrl_dims[-1] != native:
             mrl_dims = mrl_dims + (native,)
+    backend = data.get("backend", "torch")
+    if backend not in BACKENDS or (backend != "torch"
+                                   and data["provider"] != "sentence-transformers"):
+        raise CatalogError(f"{where}: field 'backend' must be one of {', '.join(BACKENDS)} "
+                           f"(not torch only for sentence-transformers models), not "
+                           f"{backend!r}")
     min_dim = data.get("min_dim", 1)
     if not 0 < min_dim <= native:
         raise CatalogError(f"{where}: field 'min_dim' must be in 1..{native}, not {min_dim}")
@@ -183,7 +192,8 @@ def spec_from_dict(data: dict[str, Any], source: str = "<dict>") -> ModelSpec:
         query_prompt=data.get("query_prompt", ""),
         document_prompt=data.get("document_prompt", ""), transform=transform,
         max_tokens=data.get("max_tokens"), server_side_dims=data.get("server_side_dims", False),
-        license=data.get("license", ""), notes=data.get("notes", ""), source=source,
+        backend=backend, license=data.get("license", ""), notes=data.get("notes", ""),
+        source=source,
     )
 
 

@@ -57,3 +57,45 @@ def test_cached_vectors_of_a_backend_never_stand_in_for_torch(tmp_path, monkeypa
     b = cached_embed("all-MiniLM-L6-v2", texts, backend="onnx-int8")
     assert len(list((tmp_path / "emb").glob("*.npy"))) == 2
     assert not np.array_equal(a, b) and (a * b).sum(axis=1).min() > 0.98
+
+
+def test_eval_says_what_the_encoder_costs(tmp_path, monkeypatch):
+    """`eval retrieval --backend onnx-int8` reports its vectors' cosine to torch's."""
+    from mrlkit.evaluation.retrieval import evaluate_retrieval
+    from mrlkit.providers import _defaults
+
+    sci, out = dataset("scifact"), tmp_path / "sci"
+    (out / "qrels").mkdir(parents=True)
+    qrels = (sci / "qrels" / "test.tsv").read_text().splitlines()
+    kept = qrels[1:21]
+    docs = {line.split("\t")[1] for line in kept}
+    with open(sci / "corpus.jsonl") as fh, open(out / "corpus.jsonl", "w") as w:
+        for n, line in enumerate(fh):
+            if json.loads(line)["_id"] in docs or n < 60:
+                w.write(line)
+    queries = {line.split("\t")[0] for line in kept}
+    with open(sci / "queries.jsonl") as fh, open(out / "queries.jsonl", "w") as w:
+        w.writelines(line for line in fh if json.loads(line)["_id"] in queries)
+    (out / "qrels" / "test.tsv").write_text("\n".join([qrels[0], *kept]) + "\n")
+    monkeypatch.setenv("MRLKIT_CACHE", str(tmp_path / "emb"))
+    monkeypatch.setitem(_defaults, "backend", "onnx-int8")   # what --backend configures
+    got = evaluate_retrieval(str(out), "all-MiniLM-L6-v2", dims=[384], precisions=["float32"])
+    enc = got["encoder"]
+    assert enc["backend"] == "onnx-int8" and enc["sample"] == min(200, got["documents"])
+    assert 0.98 <= enc["cosine_to_torch_mean"] < 1.0
+
+
+def test_the_catalog_can_choose_the_backend(monkeypatch):
+    from mrlkit.errors import CatalogError
+    from mrlkit.providers import backend_of, get_provider
+    from mrlkit.registry import get_spec, register, spec_from_dict
+
+    base = get_spec("all-MiniLM-L6-v2")
+    spec = register({"name": "minilm-int8", "provider": "sentence-transformers",
+                     "model_id": base.model_id, "native_dim": 384, "backend": "onnx-int8"},
+                    replace=True)
+    assert spec.backend == "onnx-int8" and backend_of(spec, {}) == "onnx-int8"
+    assert get_provider(spec).backend == "onnx-int8"
+    with pytest.raises(CatalogError, match="backend"):
+        spec_from_dict({"name": "x", "provider": "ollama", "native_dim": 8,
+                        "backend": "onnx"})

@@ -101,6 +101,12 @@ def eval_retrieval(
                                     ignore_identical_ids=ignore_identical_ids,
                                     max_queries=max_queries)
     out.print(rep.retrieval_table(result))
+    if result.get("encoder"):
+        e = result["encoder"]
+        out.print(f"encoder {e['backend']}: mean cosine {e['cosine_to_torch_mean']:.4f} (min "
+                  f"{e['cosine_to_torch_min']:.4f}) to the model's own vectors on "
+                  f"{e['sample']} of the documents; the same command without --backend "
+                  "gives torch's nDCG@10")
     _save(result, json_out, output, csv_path)
     if plot:
         for p in rep.plot_retrieval(result, plot):

@@ -146,6 +146,26 @@ def evaluate_retrieval(folder: str, model: str, *, dims: Sequence[int] | None = 
                 and r["precision"] == "float32")
     for r in results:
         r["retention"] = round(r["ndcg@10"] / base["ndcg@10"], 4) if base["ndcg@10"] else None
-    return {"model": spec.name, "dataset": ds.name, "split": split,
-            "native_dim": spec.native_dim, "supports_mrl": spec.supports_mrl,
-            "queries": len(ds.query_ids), "documents": len(ds.doc_ids), "results": results}
+    out = {"model": spec.name, "dataset": ds.name, "split": split,
+           "native_dim": spec.native_dim, "supports_mrl": spec.supports_mrl,
+           "queries": len(ds.query_ids), "documents": len(ds.doc_ids), "results": results}
+    fidelity = encoder_fidelity(spec, ds.doc_texts[:200], docs[:200])
+    if fidelity:
+        out["encoder"] = fidelity
+    return out
+
+
+def encoder_fidelity(spec: Any, texts: Sequence[str], got: np.ndarray) -> dict | None:
+    """When a faster encoder (onnx, onnx-int8) made ``got``: the cosine of each vector to
+    the model's own (torch) one for the same texts — what the encoder costs, measured
+    on the data at hand. None for torch itself."""
+    from ..providers import backend_of
+
+    backend = backend_of(spec, {})
+    if backend == "torch" or not len(texts):
+        return None
+    ref = cached_embed(spec.name, list(texts), kind="document", backend="torch")
+    cos = (vectors.normalize(np.asarray(got, np.float32)) * vectors.normalize(ref)).sum(1)
+    return {"backend": backend, "sample": len(texts),
+            "cosine_to_torch_mean": round(float(cos.mean()), 5),
+            "cosine_to_torch_min": round(float(cos.min()), 5)}

@@ -39,7 +39,7 @@ def backend_of(spec: ModelSpec, options: dict[str, Any]) -> str:
     onnx-int8; torch for remote models)."""
     if spec.provider != "sentence-transformers":
         return "torch"
-    return str(options.get("backend") or _defaults.get("backend") or "torch")
+    return str(options.get("backend") or _defaults.get("backend") or spec.backend)
 
 
 def get_provider(model: str | ModelSpec, **options: Any) -> Provider:
@@ -52,6 +52,8 @@ def get_provider(model: str | ModelSpec, **options: Any) -> Provider:
     options = {**{k: v for k, v in _defaults.items()
                   if k not in ("device", "backend") or spec.provider == "sentence-transformers"},
                **options}
+    if spec.backend != "torch" and "backend" not in options:  # the catalog's choice
+        options["backend"] = spec.backend
     key = (spec, tuple(sorted(options.items())))
     if key not in _cache:
         cls: type[Provider]

@@ -29,8 +29,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from ..errors import ProviderError
-
-BACKENDS = ("torch", "onnx", "onnx-int8")
+from ..registry import BACKENDS  # noqa: F401  (torch, onnx, onnx-int8: the CLI's list)
 
 
 def onnx_dir() -> Path:

@@ -26,7 +26,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.exceptions import HTTPException
 
 from .. import __version__, errors, vectors
-from ..funnel import Funnel
+from ..funnel import Adaptive, Funnel
 from ..providers import get_provider
 from ..registry import ModelSpec, get_spec, validate_dim
 from ..stores import Store, open_store
@@ -271,8 +271,9 @@ def create_app(config: ServerConfig) -> FastAPI:
             if len(q) > config.limits.queries:
                 raise ApiError(400, f"at most {config.limits.queries} queries per request",
                                "invalid_request_error", "vector")
+        adaptive = Adaptive(body.adaptive) if body.adaptive is not None else None
         res = await run_in_threadpool(lambda: store().search(
-            name, q, k=body.k, funnel=funnel, filters=body.filter))
+            name, q, k=body.k, funnel=funnel, filters=body.filter, adaptive=adaptive))
         for n, t in enumerate(res.timings):
             state.metrics.stage.labels(stage=str(n), method=t.method).observe(t.ms)
         # built as plain JSON: FastAPI re-validating the model costs ~1 ms a search

@@ -108,6 +108,9 @@ class SearchRequest(Strict):
     k: int = Field(10, ge=1)
     funnel: str | None = Field(None, max_length=200, examples=["64:float32:50,768"])
     filter: dict[str, Scalar] | None = None
+    adaptive: float | None = Field(None, gt=0, lt=1, description=(
+        "Early exit (an experiment, docs/search.md): a query decided by this margin after "
+        "a stage skips the rest."))
 
 
 class TruncateSet(Strict):
