@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -22,8 +23,10 @@ from tests.conftest import dataset
 
 pytest.importorskip("ray")
 RAY = shutil.which("ray", path=os.path.dirname(sys.executable)) or shutil.which("ray")
-# Ray's head enables token authentication; its other nodes and drivers must say so
-ENV = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "token"}
+# Ray's head enables token authentication; its other nodes and drivers must say so and
+# share the token (given here, so that nothing depends on ~/.ray of the machine)
+ENV = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "token",
+       "RAY_AUTH_TOKEN": secrets.token_hex(16)}
 
 
 def _port() -> int:
