@@ -59,10 +59,8 @@ class EmbeddingSet:
 
     @property
     def provider(self):
-        options = dict(self._provider_options)
-        if self.spec.provider == "sentence-transformers":
-            options.setdefault("show_progress", False)  # our own bar covers the batches
-        return get_provider(self.spec, **options)
+        # quiet: our own bar covers the batches
+        return get_provider(self.spec, quiet=True, **self._provider_options)
 
     def embed(self, texts: Sequence[str], kind: str = "query") -> np.ndarray:
         """Embed texts with the set's model at its stored dimension (``kind`` picks the

@@ -34,11 +34,8 @@ class _Embed:
 
     def __init__(self, model: str, dim: int, options: dict[str, Any]) -> None:
         from .providers import get_provider
-        from .registry import get_spec
 
-        local = get_spec(model).provider == "sentence-transformers"
-        self.provider = get_provider(model, **({**options, "show_progress": False}
-                                               if local else options))
+        self.provider = get_provider(model, quiet=True, **options)
         self.dim = dim
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -79,7 +76,7 @@ def index_with_ray(store: Any, name: str, records: Iterable[dict[str, Any]], *,
     if actors < 1 or ray_batch_size < 1:
         raise InvalidInputError("--actors and --ray-batch-size must be at least 1")
     s = EmbeddingSet(store, name)
-    info = store.get_set(name)
+    info = s.info
     started = not ray.is_initialized()
     for logger in ("ray", "ray.data", "ray.data._internal"):  # mrlkit's bar reports progress
         logging.getLogger(logger).setLevel(logging.ERROR)

@@ -65,7 +65,7 @@ def provider_options(model: str, device: str, batch_size: Optional[int],
     model loads."""
     from ..errors import InvalidInputError
     from ..providers.sentence_transformers import DEVICES
-    from ..providers.st_onnx import BACKENDS
+    from ..registry import BACKENDS
     from ..registry import get_spec
 
     if device not in DEVICES:

@@ -64,9 +64,9 @@ def serve(
 
     for name in models:  # a model that cannot load is one error line before the server
         spec = get_spec(name)
-        options = {"show_progress": False, "backend": backend} \
-            if spec.provider == "sentence-transformers" else {}
-        get_provider(spec, **options).embed(["warm-up"])
+        local = spec.provider == "sentence-transformers"
+        get_provider(spec, quiet=True, **({"backend": backend} if local else {})
+                     ).embed(["warm-up"])
     err.print(f"mrlkit serve on http://{host}:{port} — models {', '.join(models)}; "
               + (f"{len(keys)} API key(s)" if keys else
                  "no API key: listening on 127.0.0.1 only") + "; docs at /docs")

@@ -42,9 +42,10 @@ def backend_of(spec: ModelSpec, options: dict[str, Any]) -> str:
     return str(options.get("backend") or _defaults.get("backend") or spec.backend)
 
 
-def get_provider(model: str | ModelSpec, **options: Any) -> Provider:
+def get_provider(model: str | ModelSpec, *, quiet: bool = False, **options: Any) -> Provider:
     """The provider for a model of the catalog; ``options`` go to its constructor
-    (``host`` for Ollama, ``base_url``/``api_key`` for OpenAI, ``batch_size``...).
+    (``host`` for Ollama, ``base_url``/``api_key`` for OpenAI, ``batch_size``...);
+    ``quiet``: a local model shows no progress of its own (the caller reports it).
 
     Providers are cached per model and options, so a local model loads once per process.
     """
@@ -52,6 +53,8 @@ def get_provider(model: str | ModelSpec, **options: Any) -> Provider:
     options = {**{k: v for k, v in _defaults.items()
                   if k not in ("device", "backend") or spec.provider == "sentence-transformers"},
                **options}
+    if quiet and spec.provider == "sentence-transformers":
+        options.setdefault("show_progress", False)
     if spec.backend != "torch" and "backend" not in options:  # the catalog's choice
         options["backend"] = spec.backend
     key = (spec, tuple(sorted(options.items())))

@@ -77,7 +77,7 @@ class SentenceTransformersProvider:
 
     def __init__(self, spec: ModelSpec, *, batch_size: int = 32, device: str = "auto",
                  show_progress: bool | None = None, backend: str = "torch") -> None:
-        from .st_onnx import BACKENDS
+        from ..registry import BACKENDS
 
         if backend not in BACKENDS:
             raise ProviderError(f"backend must be one of {', '.join(BACKENDS)}, not "

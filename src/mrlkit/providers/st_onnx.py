@@ -29,7 +29,6 @@ from collections.abc import Sequence
 import numpy as np
 
 from ..errors import ProviderError
-from ..registry import BACKENDS  # noqa: F401  (torch, onnx, onnx-int8: the CLI's list)
 
 
 def onnx_dir() -> Path:

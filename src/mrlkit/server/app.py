@@ -58,8 +58,9 @@ class State:
     def _encode(self, model: str, kind: str, texts: list[str]) -> np.ndarray:
         """One model call, on the encoder's thread: unit rows at the native dimension."""
         spec = get_spec(model)
-        provider = get_provider(spec, show_progress=False, backend=self.config.backend) \
-            if spec.provider == "sentence-transformers" else get_provider(spec)
+        local = spec.provider == "sentence-transformers"
+        provider = get_provider(spec, quiet=True,
+                                **({"backend": self.config.backend} if local else {}))
         x = provider.embed(texts, kind=kind)  # type: ignore[arg-type]
         self.metrics.embedded.inc(len(texts))
         return np.asarray(x, np.float32)

@@ -164,9 +164,17 @@ class ChromaEngine(EngineDefaults[ChromaRecord]):
             if self._get(col) is not None:
                 self._client.delete_collection(col)
 
-    def _docs(self, name: str) -> Collection:
+    def _fresh(self, name: str) -> tuple[Any, ChromaRecord, Collection] | None:
+        """The cached (stamp, record, documents collection) of ``name`` while its vector
+        file's stamp holds, else None."""
         hit = self._cache.get(name)
         if hit is not None and hit[0] is not None and self._full(hit[1]).stamp() == hit[0]:
+            return hit
+        return None
+
+    def _docs(self, name: str) -> Collection:
+        hit = self._fresh(name)
+        if hit is not None:
             return hit[2]
         docs = self._get(_names(name)[0])
         if docs is None:
@@ -192,8 +200,8 @@ class ChromaEngine(EngineDefaults[ChromaRecord]):
         return CollectionVectors(full, rec.stored_dim)
 
     def record(self, name: str) -> ChromaRecord:
-        hit = self._cache.get(name)
-        if hit is not None and hit[0] is not None and self._full(hit[1]).stamp() == hit[0]:
+        hit = self._fresh(name)
+        if hit is not None:
             return hit[1]
         self._cache.pop(name, None)
         docs = self._docs(name)
