@@ -107,11 +107,11 @@ class Funnel:
             try:
                 if not part or len(tokens) > 3:
                     raise ValueError
-                dim = int(tokens[0])
+                dim = _number(tokens[0])
                 precision, keep = "float32", None
                 for tok in tokens[1:]:
-                    if tok.isdigit():
-                        keep = int(tok)
+                    if tok[:1].isdigit():
+                        keep = _number(tok)
                     else:
                         precision = vectors.check_precision(tok)
             except ValueError:
@@ -421,6 +421,14 @@ def _decided(scores: np.ndarray, k: int, policy: Adaptive) -> bool:
     if spread <= 0:
         return False
     return float(scores[k - 1] - scores[k]) >= policy.margin * spread
+
+
+def _number(token: str) -> int:
+    """A stage's number: ASCII digits only (``int`` would also take ``３８４`` and
+    ``3_84``, which no one means)."""
+    if not (token.isascii() and token.isdigit()):
+        raise ValueError(token)
+    return int(token)
 
 
 def parse_filters(items: Sequence[str]) -> dict[str, object]:

@@ -13,6 +13,8 @@ from __future__ import annotations
 import sys
 import warnings
 
+from rich.markup import escape
+
 from ..errors import MrlkitError
 # each module registers its commands on ``app``; this order is the order of `--help`
 from . import models, embed, sets, docs, evaluate, train, pg, serve, demo  # noqa: F401,E402
@@ -23,7 +25,7 @@ __all__ = ["app", "main"]
 
 # --- entry point ---------------------------------------------------------------
 def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
-    err.print(f"[yellow]warning:[/] {message}", highlight=False)
+    err.print(f"[yellow]warning:[/] {escape(str(message))}", highlight=False)
 
 
 def main() -> None:
@@ -40,7 +42,7 @@ def main() -> None:
     except MrlkitError as exc:
         if debug:
             raise
-        err.print(f"[red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        err.print(f"[red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         sys.exit(2)
     except KeyboardInterrupt:
         err.print("interrupted")
@@ -49,7 +51,7 @@ def main() -> None:
         if debug:
             raise
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        err.print(f"[red]error:[/] unexpected {type(exc).__name__}: {first} "
+        err.print(f"[red]error:[/] unexpected {type(exc).__name__}: {escape(first)} "
                   "(run with --debug for the traceback)", highlight=False, soft_wrap=True)
         sys.exit(1)
 

@@ -20,6 +20,7 @@ import numpy as np
 
 from ..errors import InvalidInputError
 from ..registry import ModelSpec
+from ..text import check_text
 
 Kind = Literal["query", "document"]
 
@@ -37,7 +38,8 @@ class Provider(Protocol):
 
 
 def check_texts(texts: Sequence[str]) -> list[str]:
-    """Refuse what no model can embed: a bare string, non-strings, empty texts.
+    """Refuse what no model can embed: a bare string, non-strings, empty texts, and text
+that is not valid Unicode (a lone surrogate) or holds NUL (:mod:`mrlkit.text`).
 
     Example::
 
@@ -52,6 +54,7 @@ def check_texts(texts: Sequence[str]) -> list[str]:
             raise InvalidInputError(f"text {i} is {type(t).__name__}, expected str")
         if not t.strip():
             raise InvalidInputError(f"text {i} is empty; every text needs content")
+        check_text(t, f"text {i}")
     return out
 
 

@@ -26,6 +26,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.exceptions import HTTPException
 
 from .. import __version__, errors, vectors
+from ..text import problem
 from ..funnel import Adaptive, Funnel
 from ..providers import get_provider
 from ..registry import ModelSpec, get_spec, validate_dim
@@ -39,7 +40,8 @@ log = logging.getLogger("mrlkit.serve")
 bearer = HTTPBearer(auto_error=False, description="An API key (`--api-key-file`, "
                     "`MRLKIT_API_KEYS`); none when the server runs without keys.")
 ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"model": s.ErrorResponse} for code in (400, 401, 403, 404, 409, 413, 429, 503)}
+    code: {"model": s.ErrorResponse}
+    for code in (400, 401, 403, 404, 408, 409, 413, 421, 429, 502, 503)}
 
 
 class State:
@@ -108,11 +110,12 @@ def create_app(config: ServerConfig) -> FastAPI:
     _handlers(app)
 
     def role(need: str) -> Any:
-        async def check(creds: HTTPAuthorizationCredentials | None = Depends(bearer)
+        async def check(request: Request,
+                        creds: HTTPAuthorizationCredentials | None = Depends(bearer)
                         ) -> None:
             if not config.keys:
                 return
-            got = config.role(creds.credentials if creds else None)
+            got = request.scope.get("state", {}).get("mrlkit_role")  # set by the Guard
             if got is None:
                 raise ApiError(401, "a valid API key is required: Authorization: Bearer KEY",
                                "invalid_request_error", code="invalid_api_key")
@@ -132,15 +135,19 @@ def create_app(config: ServerConfig) -> FastAPI:
         return {"status": "ok"}
 
     @app.get("/ready", tags=["operations"], responses=ERRORS)
-    async def ready() -> dict[str, Any]:
+    async def ready() -> dict[str, str]:
+        """Ready or not, and nothing more: anyone may ask (a load balancer does), so it
+        names no store, model or error (the server's log does)."""
         if not state.ready:
-            raise ApiError(503, "loading models", "server_error", code="not_ready")
+            raise ApiError(503, "not ready: loading models", "server_error",
+                           code="not_ready")
         try:
             await run_in_threadpool(store().list_sets)
         except errors.MrlkitError as exc:
-            raise ApiError(503, f"the store is unreachable: {exc}", "server_error",
-                           code="store_unreachable") from None
-        return {"status": "ready", "models": config.models, "store": store().location}
+            log.warning("not ready: the store is unreachable: %s", exc)
+            raise ApiError(503, "not ready: the store is unreachable (see the server's "
+                           "log)", "server_error", code="store_unreachable") from None
+        return {"status": "ready"}
 
     @app.get("/metrics", tags=["operations"], response_class=Response)
     async def metrics() -> Response:
@@ -313,6 +320,10 @@ def _check_texts(texts: list[str], config: ServerConfig, most: int | None = None
         if len(t) > config.limits.chars:
             raise ApiError(400, f"input {i} has {len(t):,} characters; the limit is "
                            f"{config.limits.chars:,}", "invalid_request_error", "input")
+        bad = problem(t)  # before batching: a bad text must fail its own request only
+        if bad is not None:
+            raise ApiError(400, f"input {i} holds {bad}: text must be valid Unicode "
+                           "without NUL", "invalid_request_error", "input")
 
 
 def _dimensions(spec: ModelSpec, dim: int | None, allow_non_mrl: bool) -> int:

@@ -11,13 +11,16 @@ Scalar = str | int | float | bool
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """JSON types as written: ``"5"`` is not a number, ``true`` not a 1 (no coercion)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class EmbeddingsRequest(BaseModel):
     """OpenAI's ``POST /v1/embeddings``, plus ``precision`` and ``kind``."""
 
-    model_config = ConfigDict(extra="ignore")  # OpenAI clients may send more (user, …)
+    # OpenAI clients may send more (user, …); types as written, as in Strict
+    model_config = ConfigDict(extra="ignore", strict=True)
 
     model: str = Field(min_length=1, max_length=200)
     input: str | list[str] = Field(description="A text or a list of texts.")

@@ -374,8 +374,10 @@ class LocalEngine(EngineDefaults[LocalRecord]):
         return got
 
     def _filtered(self, rec: LocalRecord, filters: Mapping[str, Any]) -> np.ndarray:
-        sql = "SELECT row FROM documents WHERE set_id = ?"
-        params: list[Any] = [rec.id]
+        # rows a write committed since ``rec`` was read are not this search's (their
+        # vectors lie past the snapshot the funnel reads)
+        sql = "SELECT row FROM documents WHERE set_id = ? AND row < ?"
+        params: list[Any] = [rec.id, rec.n_rows]
         for key, value in filters.items():
             # the key goes in as a quoted JSON path parameter, never into the SQL text;
             # the JSON type is checked too, so that true never matches 1

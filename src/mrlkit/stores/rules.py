@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 import os
 import re
+import unicodedata
 from typing import Any
 from collections.abc import Mapping, Sequence
 
@@ -23,6 +24,7 @@ import numpy as np
 from .. import vectors
 from ..errors import InvalidInputError, ReembedRequiredError, SetNotFoundError
 from ..registry import ModelSpec, validate_dim
+from ..text import check_text
 from ..vectors import Int8Calibration
 from .records import Batch, SetRecord
 
@@ -33,6 +35,9 @@ _NAME = re.compile(r"^(?!\.{1,2}$)(?!\s)[^/\\\x00-\x1f\x7f]{1,128}(?<!\s)$")
 CALIBRATION_SAMPLE = 20_000  # rows an int8 calibration is fitted on, at most
 FILTER_TYPES = (str, bool, int, float)
 _MAX_INT = 2**63 - 1
+# control, format (bidi overrides, zero-width), surrogate, private-use, unassigned and
+# line/paragraph separators: a name printed in a terminal or a log shows what it is
+_HIDDEN = frozenset(("Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"))
 
 
 def check_name(name: object) -> str:
@@ -43,10 +48,12 @@ def check_name(name: object) -> str:
         >>> check_name("notes") == "notes"
         True
     """
-    if not isinstance(name, str) or not _NAME.match(name):
+    if not isinstance(name, str) or not _NAME.match(name) or (
+            not name.isascii() and any(unicodedata.category(c) in _HIDDEN for c in name)):
         raise InvalidInputError(
-            f"bad set name {name!r}: use 1 to {MAX_NAME} printable characters, without "
-            "'/', '\\\\', control characters, leading or trailing spaces, and not '.' or '..'")
+            f"bad set name {ascii(name)}: use 1 to {MAX_NAME} printable characters, "
+            "without '/', '\\\\', control or invisible formatting characters (such as "
+            "right-to-left overrides), leading or trailing spaces, and not '.' or '..'")
     return name
 
 
@@ -88,10 +95,9 @@ def check_ids(ids: Sequence[object]) -> list[str]:
             raise InvalidInputError(f"document id {i!r} is {type(i).__name__}: ids must be "
                                     "strings (or integers, converted)")
         s = str(i)
-        if not s or "\x00" in s:
-            raise InvalidInputError(f"document id {s!r}: ids must be non-empty strings "
-                                    "without NUL characters")
-        out.append(s)
+        if not s:
+            raise InvalidInputError("document id '': ids must be non-empty strings")
+        out.append(check_text(s, f"document id {ascii(s)}"))
     return out
 
 
@@ -104,11 +110,11 @@ def check_metadata(doc_id: str, meta: Mapping[str, Any]) -> dict[str, Any]:
         if isinstance(value, int) and not isinstance(value, bool) and abs(value) > _MAX_INT:
             raise InvalidInputError(f"document {doc_id!r}: metadata {where} does not fit "
                                     "in 64 bits")
-        if isinstance(value, str) and "\x00" in value:
-            raise InvalidInputError(f"document {doc_id!r}: metadata {where} holds a NUL "
-                                    "character")
+        if isinstance(value, str):
+            check_text(value, f"document {doc_id!r}: metadata {where}")
         if isinstance(value, Mapping):
             for k, v in value.items():
+                key_ok(k, f"{where}.")
                 ok(v, f"{where}.{k}")
         elif isinstance(value, (list, tuple)):
             for n, v in enumerate(value):
@@ -117,11 +123,15 @@ def check_metadata(doc_id: str, meta: Mapping[str, Any]) -> dict[str, Any]:
             raise InvalidInputError(f"document {doc_id!r}: metadata {where} is "
                                     f"{type(value).__name__}; use JSON values")
 
+    def key_ok(key: Any, where: str) -> None:
+        if not isinstance(key, str):
+            raise InvalidInputError(f"document {doc_id!r}: metadata keys must be strings")
+        check_text(key, f"document {doc_id!r}: metadata key {where}{ascii(key)}")
+
     if not isinstance(meta, Mapping):
         raise InvalidInputError(f"document {doc_id!r}: metadata must be a mapping")
     for key, value in meta.items():
-        if not isinstance(key, str):
-            raise InvalidInputError(f"document {doc_id!r}: metadata keys must be strings")
+        key_ok(key, "")
         ok(value, repr(key))
     return dict(meta)
 
@@ -179,8 +189,8 @@ def check_batch(rec: SetRecord, ids: Sequence[object], embeddings: np.ndarray,
     for i, t in zip(str_ids, text_list):
         if t is not None and (not isinstance(t, str) or not t.strip()):
             raise InvalidInputError(f"document {i!r} has an empty text")
-        if t is not None and "\x00" in t:
-            raise InvalidInputError(f"document {i!r}: its text holds a NUL character")
+        if t is not None:
+            check_text(t, f"document {i!r}: its text")
     metas = list(metadata) if metadata is not None else [None] * len(str_ids)
     if len(metas) != len(str_ids):
         raise InvalidInputError(f"{len(str_ids)} ids but {len(metas)} metadata entries")
@@ -233,6 +243,10 @@ def prepare_queries(rec: SetRecord, queries: np.ndarray) -> np.ndarray:
     if q.shape[1] != rec.stored_dim:
         raise InvalidInputError(f"set {rec.name!r} expects {rec.stored_dim}-d queries, "
                                 f"not {q.shape[1]}")
+    zero = np.flatnonzero(~(_norms(q) > 0))
+    if zero.size:  # a zero document vector is refused; so is a zero query (no direction)
+        raise InvalidInputError(f"query vector {int(zero[0])} is zero: a query needs a "
+                                "direction to score by cosine")
     return prepare(rec, q)
 
 
@@ -252,10 +266,12 @@ def check_filters(filters: Mapping[str, Any] | None) -> dict[str, Any] | None:
     for key, value in filters.items():
         if not isinstance(key, str) or not key:
             raise InvalidInputError(f"bad filter key {key!r}: use a metadata field name")
+        check_text(key, f"filter key {ascii(key)}")
+        if isinstance(value, str):
+            check_text(value, f"filter {ascii(key)}")
         if (not isinstance(value, FILTER_TYPES)
                 or (isinstance(value, float) and not math.isfinite(value))
-                or (isinstance(value, int) and abs(value) > _MAX_INT)
-                or (isinstance(value, str) and "\x00" in value)):
+                or (isinstance(value, int) and abs(value) > _MAX_INT)):
             raise InvalidInputError(
                 f"bad filter {key}={value!r}: a filter value must be a string, a finite "
                 "number, or true/false (equality on one metadata field)")
