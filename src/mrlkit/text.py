@@ -16,6 +16,8 @@ position 1: text must be valid Unicode without NUL
 
 from __future__ import annotations
 
+import re
+
 from .errors import InvalidInputError
 
 
@@ -43,3 +45,21 @@ def check_text(text: str, where: str) -> str:
         raise InvalidInputError(f"{where} holds {bad}: text must be valid Unicode "
                                 "without NUL")
     return text
+
+
+_SECRET_PARAM = re.compile(r"(?i)([?&;](?:[^=&;#]*(?:pass|secret|token|key)[^=&;#]*)=)"
+                           r"[^&;#]*")
+
+
+def masked(location: str) -> str:
+    """A store location as it may be shown to anyone: a password in ``user:pw@`` and
+    every query parameter whose name holds pass, secret, token or key (``password``,
+    ``sslpassword``, ``api_key``) replaced by ``***``.
+
+    Example::
+
+        >>> masked("postgresql://me:pw@db/search?host=/tmp&password=s3&sslmode=require")
+        'postgresql://me:***@db/search?host=/tmp&password=***&sslmode=require'
+    """
+    out = re.sub(r"(://[^:/@?#]*:)[^@/?#]*@", r"\1***@", location)
+    return _SECRET_PARAM.sub(r"\1***", out)

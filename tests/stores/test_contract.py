@@ -489,11 +489,42 @@ def test_a_vector_whose_squares_overflow_float32_is_normalised_not_zeroed(store)
     assert hit.id == "big" and hit.score == pytest.approx(1.0, abs=1e-5)
 
 
-@pytest.mark.parametrize("value", [[1], {"x": 1}, None, 2**63, float("nan"), "a\x00"])
+@pytest.mark.parametrize("value", [[1], {"x": 1}, None, 2**63, float("nan"), "a\x00",
+                                   "\ud800"])
 def test_filters_follow_one_grammar_on_every_backend(store, value):
     fill(store, 20)
-    with pytest.raises(errors.InvalidInputError, match="a filter value must be a string"):
+    with pytest.raises(errors.InvalidInputError,
+                       match="a filter value must be a string|NUL|lone surrogate"):
         store.search("s", unit(1), k=3, filters={"group": value})
+
+
+@pytest.mark.parametrize("where", ["metadata key", "nested metadata key", "metadata value",
+                                   "text", "id", "filter key"])
+@pytest.mark.parametrize("bad", ["a\x00b", "a\ud800b"])
+def test_nul_and_lone_surrogates_are_refused_alike_on_every_backend(store, where, bad):
+    """The same answer everywhere (SQLite would store a NUL, PostgreSQL refuses it, no
+    engine can encode a lone surrogate): refused by the core, naming the field, and
+    nothing is written."""
+    fill(store, 5)
+    before = store.get_set("s").count
+    kind = "NUL" if "\x00" in bad else "lone surrogate"
+    with pytest.raises(errors.InvalidInputError, match=kind):
+        if where == "filter key":
+            store.search("s", unit(1), k=3, filters={bad: 1})
+        else:
+            doc = {"ids": ["new"], "texts": ["a text"], "metadata": [{"k": "v"}]}
+            if where == "metadata key":
+                doc["metadata"] = [{bad: 1}]
+            elif where == "nested metadata key":
+                doc["metadata"] = [{"k": {bad: 1}}]
+            elif where == "metadata value":
+                doc["metadata"] = [{"k": bad}]
+            elif where == "text":
+                doc["texts"] = [bad]
+            else:
+                doc["ids"] = [bad]
+            store.add("s", doc["ids"], unit(1, seed=7), doc["texts"], doc["metadata"])
+    assert store.get_set("s").count == before
 
 
 def test_filters_match_equal_values_on_every_backend(store):

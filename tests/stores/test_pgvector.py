@@ -179,7 +179,7 @@ def test_filter_keys_and_values_are_parameters_not_sql(pg):
 
 
 def test_url_password_is_never_shown(pg_url):
-    from mrlkit.stores.pg_sql import masked as _masked
+    from mrlkit.text import masked as _masked
 
     assert _masked("postgresql://me:s3cret@db:5432/x") == "postgresql://me:***@db:5432/x"
     with pytest.raises(errors.StoreError) as exc:

@@ -40,6 +40,7 @@ import numpy as np
 
 from .. import vectors
 from ..errors import InvalidInputError, StoreError
+from ..text import masked
 from ..funnel import Adaptive, Funnel, Stage, StageTiming
 from ..transform import Transform
 from . import rules
@@ -121,7 +122,7 @@ class ChromaEngine(EngineDefaults[ChromaRecord]):
             raise StoreError("the chroma backend needs chromadb: pip install 'mrlkit[chroma]'"
                              ) from None
         os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
-        self.location = location
+        self.location = masked(location)
         self.exact_below = EXACT_BELOW if exact_below is None else exact_below
         settings = Settings(anonymized_telemetry=False)
         try:

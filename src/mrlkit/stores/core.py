@@ -15,7 +15,7 @@ Example::
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime, UTC
 from typing import Any, Generic, Protocol, TypeVar
 from collections.abc import Callable, Mapping, Sequence
@@ -26,6 +26,7 @@ from ..errors import InvalidInputError, SetExistsError
 from ..funnel import (Adaptive, Funnel, FunnelSource, MatrixSource, Stage, StageTiming,
                       choose_funnel, default_funnel, execute, rerank)
 from ..registry import get_spec, validate_dim
+from ..text import masked
 from ..transform import Transform
 from ..vectors import Int8Calibration
 from . import rules
@@ -48,6 +49,7 @@ class Scan:
     live: np.ndarray | None = None        # mask of live rows (None: all)
     candidates: np.ndarray | None = None  # rows a filter leaves (None: no filter)
     dead: int | None = None               # rows ``live`` masks (None: count them)
+    notes: list[str] = field(default_factory=list)  # what the search had to do otherwise
 
     @property
     def empty(self) -> bool:
@@ -134,7 +136,8 @@ class Store(Generic[R]):
 
     @property
     def location(self) -> str:
-        return self.engine.location
+        """Where the store is, as it may be shown to anyone (no password or token)."""
+        return masked(self.engine.location)
 
     @property
     def kind(self) -> str:
@@ -372,7 +375,8 @@ class Store(Generic[R]):
         rows, scores, timings, dims = execute(source, q, funnel, n_rows=scan.n_rows,
                                               live=scan.live, candidates=scan.candidates,
                                               adaptive=adaptive, dead=scan.dead)
-        return SearchResult(_hits(scan.documents, rows, scores), timings, dims)
+        return SearchResult(_hits(scan.documents, rows, scores), timings, dims,
+                            list(scan.notes))
 
     def _source(self, rec: R, matrix: np.ndarray | None) -> MatrixSource:
         assert matrix is not None, "an engine's scan gives a source or a matrix"

@@ -43,7 +43,7 @@ from ..transform import Transform
 from ..vectors import PRECISIONS, Int8Calibration
 from . import rules
 from .core import EngineDefaults, Scan, Store
-from .local_files import RowReader, SetFiles
+from .local_files import RowReader, SetFiles, file_crc, storage_dtype
 from .local_graph import GraphIndex
 from .records import (Batch, CheckReport, Document, Rebuild, SetRecord, StorageInfo,
                       ViewInfo)
@@ -63,6 +63,10 @@ CREATE TABLE IF NOT EXISTS documents (
     set_id INTEGER NOT NULL REFERENCES sets ON DELETE CASCADE, row INTEGER NOT NULL,
     ext_id TEXT NOT NULL, text TEXT, metadata TEXT NOT NULL DEFAULT '{}',
     PRIMARY KEY (set_id, row), UNIQUE (set_id, ext_id));
+CREATE TABLE IF NOT EXISTS quarantine (
+    set_id INTEGER NOT NULL REFERENCES sets ON DELETE CASCADE, ext_id TEXT NOT NULL,
+    text TEXT, metadata TEXT NOT NULL DEFAULT '{}', row INTEGER, reason TEXT,
+    at TEXT NOT NULL, PRIMARY KEY (set_id, ext_id));
 """
 _TYPES = {str: ("text",), bool: ("true", "false"), int: ("integer", "real"),
           float: ("integer", "real")}
@@ -125,13 +129,18 @@ class LocalEngine(EngineDefaults[LocalRecord]):
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
-        """One write transaction, holding SQLite's write lock from the start."""
-        with self._lock:
+        """One write transaction, holding SQLite's write lock from the start. A file
+        that cannot be written (a full disk) or a damaged catalogue is a StoreError
+        saying so, and nothing of the transaction is kept."""
+        with self._lock, _catalogue_errors(self.root):
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 yield self._db
-            except BaseException:
+            except BaseException as exc:
                 self._db.execute("ROLLBACK")
+                if isinstance(exc, OSError):
+                    raise StoreError(f"cannot write to the store at {self.root}: "
+                                     f"{_why(exc)}; nothing of this write was kept") from None
                 raise
             rules.crash_point("before_commit")
             self._db.execute("COMMIT")
@@ -150,7 +159,7 @@ class LocalEngine(EngineDefaults[LocalRecord]):
         """The set's row, read again only when the catalogue changed: SQLite's
         ``data_version`` counts other connections' commits, ``total_changes`` this one's
         (every search starts here, so this saves a query and a record per search)."""
-        with self._lock:  # the connection is shared: see _read
+        with self._lock, _catalogue_errors(self.root):  # shared connection: see _read
             stamp = (self._db.execute("PRAGMA data_version").fetchone()[0],
                      self._db.total_changes)
             got = self._records.get(name)
@@ -170,7 +179,7 @@ class LocalEngine(EngineDefaults[LocalRecord]):
         (a server's); a statement and its rows are read under the lock a write
         transaction holds from BEGIN to COMMIT, so no thread reads inside another's
         transaction or interleaves its cursor with another's."""
-        with self._lock:
+        with self._lock, _catalogue_errors(self.root):
             cur = self._db.cursor()
             if tuples:
                 cur.row_factory = None
@@ -241,16 +250,46 @@ class LocalEngine(EngineDefaults[LocalRecord]):
         return self._cached("rows", rec, (),  # type: ignore[no-any-return]
                             lambda: self.files(rec).rows())
 
-    def view(self, rec: LocalRecord, dim: int, precision: str) -> View:
-        return self._cached("view", rec, (dim, precision),  # type: ignore[no-any-return]
-                            lambda: self.files(rec).view(dim, precision))
+    def view(self, rec: LocalRecord, dim: int, precision: str,
+             notes: list[str] | None = None) -> View:
+        """The (dim, precision) view; when it cannot be written, computed in memory and
+        said in ``notes`` (a search never fails for want of disk)."""
+        view, note = self._cached("view", rec, (dim, precision),
+                                  lambda: self._view(rec, dim, precision))
+        if note and notes is not None:
+            notes.append(note)
+        return view  # type: ignore[no-any-return]
 
-    def ann(self, rec: LocalRecord, dim: int) -> Index | None:
-        """The HNSW index of the ``dim`` prefix, or None below ``ann_threshold`` rows."""
+    def _view(self, rec: LocalRecord, dim: int, precision: str) -> tuple[View, str | None]:
+        files = self.files(rec)
+        try:
+            return files.view(dim, precision), None
+        except OSError as exc:
+            return files.view(dim, precision, persist=False), (
+                f"the {dim}-d {precision} view could not be written ({_why(exc)}): "
+                "computed in memory for this search")
+
+    def ann(self, rec: LocalRecord, dim: int, notes: list[str] | None = None
+            ) -> Index | None:
+        """The HNSW index of the ``dim`` prefix, or None below ``ann_threshold`` rows
+        (or when it cannot be written and none is on disk: said in ``notes``)."""
         if rec.n_rows < self.ann_threshold:
             return None
-        graph = self._cached("ann", rec, (dim,), lambda: self.files(rec).graph(dim))
-        return _Tuned(graph, self.ef_search)
+        graph, note = self._cached("ann", rec, (dim,), lambda: self._graph(rec, dim))
+        if note and notes is not None:
+            notes.append(note)
+        return None if graph is None else _Tuned(graph, self.ef_search)
+
+    def _graph(self, rec: LocalRecord, dim: int) -> tuple[GraphIndex | None, str | None]:
+        files = self.files(rec)
+        try:
+            return files.graph(dim), None
+        except OSError as exc:
+            graph = files.graph(dim, persist=False)
+            return graph, (
+                f"the HNSW index of the {dim}-d prefix could not be written ({_why(exc)}): "
+                + ("the index on disk was used and the rows past it scored exactly"
+                   if graph is not None else "the first stage ran as an exact scan"))
 
     # --- writes -----------------------------------------------------------------------
     def add(self, name: str, prepare: Callable[[LocalRecord], Batch]) -> int:
@@ -264,6 +303,9 @@ class LocalEngine(EngineDefaults[LocalRecord]):
             if existing:
                 db.executemany("DELETE FROM documents WHERE set_id = ? AND ext_id = ?",
                                [(rec.id, i) for i in existing])
+            # a document added again leaves the quarantine a check put it in
+            db.executemany("DELETE FROM quarantine WHERE set_id = ? AND ext_id = ?",
+                           [(rec.id, i) for i in batch.ids])
             db.executemany(
                 "INSERT INTO documents (set_id, row, ext_id, text, metadata) "
                 "VALUES (?, ?, ?, ?, ?)",
@@ -322,10 +364,22 @@ class LocalEngine(EngineDefaults[LocalRecord]):
         for the funnel to use one."""
         if rec.n_rows == 0:
             return []
-        if first.precision == "float32" and self.ann(rec, first.dim) is not None:
+        try:
+            return self._index(rec, first)
+        except OSError as exc:
+            raise StoreError(f"cannot build the first stage {first} in {self.root}: "
+                             f"{_why(exc)}") from None
+
+    def _index(self, rec: LocalRecord, first: Stage) -> list[str]:
+        files = self.files(rec)
+        if first.precision == "float32" and rec.n_rows >= self.ann_threshold:
+            files.graph(first.dim)  # built or extended here, errors raised
+            self._cache.pop(("ann", rec.id, rec.generation, first.dim), None)
             return [f"HNSW index d{first.dim}"]
         if not (first.dim == rec.stored_dim and first.precision in ("float32", rec.storage)):
-            self.view(rec, first.dim, first.precision)
+            files.view(first.dim, first.precision)
+            self._cache.pop(("view", rec.id, rec.generation, first.dim, first.precision),
+                            None)
             return [f"view d{first.dim}-{first.precision}"]
         return []
 
@@ -392,9 +446,11 @@ class LocalEngine(EngineDefaults[LocalRecord]):
 
     def scan(self, rec: LocalRecord, filters: dict[str, Any] | None) -> Scan:
         live, dead = self._live(rec)
+        notes: list[str] = []
         return Scan(rec.n_rows, lambda rows: self._documents(rec.id, rows),
-                    source=LocalSource(self, rec), live=live,
-                    candidates=self._filtered(rec, filters) if filters else None, dead=dead)
+                    source=LocalSource(self, rec, notes), live=live,
+                    candidates=self._filtered(rec, filters) if filters else None, dead=dead,
+                    notes=notes)
 
     def _documents(self, set_id: int, rows: np.ndarray) -> dict[int, Document]:
         """The documents of ``rows`` (a search's hits: on every query's path)."""
@@ -407,12 +463,70 @@ class LocalEngine(EngineDefaults[LocalRecord]):
 
         return check(self, rec, report, repair)
 
+    def forget(self) -> None:
+        """Drop every cached record, view and index (after a repair changed files)."""
+        with self._lock:
+            self._cache.clear()
+            self._records.clear()
+
+    def quarantine(self, rec: LocalRecord, rows: np.ndarray, reason: str) -> int:
+        """Move the documents of ``rows`` to quarantine: out of every search, their id,
+        text and metadata kept (and listed by a check) until they are added again."""
+        from datetime import UTC, datetime
+
+        at = datetime.now(UTC).isoformat(timespec="seconds")
+        with self._write() as db:
+            for start in range(0, len(rows), 900):
+                chunk = [int(r) for r in rows[start:start + 900]]
+                marks = ",".join("?" * len(chunk))
+                db.execute("INSERT OR REPLACE INTO quarantine (set_id, ext_id, text, "
+                           "metadata, row, reason, at) SELECT set_id, ext_id, text, "
+                           f"metadata, row, ?, ? FROM documents WHERE set_id = ? AND row IN "
+                           f"({marks})", (reason, at, rec.id, *chunk))
+                db.execute(f"DELETE FROM documents WHERE set_id = ? AND row IN ({marks})",
+                           (rec.id, *chunk))
+            db.execute("UPDATE sets SET version = version + 1 WHERE id = ?", (rec.id,))
+        self.forget()
+        return len(rows)
+
+    def quarantined(self, rec: LocalRecord) -> list[str]:
+        """Ids of the set's documents in quarantine."""
+        return [r[0] for r in self._read("SELECT ext_id FROM quarantine WHERE set_id = ? "
+                                         "ORDER BY ext_id", (rec.id,), tuples=True)]
+
+    def reseal(self, rec: LocalRecord, readable: int) -> None:
+        """After a repair: keep the first ``readable`` rows (documents past them were
+        quarantined), give every row a checksum of what it holds now (the rows that
+        could not be verified are dead by now), record the file's checksum, and drop
+        derived data so that it is rebuilt from these vectors."""
+        files = self.files(rec)
+        width = rec.stored_dim * storage_dtype(rec.storage).itemsize
+        path = files.vector_path()
+        with self._write() as db:
+            if readable < rec.n_rows:
+                with open(path, "a+b") as fh:
+                    fh.truncate(readable * width)
+                db.execute("DELETE FROM documents WHERE set_id = ? AND row >= ?",
+                           (rec.id, readable))
+            crc_path = files.crc_path()
+            if crc_path.exists() and crc_path.stat().st_size > readable * 4:
+                os.truncate(crc_path, readable * 4)
+            kept = SetFiles(files.folder, rec.id, rec.generation, rec.stored_dim,
+                            rec.storage, readable)
+            kept.fill_crcs()
+            db.execute("UPDATE sets SET n_rows = ?, checksum = ?, version = version + 1 "
+                       "WHERE id = ?", (readable, file_crc(path, readable * width), rec.id))
+        self.forget()
+        files.remove_derived()
+
     def storage(self, rec: LocalRecord, count: int) -> StorageInfo:
         files = self.files(rec)
         path = files.vector_path()
         views = [ViewInfo(d, p, b, k) for d, p, b, k in files.derived()]
+        size = path.stat().st_size if path.exists() else 0
+        # the committed rows' bytes: a tail an interrupted write left is nobody's
         return StorageInfo(rec.info(count), rec.n_rows, rec.n_rows - count,
-                           path.stat().st_size if path.exists() else 0,
+                           min(size, files.committed_bytes),
                            vectors.bytes_per_vector(rec.stored_dim, rec.storage), views,
                            self.location)
 
@@ -421,22 +535,22 @@ class LocalSource:
     """One set's vectors as the generic funnel reads them, pinned to the record read
     once per search (so that the funnel's calls do not query SQLite again)."""
 
-    def __init__(self, engine: LocalEngine, rec: LocalRecord) -> None:
-        self.engine, self.rec = engine, rec
+    def __init__(self, engine: LocalEngine, rec: LocalRecord, notes: list[str]) -> None:
+        self.engine, self.rec, self.notes = engine, rec, notes
 
     def view(self, dim: int, precision: str) -> View:
-        return self.engine.view(self.rec, dim, precision)
+        return self.engine.view(self.rec, dim, precision, self.notes)
 
     def full_vectors(self, rows: np.ndarray) -> np.ndarray:
         return self.engine.reader(self.rec).read(rows)
 
     def calibration(self, dim: int) -> Int8Calibration:
-        cal = self.engine.view(self.rec, dim, "int8").calibration
+        cal = self.engine.view(self.rec, dim, "int8", self.notes).calibration
         assert cal is not None
         return cal
 
     def ann(self, dim: int) -> Index | None:
-        return self.engine.ann(self.rec, dim)
+        return self.engine.ann(self.rec, dim, self.notes)
 
 
 class _Tuned:
@@ -447,3 +561,21 @@ class _Tuned:
 
     def search(self, x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         return self.graph.search(x, k, self.ef)
+
+
+def _why(exc: OSError) -> str:
+    return exc.strerror or str(exc) or type(exc).__name__
+
+
+@contextmanager
+def _catalogue_errors(root: Path) -> Iterator[None]:
+    """A damaged catalogue (SQLite's DatabaseError) as a StoreError that says what to do."""
+    try:
+        yield
+    except sqlite3.DatabaseError as exc:
+        if isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc):
+            raise StoreError(f"the catalogue of {root} is locked by another process: "
+                             f"{exc}") from None
+        raise StoreError(f"the catalogue of {root} is damaged ({exc}): `mrlkit sets "
+                         "check` says what it can still read; restore catalog.sqlite "
+                         "from a backup") from None

@@ -8,6 +8,12 @@ found all the same: up to :data:`EXTEND_AT` of them are scored exactly beside th
 read, the new rows inserted, and the file replaced atomically (write, fsync, rename), so
 a process killed while extending leaves the previous index, which still serves.
 
+Each index file has a sealed record beside it (``.json``: its size and CRC-32), checked
+before the file is used — once per process and file version (inode, size, mtime), since
+the check reads the whole file: a graph damaged anywhere is rebuilt, never walked. When
+the index cannot be written (a full disk), a search uses the verified index there is,
+with every row past it scored exactly, or no index at all.
+
 Why this index (benchmarks/search.py, 1M × 768): an HNSW on the 64-d prefix with 8-bit
 scalar codes and M = 16 holds 0.2 GB against 3.2 GB for HNSW on the full vectors, builds
 in a sixth of its time, and, reranked by the full vectors of 50 candidates, passes its
@@ -28,7 +34,7 @@ import numpy as np
 
 from .. import vectors
 from . import rules
-from .local_files import locked
+from .local_files import file_crc, finite_rows, locked, read_sealed, write_sealed
 
 M = 16                  # graph degree: 2·M links per row at the base layer
 EF_CONSTRUCTION = 40
@@ -73,43 +79,78 @@ class GraphFiles:
     def path(self, dim: int) -> Path:
         return self.folder / f"g{self.gen}-hnsw-d{dim}.faiss"
 
-    def open(self, matrix: np.ndarray, dim: int, n_rows: int) -> GraphIndex:
+    def open(self, matrix: np.ndarray, dim: int, n_rows: int, *, persist: bool = True
+             ) -> GraphIndex | None:
         """The index over ``matrix``'s first ``n_rows`` rows at ``dim``: built when
-        missing or unreadable, extended when more than EXTEND_AT rows are past it."""
+        missing, unreadable or unverified, extended when more than EXTEND_AT rows are
+        past it. With ``persist`` False nothing is written: the verified index on disk
+        (rows past it scored exactly), or None when there is none."""
         import faiss
 
         path = self.path(dim)
-        index = self._read(path, faiss.IO_FLAG_MMAP_IFC | faiss.IO_FLAG_READ_ONLY)
-        if index is None or index.ntotal > n_rows or index.d != dim or \
-                n_rows - index.ntotal > EXTEND_AT:
+        mapped = faiss.IO_FLAG_MMAP_IFC | faiss.IO_FLAG_READ_ONLY
+        index = _verified(path, mapped)
+        unusable = index is None or index.ntotal > n_rows or index.d != dim
+        if not persist:
+            return None if unusable else GraphIndex(
+                index, _prefix(matrix, dim, int(index.ntotal), n_rows), dim)
+        if unusable or n_rows - index.ntotal > EXTEND_AT:
             with locked(path.with_suffix(".lock")):
                 # another process may have done it meanwhile: read again under the lock
-                index = self._read(path, 0)
+                index = _verified(path, 0)
                 if index is None or index.ntotal > n_rows or index.d != dim:
                     index = _new_index(matrix, dim, n_rows)
                 if n_rows - index.ntotal > EXTEND_AT or index.ntotal == 0:
                     _add(index, matrix, dim, index.ntotal, n_rows)
                     _write(index, path)
-            index = self._read(path, faiss.IO_FLAG_MMAP_IFC | faiss.IO_FLAG_READ_ONLY)
+            index = _verified(path, mapped)
             assert index is not None
         tail = _prefix(matrix, dim, int(index.ntotal), n_rows)
         return GraphIndex(index, tail, dim)
 
-    @staticmethod
-    def _read(path: Path, flags: int) -> Any:
-        import faiss
 
-        if not path.exists():
-            return None
-        try:
-            return faiss.read_index(str(path), flags)
-        except RuntimeError:  # damaged: rebuilt by the caller
-            return None
+# (inode, size, mtime) of index files whose CRC-32 this process has checked
+_CHECKED: dict[str, tuple[int, int, int]] = {}
+
+
+def record_path(path: Path) -> Path:
+    return path.with_suffix(".json")
+
+
+def verify(path: Path) -> str | None:
+    """What is wrong with an index file (None: it matches its sealed record)."""
+    meta = read_sealed(record_path(path))
+    try:
+        st = path.stat()
+    except OSError:
+        return "missing"
+    if meta is None:
+        return "it has no valid record of its size and checksum"
+    stamp = (st.st_ino, st.st_size, st.st_mtime_ns)
+    if _CHECKED.get(str(path)) == stamp:
+        return None
+    if meta.get("size") != st.st_size or file_crc(path, st.st_size) != meta.get("crc"):
+        return "it does not match its checksum"
+    _CHECKED[str(path)] = stamp
+    return None
+
+
+def _verified(path: Path, flags: int) -> Any:
+    """The index at ``path`` when it exists, matches its record and reads (else None:
+    the caller rebuilds it, or does without)."""
+    import faiss
+
+    if not path.exists() or verify(path) is not None:
+        return None
+    try:
+        return faiss.read_index(str(path), flags)
+    except RuntimeError:
+        return None
 
 
 def _prefix(matrix: np.ndarray, dim: int, start: int, stop: int) -> np.ndarray:
     """Rows ``[start, stop)`` at ``dim``, re-normalised float32 (what the index holds)."""
-    return vectors.truncate(np.asarray(matrix[start:stop], np.float32), dim)
+    return vectors.truncate(finite_rows(matrix[start:stop]), dim)
 
 
 def _new_index(matrix: np.ndarray, dim: int, n_rows: int) -> Any:
@@ -119,8 +160,7 @@ def _new_index(matrix: np.ndarray, dim: int, n_rows: int) -> Any:
                               faiss.METRIC_INNER_PRODUCT)
     index.hnsw.efConstruction = EF_CONSTRUCTION
     sample = rules.sample_rows(n_rows)
-    index.train(np.ascontiguousarray(vectors.truncate(
-        np.asarray(matrix[sample], np.float32), dim)))
+    index.train(np.ascontiguousarray(vectors.truncate(finite_rows(matrix[sample]), dim)))
     return index
 
 
@@ -130,13 +170,26 @@ def _add(index: Any, matrix: np.ndarray, dim: int, start: int, stop: int) -> Non
 
 
 def _write(index: Any, path: Path) -> None:
-    """Replace ``path`` atomically: a crash leaves the old file or the new, never half."""
+    """Replace ``path`` atomically: a crash leaves the old file or the new, never half.
+    Its sealed record (size, CRC-32) is written first, under a name of its own, and
+    renamed after the index: a crash between the two renames leaves an index that
+    fails its check and is rebuilt."""
     import faiss
 
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
-    faiss.write_index(index, str(tmp))
-    with open(tmp, "rb") as fh:
-        os.fsync(fh.fileno())
-    rules.crash_point("graph_before_rename")
-    os.replace(tmp, path)
+    meta_tmp = path.with_suffix(".json-next")
+    try:
+        faiss.write_index(index, str(tmp))
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        size = tmp.stat().st_size
+        write_sealed(meta_tmp, {"size": size, "crc": file_crc(tmp, size),
+                                "rows": int(index.ntotal), "dim": int(index.d)})
+        rules.crash_point("graph_before_rename")
+        os.replace(tmp, path)
+        os.replace(meta_tmp, record_path(path))
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        meta_tmp.unlink(missing_ok=True)
+        raise

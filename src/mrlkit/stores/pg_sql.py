@@ -16,7 +16,6 @@ Example::
 from __future__ import annotations
 
 import json
-import re
 from typing import Any
 from collections.abc import Mapping, Sequence
 
@@ -87,11 +86,6 @@ CREATE TRIGGER embedding_set_truncate_dim BEFORE INSERT OR UPDATE ON embedding_s
 """), (2, """
 ALTER TABLE embedding_set ADD COLUMN transform jsonb;  -- `mrlkit adapt`: x -> x @ matrix
 """)]
-
-
-def masked(url: str) -> str:
-    """The URL without its password, for messages."""
-    return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", url)
 
 
 def ident(set_id: int) -> sql.Identifier:

@@ -34,6 +34,7 @@ from collections.abc import Callable, Iterator, Mapping
 import numpy as np
 
 from ..errors import InvalidInputError, StoreError
+from ..text import masked
 from ..funnel import Adaptive, Funnel, Stage, StageTiming
 from ..registry import get_spec
 from ..transform import Transform
@@ -94,7 +95,7 @@ class PgvectorEngine(EngineDefaults[PgRecord]):
         if psycopg is None:
             raise StoreError("the pgvector backend needs psycopg and pgvector: "
                              "pip install 'mrlkit[pg]'")
-        self.location = pg_sql.masked(url)
+        self.location = masked(url)
         self.ef_search = int(ef_search or os.environ.get("MRLKIT_PG_EF_SEARCH") or 100)
         self.iterative_scan = (iterative_scan or os.environ.get("MRLKIT_PG_ITERATIVE_SCAN")
                                or "relaxed_order")

@@ -41,6 +41,7 @@ import numpy as np
 
 from .. import vectors
 from ..errors import InvalidInputError
+from ..text import masked
 from ..funnel import Adaptive, Funnel, Stage, StageTiming
 from ..transform import Transform
 from . import rules
@@ -147,7 +148,7 @@ class QdrantEngine(EngineDefaults[QdrantRecord]):
     def __init__(self, location: str, *, exact_below: int | None = None,
                  adapter: Adapter | None = None) -> None:
         self.db = adapter or adapter_for(location)
-        self.location = location
+        self.location = masked(location)
         self.single_process = self.db.single_process
         self.exact_below = EXACT_BELOW if exact_below is None else exact_below
         if not self.db.exists(CATALOG):

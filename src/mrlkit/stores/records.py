@@ -96,6 +96,7 @@ class SearchResult:
     hits: list[list[Hit]]
     timings: list[StageTiming]
     dims_used: list[list[int]]
+    notes: list[str] = field(default_factory=list)  # e.g. an index that could not be written
 
     @classmethod
     def empty(cls, n_queries: int) -> SearchResult:
@@ -104,7 +105,7 @@ class SearchResult:
     def as_dict(self) -> dict[str, Any]:
         return {"hits": [[dict(h.__dict__) for h in q] for q in self.hits],
                 "timings": [dict(t.__dict__) for t in self.timings],
-                "dims_used": self.dims_used}
+                "dims_used": self.dims_used, "notes": self.notes}
 
 
 @dataclass(frozen=True)
@@ -152,6 +153,7 @@ class CheckReport:
     problems: list[str] = field(default_factory=list)
     repaired: list[str] = field(default_factory=list)
     delegated: str | None = None  # integrity the engine itself is responsible for
+    quarantined: list[str] = field(default_factory=list)  # ids a repair set aside
 
     @property
     def ok(self) -> bool:
@@ -168,7 +170,8 @@ class CheckReport:
     def as_dict(self) -> dict[str, Any]:
         return {"name": self.name, "location": self.location, "ok": self.ok,
                 "checked": self.checked, "problems": self.problems,
-                "repaired": self.repaired, "delegated": self.delegated}
+                "repaired": self.repaired, "delegated": self.delegated,
+                "quarantined": self.quarantined}
 
 
 @dataclass(frozen=True)
