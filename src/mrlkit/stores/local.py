@@ -102,22 +102,14 @@ class LocalEngine(EngineDefaults[LocalRecord]):
         self.location = str(self.root)
         try:
             self.root.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(self.root / "catalog.sqlite", timeout=30,
-                                       isolation_level=None, check_same_thread=False)
-            self._db.row_factory = sqlite3.Row
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=FULL")
-            # a search reads its hits' rows of `documents`: mapped, they cost no read call
-            self._db.execute("PRAGMA mmap_size=1073741824")
-            self._db.execute("PRAGMA foreign_keys=ON")
-            self._db.executescript(_SCHEMA)
+            self._db, self.read_only = _connect(self.root / "catalog.sqlite")
         except OSError as exc:
             raise StoreError(f"cannot create store at {self.root}: {exc.strerror}") from None
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"cannot open the catalogue of {self.root}: {exc}") from None
         columns = {r["name"] for r in self._db.execute("PRAGMA table_info(sets)")}
         for column in ("transform", "checksum"):  # stores made before these existed
-            if column not in columns:
+            if column not in columns and not self.read_only:
                 self._db.execute(f"ALTER TABLE sets ADD COLUMN {column} "
                                  f"{'TEXT' if column == 'transform' else 'INTEGER'}")
         self._lock = threading.RLock()
@@ -132,6 +124,10 @@ class LocalEngine(EngineDefaults[LocalRecord]):
         """One write transaction, holding SQLite's write lock from the start. A file
         that cannot be written (a full disk) or a damaged catalogue is a StoreError
         saying so, and nothing of the transaction is kept."""
+        if self.read_only:
+            raise StoreError(f"the store at {self.root} is open read-only: its disk was "
+                             "full when it was opened (searches work; free some space and "
+                             "open it again to write)")
         with self._lock, _catalogue_errors(self.root):
             self._db.execute("BEGIN IMMEDIATE")
             try:
@@ -579,3 +575,31 @@ def _catalogue_errors(root: Path) -> Iterator[None]:
         raise StoreError(f"the catalogue of {root} is damaged ({exc}): `mrlkit sets "
                          "check` says what it can still read; restore catalog.sqlite "
                          "from a backup") from None
+
+
+def _connect(path: Path) -> tuple[sqlite3.Connection, bool]:
+    """The catalogue's connection, and whether it is read-only. WAL mode needs its
+    side files written to open at all; on a full disk the catalogue is opened
+    immutable instead (a clean close leaves everything in the main file), so that
+    searches still answer."""
+    def tuned(db: sqlite3.Connection) -> sqlite3.Connection:
+        db.row_factory = sqlite3.Row
+        # a search reads its hits' rows of `documents`: mapped, they cost no read call
+        db.execute("PRAGMA mmap_size=1073741824")
+        db.execute("PRAGMA foreign_keys=ON")
+        return db
+
+    db = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
+    try:
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=FULL")
+        db.executescript(_SCHEMA)
+        return tuned(db), False
+    except sqlite3.OperationalError:
+        free = os.statvfs(path.parent)
+        if not path.exists() or free.f_bavail * free.f_frsize > 1 << 20:
+            raise
+        db.close()
+    ro = sqlite3.connect(f"file:{path}?mode=ro&immutable=1", uri=True, timeout=30,
+                         isolation_level=None, check_same_thread=False)
+    return tuned(ro), True

@@ -26,6 +26,7 @@ Example::
 
 from __future__ import annotations
 
+import errno
 import os
 from pathlib import Path
 from typing import Any
@@ -180,7 +181,11 @@ def _write(index: Any, path: Path) -> None:
     tmp = path.with_suffix(".tmp")
     meta_tmp = path.with_suffix(".json-next")
     try:
-        faiss.write_index(index, str(tmp))
+        try:
+            faiss.write_index(index, str(tmp))
+        except RuntimeError as exc:  # faiss reports a failed write(2) this way
+            why = str(exc).rpartition("(")[2].rstrip(")") if "(" in str(exc) else str(exc)
+            raise OSError(errno.EIO, why or "write error") from None
         with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
         size = tmp.stat().st_size
