@@ -5,9 +5,7 @@ bounded schemathesis run of the server's own OpenAPI document."""
 from __future__ import annotations
 
 import base64
-import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -20,53 +18,18 @@ import pytest
 httpx = pytest.importorskip("httpx")
 pytest.importorskip("fastapi")
 
+from . import live_server  # noqa: E402
+
 WRITE, READ = "write-key-0123", "read-key-0123"
-
-
-class Server:
-    def __init__(self, url: str, proc: subprocess.Popen, store: str) -> None:
-        self.url, self.proc, self.store = url, proc, store
-
-    def client(self, key: str | None = WRITE) -> httpx.Client:
-        headers = {"Authorization": f"Bearer {key}"} if key else {}
-        return httpx.Client(base_url=self.url, headers=headers, timeout=60)
-
-
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     store = str(tmp_path_factory.mktemp("serve-store"))
-    port = _port()
-    env = {**os.environ, "MRLKIT_API_KEYS": f"{WRITE}:write,{READ}:read"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "mrlkit.cli", "serve", "--store", store, "--port", str(port),
-         "--allow-non-mrl", "--max-inputs", "64", "--max-body", "200000"],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 180
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"mrlkit serve exited: {proc.stdout.read()[-3000:]}")
-        try:
-            if httpx.get(url + "/ready", timeout=2).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.3)
-    else:
-        proc.kill()
-        raise RuntimeError("mrlkit serve did not become ready in 180 s")
-    yield Server(url, proc, store)
-    proc.send_signal(signal.SIGTERM)   # graceful: in-flight requests finish
-    try:
-        proc.wait(timeout=60)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+    srv = live_server.start(store, "--allow-non-mrl", "--max-inputs", "64", "--max-body",
+                            "200000", keys=f"{WRITE}:write,{READ}:read", key=WRITE)
+    yield srv
+    srv.stop()
 
 
 def test_the_openai_client_gets_the_librarys_vectors(server):
@@ -257,7 +220,7 @@ def test_the_openapi_document_holds_no_5xx(server):
 def test_sigterm_lets_an_in_flight_write_finish(tmp_path):
     """Shutdown stops accepting, lets a write being embedded finish, then closes."""
     store = str(tmp_path / "store")
-    port = _port()
+    port = live_server.free_port()
     proc = subprocess.Popen([sys.executable, "-m", "mrlkit.cli", "serve", "--store", store,
                              "--port", str(port)], stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)

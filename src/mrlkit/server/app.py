@@ -392,7 +392,10 @@ def _handlers(app: FastAPI) -> None:
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         first = exc.errors()[0] if exc.errors() else {}
         where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
-        return JSONResponse(error_body(f"{where or 'request'}: {first.get('msg', 'invalid')}",
+        msg = str(first.get("msg", "invalid"))
+        if "unicode string" in msg:  # pydantic's words for a lone surrogate
+            msg = "holds a lone surrogate: text must be valid Unicode without NUL"
+        return JSONResponse(error_body(f"{where or 'request'}: {msg}",
                                        "invalid_request_error", where or None, None), 400)
 
     @app.exception_handler(Exception)

@@ -273,7 +273,8 @@ class SetFiles:
                                                 crc=meta.get("checksum", 0) if done else 0)
                 meta["rows"] = self.n_rows
                 write_sealed(meta_path, meta)
-        codes = np.fromfile(data_path, dtype=dtype, count=self.n_rows * width)
+            # read under the lock: another thread or process may rebuild it from row 0
+            codes = np.fromfile(data_path, dtype=dtype, count=self.n_rows * width)
         return View(dim, precision, codes.reshape(self.n_rows, width), cal)
 
     def _view_meta(self, dim: int, precision: str) -> dict[str, Any]:
@@ -288,11 +289,12 @@ class SetFiles:
         return meta
 
     def view_matches(self, meta: dict[str, Any], data_path: Path, row_bytes: int) -> bool:
-        """Does a view's record match its file and this vector file: the generation, no
-        more rows than the set, and the CRC-32 of the rows it covers?"""
+        """Does a view's record match its file and this vector file: the generation and
+        the CRC-32 of the rows it covers? It may cover more rows than this snapshot of
+        the set (a writer extended it since): rows never change within a generation."""
         rows = meta.get("rows", 0)
         if meta.get("generation") != self.gen or not isinstance(rows, int) or \
-                rows > self.n_rows or not isinstance(meta.get("checksum"), int):
+                rows < 0 or not isinstance(meta.get("checksum"), int):
             return False
         return bool(file_crc(data_path, rows * row_bytes) == meta["checksum"])
 

@@ -45,11 +45,15 @@ _BLOCK = 65_536
 
 class GraphIndex:
     """A loaded graph index over rows ``[0, covered)`` plus the exact ``tail`` of rows
-    ``[covered, n_rows)`` at the same prefix; ``search`` merges both."""
+    ``[covered, n_rows)`` at the same prefix; ``search`` merges both. An index that
+    another writer extended past this reader's snapshot (``limit`` rows) is used as it
+    is, its newer rows left out of the answers."""
 
-    def __init__(self, index: Any, tail: np.ndarray, dim: int) -> None:
+    def __init__(self, index: Any, tail: np.ndarray, dim: int, limit: int | None = None
+                 ) -> None:
         self.index, self.tail, self.dim = index, tail, dim
         self.covered = int(index.ntotal)
+        self.limit = limit if limit is not None and limit < self.covered else None
 
     def search(self, x: np.ndarray, k: int, ef: int | None = None
                ) -> tuple[np.ndarray, np.ndarray]:
@@ -60,6 +64,9 @@ class GraphIndex:
         # a parameter object costs as much as a short walk
         self.index.hnsw.efSearch = max(k, ef or k + min(3 * k, 150), 16)
         scores, rows = self.index.search(q, min(k, max(1, self.covered)))
+        if self.limit is not None:
+            newer = rows >= self.limit
+            rows, scores = np.where(newer, -1, rows), np.where(newer, -np.inf, scores)
         if len(self.tail):
             ts = q @ self.tail.T
             scores = np.concatenate([scores, ts], axis=1)
@@ -91,15 +98,15 @@ class GraphFiles:
         path = self.path(dim)
         mapped = faiss.IO_FLAG_MMAP_IFC | faiss.IO_FLAG_READ_ONLY
         index = _verified(path, mapped)
-        unusable = index is None or index.ntotal > n_rows or index.d != dim
+        unusable = index is None or index.d != dim
         if not persist:
             return None if unusable else GraphIndex(
-                index, _prefix(matrix, dim, int(index.ntotal), n_rows), dim)
+                index, _prefix(matrix, dim, int(index.ntotal), n_rows), dim, n_rows)
         if unusable or n_rows - index.ntotal > EXTEND_AT:
             with locked(path.with_suffix(".lock")):
                 # another process may have done it meanwhile: read again under the lock
                 index = _verified(path, 0)
-                if index is None or index.ntotal > n_rows or index.d != dim:
+                if index is None or index.d != dim:
                     index = _new_index(matrix, dim, n_rows)
                 if n_rows - index.ntotal > EXTEND_AT or index.ntotal == 0:
                     _add(index, matrix, dim, index.ntotal, n_rows)
@@ -107,7 +114,7 @@ class GraphFiles:
             index = _verified(path, mapped)
             assert index is not None
         tail = _prefix(matrix, dim, int(index.ntotal), n_rows)
-        return GraphIndex(index, tail, dim)
+        return GraphIndex(index, tail, dim, n_rows)
 
 
 # (inode, size, mtime) of index files whose CRC-32 this process has checked
