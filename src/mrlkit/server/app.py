@@ -23,7 +23,9 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException
+from starlette.routing import Match
 
 from .. import __version__, errors, vectors
 from ..text import problem
@@ -262,8 +264,8 @@ def create_app(config: ServerConfig) -> FastAPI:
             raise ApiError(400, f"k must be 1..{config.limits.k:,}, not {body.k}",
                            "invalid_request_error", "k")
         funnel = _funnel(body.funnel)
+        info = await run_in_threadpool(store().get_set, name)  # 404 before a shape's 400
         if body.query is not None:
-            info = await run_in_threadpool(store().get_set, name)
             texts = [body.query] if isinstance(body.query, str) else list(body.query)
             _check_texts(texts, config, most=min(config.limits.queries,
                                                  config.limits.inputs))
@@ -306,7 +308,45 @@ def create_app(config: ServerConfig) -> FastAPI:
         assert funnel is not None
         return s.Built(built=await run_in_threadpool(store().index, name, funnel))
 
+    _document_limits(app, config)
     return app
+
+
+def _document_limits(app: FastAPI, config: ServerConfig) -> None:
+    """The OpenAPI document states this server's own limits (``--max-k``, ``--max-inputs``,
+    ``--max-chars``…), so that a request the document allows is one the server takes."""
+    made = app.openapi
+    lim = config.limits
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema:
+            return app.openapi_schema
+        schema = made()
+        comps = schema["components"]["schemas"]
+
+        def texts(prop: dict[str, Any], most: int) -> None:
+            for alt in prop.get("anyOf", [prop]):
+                if alt.get("type") == "string":
+                    alt["maxLength"] = lim.chars
+                elif alt.get("type") == "array":
+                    alt["maxItems"] = most
+                    alt["items"]["maxLength"] = lim.chars
+        texts(comps["EmbeddingsRequest"]["properties"]["input"], lim.inputs)
+        search = comps["SearchRequest"]["properties"]
+        texts(search["query"], min(lim.queries, lim.inputs))
+        search["k"]["maximum"] = lim.k
+        for alt in search["vector"]["anyOf"]:
+            if alt["items"].get("type") == "array":
+                alt["maxItems"] = lim.queries
+        comps["AddDocuments"]["properties"]["documents"]["maxItems"] = lim.documents
+        comps["DeleteDocuments"]["properties"]["ids"]["maxItems"] = lim.documents
+        for alt in comps["DocumentIn"]["properties"]["text"]["anyOf"]:
+            if alt.get("type") == "string":
+                alt["maxLength"] = lim.chars
+        app.openapi_schema = schema
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def _check_texts(texts: list[str], config: ServerConfig, most: int | None = None) -> None:
@@ -385,8 +425,14 @@ def _handlers(app: FastAPI) -> None:
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
         etype = "not_found_error" if exc.status_code == 404 else "invalid_request_error"
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:  # every method of the path, not only one route's
+            allowed = {m for r in request.app.router.routes
+                       if isinstance(r, APIRoute) and r.matches(request.scope)[0] != Match.NONE
+                       for m in r.methods or ()}
+            headers["Allow"] = ", ".join(sorted(allowed))
         return JSONResponse(error_body(str(exc.detail), etype, None, None), exc.status_code,
-                            headers=exc.headers)
+                            headers=headers)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -395,6 +441,12 @@ def _handlers(app: FastAPI) -> None:
         msg = str(first.get("msg", "invalid"))
         if "unicode string" in msg:  # pydantic's words for a lone surrogate
             msg = "holds a lone surrogate: text must be valid Unicode without NUL"
+        elif first.get("type") == "string_pattern_mismatch" and \
+                "x00" in str(first.get("ctx", {}).get("pattern", "")):
+            got = first.get("input")
+            msg = ("holds a NUL character (U+0000): text must be valid Unicode without NUL"
+                   if isinstance(got, str) and "\x00" in got else
+                   "is empty or only whitespace: give a text to embed")
         return JSONResponse(error_body(f"{where or 'request'}: {msg}",
                                        "invalid_request_error", where or None, None), 400)
 

@@ -3,11 +3,31 @@ errors; mrlkit's own for sets). They make the OpenAPI document at ``/openapi.jso
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
-Scalar = str | int | float | bool
+# a funnel as Funnel.parse reads it: DIM[:PRECISION][:KEEP] stages, by commas
+FUNNEL = (r"^ *[0-9]+(:(float32|float16|int8|binary|[0-9]+)){0,2} *"
+          r"(, *[0-9]+(:(float32|float16|int8|binary|[0-9]+)){0,2} *)*$")
+
+
+def _integral(value: Any) -> Any:
+    """JSON Schema's integer: 5 and 5.0 are integers, ``"5"`` and ``true`` are not."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+# (constraints before the validator: after it, pydantic writes them as "ge"/"le", which
+# JSON Schema does not know)
+Dim = Annotated[int, Field(ge=1, le=65_536), BeforeValidator(_integral)]
+Positive = Annotated[int, Field(ge=1), BeforeValidator(_integral)]
+# the document says what the core refuses: text holds no NUL (and, to embed, more than
+# whitespace); a lone surrogate cannot be written in a JSON Schema pattern
+Text = Annotated[str, Field(pattern=r"^[^\x00]*\S[^\x00]*$")]
+Plain = Annotated[str, Field(pattern=r"^[^\x00]*$")]
+Scalar = Plain | int | float | bool
 
 
 class Strict(BaseModel):
@@ -23,8 +43,8 @@ class EmbeddingsRequest(BaseModel):
     model_config = ConfigDict(extra="ignore", strict=True)
 
     model: str = Field(min_length=1, max_length=200)
-    input: str | list[str] = Field(description="A text or a list of texts.")
-    dimensions: int | None = Field(None, ge=1, le=65_536, description=(
+    input: Text | list[Text] = Field(description="A text or a list of texts.")
+    dimensions: Dim | None = Field(None, description=(
         "A prefix length the model was trained for (Matryoshka); the vector is "
         "re-normalised."))
     encoding_format: Literal["float", "base64"] = "float"
@@ -82,17 +102,17 @@ class ErrorResponse(BaseModel):
 class CreateSet(Strict):
     name: str = Field(min_length=1, max_length=200)
     model: str = Field(min_length=1, max_length=200)
-    dimensions: int | None = Field(None, ge=1, le=65_536, description="truncate_dim")
+    dimensions: Dim | None = Field(None, description="truncate_dim")
     storage: Literal["float16", "float32"] = "float16"
     allow_non_mrl: bool = False
 
 
 class DocumentIn(Strict):
-    id: str = Field(min_length=1, max_length=1_000)
-    text: str | None = None
+    id: Plain = Field(min_length=1, max_length=1_000)
+    text: Text | None = None
     vector: list[float] | None = Field(None, description="At the set's stored dimension; "
                                        "without it the server embeds the text.")
-    metadata: dict[str, Scalar] | None = None
+    metadata: dict[Plain, Scalar] | None = None
 
 
 class AddDocuments(Strict):
@@ -101,28 +121,41 @@ class AddDocuments(Strict):
 
 
 class DeleteDocuments(Strict):
-    ids: list[str] = Field(min_length=1)
+    ids: list[Annotated[Plain, Field(min_length=1, max_length=1_000)]] = Field(min_length=1)
+
+
+def _query_or_vector(schema: dict[str, Any]) -> None:
+    """The document says what the route checks: exactly one of query and vector."""
+    props = schema["properties"]
+    for name in ("query", "vector"):
+        props[name]["anyOf"] = [a for a in props[name]["anyOf"] if a.get("type") != "null"]
+        props[name].pop("default", None)
+    schema["oneOf"] = [{"required": ["query"]}, {"required": ["vector"]}]
 
 
 class SearchRequest(Strict):
-    query: str | list[str] | None = Field(None, description="Text(s), embedded with the "
+    model_config = ConfigDict(extra="forbid", strict=True,
+                              json_schema_extra=_query_or_vector)
+
+    query: Text | list[Text] | None = Field(None, description="Text(s), embedded with the "
                                           "set's model and query prompt.")
     vector: list[float] | list[list[float]] | None = None
-    k: int = Field(10, ge=1)
-    funnel: str | None = Field(None, max_length=200, examples=["64:float32:50,768"])
-    filter: dict[str, Scalar] | None = None
+    k: Positive = 10
+    funnel: str | None = Field(None, max_length=200, pattern=FUNNEL,
+                               examples=["64:float32:50,768"])
+    filter: dict[Plain, Scalar] | None = None
     adaptive: float | None = Field(None, gt=0, lt=1, description=(
         "Early exit (an experiment, docs/search.md): a query decided by this margin after "
         "a stage skips the rest."))
 
 
 class TruncateSet(Strict):
-    dimensions: int = Field(ge=1, le=65_536)
+    dimensions: Dim
     allow_non_mrl: bool = False
 
 
 class IndexSet(Strict):
-    funnel: str = Field(min_length=1, max_length=200)
+    funnel: str = Field(min_length=1, max_length=200, pattern=FUNNEL)
 
 
 class HitOut(BaseModel):
