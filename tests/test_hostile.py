@@ -417,3 +417,25 @@ def test_set_names_with_bidi_overrides_are_refused(keyed):
     with keyed.client() as c:
         r = c.post("/v1/sets", json={"name": "invoice\u202egpj.exe", "model": MODEL})
     assert r.status_code == 400 and "\u202e" not in r.text
+
+
+# --- the mixed load ------------------------------------------------------------------
+def test_a_mixed_hostile_load_gets_no_5xx_and_loses_nothing(tmp_path):
+    """8 writers, 8 filtered searchers, one 1,000-text embeddings request and 64
+    hostile sockets for 20 s (benchmarks/hostile.py runs it for 60 s and reports the
+    latencies): no 5xx, no transport error, every acknowledged document stored."""
+    from mrlkit.stores import open_store
+
+    from .mixed_load import run
+
+    store = str(tmp_path / "load-store")
+    srv = live_server.start(store, keys=f"{WRITE}:write,{READ}:read", key=WRITE)
+    try:
+        got = run(srv.url, srv.port, WRITE, READ, seconds=20)
+    finally:
+        srv.stop()
+    assert got["server_errors"] == 0 and got["n_client_errors"] == 0, got["statuses"]
+    assert set(got["statuses"]) <= {"200", "429"}, got["statuses"]
+    assert got["acked"] and got["small_requests"] > 50
+    docs = open_store(store).get("load", got["acked"])
+    assert all(d is not None for d in docs), sum(d is None for d in docs)
