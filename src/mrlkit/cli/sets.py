@@ -8,10 +8,11 @@ import warnings
 from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from ._common import (BackendOpt, DeviceOpt, EncodeBatchOpt, StoreOpt, YesOpt, _store, app,
-                      confirm, out, provider_options)
+                      confirm, err, out, provider_options)
 
 if TYPE_CHECKING:
     from ..stores import StorageInfo
@@ -283,7 +284,7 @@ def search(
     # the id is what a user acts on: shown whole (up to a third of the width), the text
     # takes what is left and is cut with an ellipsis
     id_width = min(max([len(h.id) for h in hits] + [2]), max(8, out.width // 3))
-    table = Table(title=f"{name}: {query!r}", expand=True)
+    table = Table(title=escape(f"{name}: {query!r}"), expand=True)
     table.add_column("#", justify="right", no_wrap=True, min_width=len(str(len(hits))))
     table.add_column("id", no_wrap=True, min_width=id_width, overflow="fold")
     table.add_column("score", justify="right", no_wrap=True, min_width=6)
@@ -294,6 +295,8 @@ def search(
     stages = " → ".join(f"{t.precision}@{t.dim} keep {t.keep} ({t.method}) {t.ms:.1f} ms"
                         for t in result.timings)
     out.print(f"[dim]{stages}; dims used: {result.dims_used[0]}[/]")
+    for note in result.notes:  # e.g. an index that could not be written (a full disk)
+        err.print(f"note: {note}", markup=False, highlight=False)
 
 
 def _search_file(s, path: str, *, k: int, funnel: str | None, filters: dict, json_out: bool,

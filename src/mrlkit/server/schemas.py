@@ -177,6 +177,9 @@ class SearchResponse(BaseModel):
     hits: list[list[HitOut]]
     timings: list[TimingOut]
     funnel: str | None
+    notes: list[str] = Field(default_factory=list, description=(
+        "What the search had to do otherwise, e.g. an index that could not be written "
+        "(a full disk) and the exact scan that answered instead."))
 
 
 class Count(BaseModel):
