@@ -1,4 +1,4 @@
-"""`mrlkit serve` under a mixed, partly hostile load on 127.0.0.1 (issue 24's acceptance):
+"""`mrlkit serve` under a mixed, partly hostile load on 127.0.0.1:
 8 writers (a text the server embeds and three vectors per request), 8 filtered searchers
 (one query in four is text), one 1,000-text embeddings request, and 64 sockets that hold
 connections without finishing a request (half idle, half trickling a body without a
