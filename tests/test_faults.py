@@ -214,7 +214,7 @@ def test_an_unexpected_error_is_one_line_with_a_hint(tmp_path):
     r = subprocess.run([sys.executable, "-c",
                         "import sys; sys.argv=['mrlkit','sets','list','--store',"
                         f"{str(tmp_path / 'st')!r}];"
-                        "import mrlkit.cli as c; c.app = lambda: 1/0; c.main()"],
+                        "import mrlkit.cli as c; c.command = lambda: 1/0; c.main()"],
                        capture_output=True, timeout=120, env=env)
     err = one_line(r, code=1)
     assert "unexpected ZeroDivisionError" in err and "--debug" in err

@@ -20,7 +20,21 @@ from ..errors import MrlkitError
 from . import models, embed, sets, docs, evaluate, train, pg, serve, demo  # noqa: F401,E402
 from ._common import app, err
 
-__all__ = ["app", "main"]
+__all__ = ["app", "command", "main"]
+
+
+def click_command() -> object:
+    """Typer's Click command of the CLI, its help tidied (:mod:`._help`)."""
+    import typer
+
+    from ._help import tidy
+
+    return tidy(typer.main.get_command(app))
+
+
+def command() -> object:
+    """Run the CLI."""
+    return click_command().main(prog_name="mrlkit")  # type: ignore[attr-defined]
 
 
 # --- entry point ---------------------------------------------------------------
@@ -38,7 +52,7 @@ def main() -> None:
     debug = "--debug" in sys.argv[1:] or bool(os.environ.get("MRLKIT_DEBUG"))
     sys.argv = [a for a in sys.argv if a != "--debug"]
     try:
-        app()
+        command()
     except MrlkitError as exc:
         if debug:
             raise

@@ -92,6 +92,9 @@ def provider_options(model: str, device: str, batch_size: Optional[int],
 
 StoreOpt = Annotated[Optional[str], typer.Option("--store", envvar="MRLKIT_STORE",
                      help="Store location (default ./mrlkit-data).")]
+SetArg = Annotated[str, typer.Argument(help="The embedding set's name.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")]
+SplitOpt = Annotated[str, typer.Option(help="The dataset split: test, dev or train.")]
 
 
 def _store(location: Optional[str], *, create: bool = False) -> Any:

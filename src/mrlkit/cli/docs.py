@@ -12,7 +12,7 @@ import typer
 from rich.table import Table
 
 from ..errors import InvalidInputError
-from ._common import StoreOpt, _store, app, err, out
+from ._common import SetArg, StoreOpt, _store, app, err, out
 from .sets import sets_app
 
 docs_app = typer.Typer(help="The documents of a set: get, list, delete.", no_args_is_help=True)
@@ -39,7 +39,7 @@ def _print(docs: list[Any], title: str, json_out: bool) -> None:
 
 
 @docs_app.command("get")
-def docs_get(name: str, ids: Annotated[list[str], typer.Argument(help="Document ids.")],
+def docs_get(name: SetArg, ids: Annotated[list[str], typer.Argument(help="Document ids.")],
              store: StoreOpt = None, json_out: JsonFlag = False) -> None:
     """Documents by id; exit 1 when one is missing."""
     found = _store(store).get(name, ids)
@@ -50,7 +50,7 @@ def docs_get(name: str, ids: Annotated[list[str], typer.Argument(help="Document 
 
 
 @docs_app.command("list")
-def docs_list(name: str, limit: Annotated[int, typer.Option(help="Documents per page.")] = 20,
+def docs_list(name: SetArg, limit: Annotated[int, typer.Option(help="Documents per page.")] = 20,
               offset: Annotated[int, typer.Option(help="Documents to skip.")] = 0,
               store: StoreOpt = None, json_out: JsonFlag = False) -> None:
     """A page of a set's documents (--offset and --limit to scroll)."""
@@ -59,7 +59,7 @@ def docs_list(name: str, limit: Annotated[int, typer.Option(help="Documents per 
 
 
 @docs_app.command("delete")
-def docs_delete(name: str, ids: Annotated[list[str], typer.Argument(help="Document ids.")],
+def docs_delete(name: SetArg, ids: Annotated[list[str], typer.Argument(help="Document ids.")],
                 store: StoreOpt = None) -> None:
     """Delete documents by id (the ones named, nothing else)."""
     removed = _store(store).delete(name, ids)
@@ -68,7 +68,7 @@ def docs_delete(name: str, ids: Annotated[list[str], typer.Argument(help="Docume
 
 
 @app.command("check")
-def check_funnel(name: str,
+def check_funnel(name: SetArg,
                  funnel: Annotated[str, typer.Option(help="The funnel to check, e.g. "
                                                           "64:binary:1000,384.")],
                  k: Annotated[int, typer.Option("-k", "--k", help="Hits compared.")] = 10,
@@ -106,7 +106,7 @@ def _metadata(columns: dict[str, Any]) -> dict[str, Any]:
 
 
 @app.command("add-vectors")
-def add_vectors(name: str,
+def add_vectors(name: SetArg,
                 path: Annotated[Path, typer.Argument(help=".npy (with --ids) or .parquet.")],
                 ids: Annotated[Optional[Path], typer.Option(
                     help=".npy input: a text file of ids, one per line, in row order.")] = None,
@@ -166,7 +166,7 @@ def add_vectors(name: str,
 
 
 @sets_app.command("export")
-def sets_export(name: str,
+def sets_export(name: SetArg,
                 output: Annotated[Path, typer.Option("--output", "-o",
                                                      help=".parquet, .npy or .jsonl.")],
                 store: StoreOpt = None) -> None:
@@ -208,7 +208,7 @@ def sets_export(name: str,
 
 
 @sets_app.command("copy")
-def sets_copy(name: str,
+def sets_copy(name: SetArg,
               to: Annotated[str, typer.Option("--to", help="The store to copy into (any "
                                               "backend: a folder, postgresql://…, "
                                               "chroma:…, qdrant:…).")],

@@ -12,6 +12,7 @@ import typer
 from rich.table import Table
 
 from ..errors import InvalidInputError
+from ._common import SplitOpt
 from ._common import (BackendOpt, DeviceOpt, EncodeBatchOpt, StoreOpt, _store, app, err, out,
                       provider_options)
 
@@ -66,7 +67,8 @@ def _dims(text: Optional[str]) -> Optional[list[int]]:
 
 @eval_app.command("retrieval")
 def eval_retrieval(
-    beir_dir: str,
+    beir_dir: Annotated[str, typer.Argument(
+        help="A BEIR dataset folder (corpus.jsonl, queries.jsonl, qrels/).")],
     model: ModelOpt = "all-MiniLM-L6-v2",
     device: DeviceOpt = "auto",
     backend: BackendOpt = "torch",
@@ -76,7 +78,7 @@ def eval_retrieval(
                           ] = "float32,float16,int8,binary",
     funnel: Annotated[Optional[list[str]], typer.Option("--funnel",
                       help="A funnel to evaluate too (repeatable).")] = None,
-    split: str = "test",
+    split: SplitOpt = "test",
     ignore_identical_ids: Annotated[bool, typer.Option("--ignore-identical-ids",
                                     help="Drop a hit whose id equals the query id.")] = False,
     max_queries: Annotated[Optional[int], typer.Option(
@@ -115,13 +117,14 @@ def eval_retrieval(
 
 @eval_app.command("similarity")
 def eval_similarity(
-    sts_dir: str,
+    sts_dir: Annotated[str, typer.Argument(
+        help="An STS folder (sts-*.csv, scores 0-5).")],
     model: ModelOpt = "all-MiniLM-L6-v2",
     device: DeviceOpt = "auto",
     backend: BackendOpt = "torch",
     batch_size: EncodeBatchOpt = None,
     dims: DimsOpt = None,
-    split: str = "test",
+    split: SplitOpt = "test",
     json_out: JsonOpt = False,
     output: OutputOpt = None,
     csv_path: CsvOpt = None,
@@ -147,13 +150,14 @@ def eval_similarity(
 
 @eval_app.command("classification")
 def eval_classification(
-    csv_dir: str,
+    csv_dir: Annotated[str, typer.Argument(
+        help="A classification folder (train.csv and test.csv, text and label columns).")],
     model: ModelOpt = "all-MiniLM-L6-v2",
     device: DeviceOpt = "auto",
     backend: BackendOpt = "torch",
     batch_size: EncodeBatchOpt = None,
     dims: DimsOpt = None,
-    text_col: str = "text",
+    text_col: Annotated[str, typer.Option(help="The CSV column holding the text.")] = "text",
     label_col: Annotated[Optional[str], typer.Option(help="Default: label or category.")
                          ] = None,
     json_out: JsonOpt = False,
@@ -183,7 +187,7 @@ def eval_classification(
 
 @eval_app.command("adapt")
 def eval_adapt(
-    folder: str,
+    folder: Annotated[str, typer.Argument(help="A BEIR or STS dataset folder.")],
     model: ModelOpt = "all-MiniLM-L6-v2",
     device: DeviceOpt = "auto",
     backend: BackendOpt = "torch",
@@ -226,7 +230,7 @@ def advise_cmd(
     batch_size: EncodeBatchOpt = None,
     target: Annotated[float, typer.Option(help="Retention to keep, e.g. 0.95.")] = 0.95,
     metric: Annotated[str, typer.Option(help="ndcg@10, recall@100 or mrr@10.")] = "ndcg@10",
-    split: str = "test",
+    split: SplitOpt = "test",
     set_name: Annotated[Optional[str], typer.Option(
         "--set", help="No judgements: a set of your store, its own documents as queries; "
                       "the target is recall@10 against exact search.")] = None,
@@ -298,9 +302,9 @@ def _advise_set(name: str, target: float, store: Optional[str], json_out: bool,
 
 @app.command("check-mrl")
 def check_mrl_cmd(
-    model: str,
+    model: Annotated[str, typer.Argument(help="A model name from `mrlkit models`.")],
     beir: Annotated[str, typer.Option("--beir", help="A BEIR folder to measure on.")],
-    split: str = "test",
+    split: SplitOpt = "test",
     device: DeviceOpt = "auto",
     backend: BackendOpt = "torch",
     batch_size: EncodeBatchOpt = None,

@@ -42,7 +42,8 @@ def models(ctx: typer.Context, json_out: Annotated[bool, typer.Option(
 
 
 @models_app.command("show")
-def models_show(name: str) -> None:
+def models_show(name: Annotated[str, typer.Argument(
+        help="A model name from `mrlkit models`.")]) -> None:
     """Everything about one model."""
     from ..registry import get_spec
 

@@ -15,12 +15,12 @@ def serve(
     store: StoreOpt = None,
     host: Annotated[str, typer.Option(help="Address to listen on. Without API keys only "
                                       "127.0.0.1 is allowed.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(min=1, max=65535)] = 8000,
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")] = 8000,
     model: Annotated[Optional[list[str]], typer.Option(
         "--model", help="A model to serve and load at start (repeat for more; default "
         "all-MiniLM-L6-v2).")] = None,
     api_key_file: Annotated[Optional[Path], typer.Option(
-        help="API keys, one per line: KEY \\[read|write]. Also MRLKIT_API_KEYS.")] = None,
+        help="API keys, one per line: KEY [read|write]. Also MRLKIT_API_KEYS.")] = None,
     allow_non_mrl: Annotated[bool, typer.Option(
         "--allow-non-mrl", help="Accept `dimensions` for models not Matryoshka-trained.")
     ] = False,

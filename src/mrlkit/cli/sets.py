@@ -11,6 +11,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
+from ._common import JsonOpt, SetArg
 from ._common import (BackendOpt, DeviceOpt, EncodeBatchOpt, StoreOpt, YesOpt, _store, app,
                       confirm, err, out, provider_options)
 
@@ -25,13 +26,16 @@ app.add_typer(sets_app, name="sets")
 
 @sets_app.command("create")
 def sets_create(
-    name: str,
+    name: SetArg,
     model: Annotated[str, typer.Option(help="Model name from `mrlkit models`.")],
     dim: Annotated[Optional[int], typer.Option(help="truncate_dim (default: native).")] = None,
     storage: Annotated[str, typer.Option(
         help="float16 (the default: half the bytes, the same recall@10 in "
              "docs/benchmarks.md) or float32.")] = "float16",
-    allow_non_mrl: Annotated[bool, typer.Option("--allow-non-mrl")] = False,
+    allow_non_mrl: Annotated[bool, typer.Option(
+        "--allow-non-mrl", help="Allow a truncate_dim for a model that is not "
+        "Matryoshka-trained (its prefixes lose quality: measure it with `mrlkit eval`).")
+    ] = False,
     index: Annotated[bool, typer.Option(
         help="pgvector: create the HNSW index of the default funnel's first stage now "
              "(--no-index loads faster; index after with `sets index`).")] = True,
@@ -45,7 +49,7 @@ def sets_create(
 
 
 @sets_app.command("index")
-def sets_index(name: str, funnel: Annotated[str, typer.Option(
+def sets_index(name: SetArg, funnel: Annotated[str, typer.Option(
         help="The funnel whose first stage to index, e.g. 64:binary:1000,768.")],
                store: StoreOpt = None) -> None:
     """Build what a funnel's first stage reads: an HNSW expression index (pgvector) or a
@@ -76,8 +80,7 @@ def sets_list(store: StoreOpt = None, json_out: Annotated[bool, typer.Option(
 
 
 @sets_app.command("info")
-def sets_info(name: str, store: StoreOpt = None,
-              json_out: Annotated[bool, typer.Option("--json")] = False) -> None:
+def sets_info(name: SetArg, store: StoreOpt = None, json_out: JsonOpt = False) -> None:
     """Count, stored bytes and bytes of each view (the storage summary)."""
     info = _store(store).info(name)
     if json_out:
@@ -116,7 +119,7 @@ def storage_table(info: StorageInfo) -> Table:
 
 
 @sets_app.command("check")
-def sets_check(name: str, repair: Annotated[bool, typer.Option(
+def sets_check(name: SetArg, repair: Annotated[bool, typer.Option(
         "--repair", help="Rebuild derived data; remove documents whose vectors are lost "
                          "(named, to add again).")] = False,
                store: StoreOpt = None,
@@ -144,7 +147,7 @@ def sets_check(name: str, repair: Annotated[bool, typer.Option(
 
 
 @sets_app.command("drop")
-def sets_drop(name: str, store: StoreOpt = None, yes: YesOpt = False) -> None:
+def sets_drop(name: SetArg, store: StoreOpt = None, yes: YesOpt = False) -> None:
     """Delete a set and its vectors (asks first; --yes to skip)."""
     st = _store(store)
     confirm(f"this deletes set {name!r} and its {st.get_set(name).count:,} documents", yes)
@@ -153,7 +156,7 @@ def sets_drop(name: str, store: StoreOpt = None, yes: YesOpt = False) -> None:
 
 
 @sets_app.command("truncate")
-def sets_truncate(name: str, dim: Annotated[int, typer.Option(help="New, smaller dimension.")],
+def sets_truncate(name: SetArg, dim: Annotated[int, typer.Option(help="New, smaller dimension.")],
                   allow_non_mrl: Annotated[bool, typer.Option(
                       "--allow-non-mrl", help="Allow it for a model not Matryoshka-trained.")
                   ] = False,
@@ -175,7 +178,9 @@ sets_app.command("reindex", hidden=True)(sets_truncate)
 
 
 @app.command("add")
-def add(name: str, path: str, store: StoreOpt = None,
+def add(name: SetArg, path: Annotated[str, typer.Argument(
+        help="The documents: a JSONL, CSV or parquet file, a BEIR corpus.jsonl, or a "
+        "folder of .txt/.md files.")], store: StoreOpt = None,
           batch_size: Annotated[int, typer.Option(help="Documents per atomic batch.")] = 256,
           upsert: Annotated[bool, typer.Option(help="Replace documents whose id exists.")
                             ] = False,
@@ -242,7 +247,7 @@ app.command("index", hidden=True)(add)
 
 @app.command("search")
 def search(
-    name: str,
+    name: SetArg,
     query: Annotated[Optional[str], typer.Argument(
         help="The query text (or give --queries FILE).")] = None,
     queries: Annotated[Optional[str], typer.Option(
@@ -255,7 +260,9 @@ def search(
         help="Stages DIM[:PRECISION][:KEEP], e.g. 64:binary:1000,256:int8:100,384.")] = None,
     filter: Annotated[Optional[list[str]], typer.Option("--filter",
                       help="Metadata equality key=value (repeatable).")] = None,
-    json_out: Annotated[bool, typer.Option("--json")] = False,
+    json_out: Annotated[bool, typer.Option(
+        "--json", help="Print JSON: one document (one query) or one line per query "
+        "(--queries).")] = False,
     batch_size: Annotated[int, typer.Option(
         help="Queries embedded and searched together (--queries).")] = 256,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress.")] = False,

@@ -11,6 +11,7 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
+from ._common import SetArg
 from ._common import StoreOpt, _store, app, err, out
 from .evaluate import _dims
 
@@ -18,7 +19,7 @@ from .evaluate import _dims
 # --- demo --------------------------------------------------------------------
 @app.command("adapt")
 def adapt_cmd(
-    name: str,
+    name: SetArg,
     method: Annotated[str, typer.Option(help="pca (closed form) or adaptor (learned).")] = "pca",
     steps: Annotated[int, typer.Option(help="adaptor: optimisation steps.")] = 300,
     store: StoreOpt = None,
@@ -54,10 +55,12 @@ def train_cmd(
     base: Annotated[str, typer.Option(help="Model to fine-tune.")] = "all-MiniLM-L6-v2",
     name: Annotated[Optional[str], typer.Option(help="Catalog name (default: folder name).")
                     ] = None,
-    epochs: Annotated[int, typer.Option()] = 8,
-    batch_size: Annotated[int, typer.Option()] = 32,
+    epochs: Annotated[int, typer.Option(help="Passes over the training pairs.")] = 8,
+    batch_size: Annotated[int, typer.Option(
+        help="Pairs per step (in-batch negatives: more is harder).")] = 32,
     max_seq_length: Annotated[int, typer.Option(help="Tokens per text while training.")] = 128,
-    learning_rate: Annotated[float, typer.Option()] = 1e-4,
+    learning_rate: Annotated[float, typer.Option(
+        help="The optimiser's learning rate.")] = 1e-4,
     dims: Annotated[Optional[str], typer.Option(help="Matryoshka dims, e.g. 384,192,96,48.")
                     ] = None,
     max_steps: Annotated[int, typer.Option(help="Stop after this many steps (-1: epochs).")
