@@ -59,11 +59,14 @@ def test_create_index_search_reindex(tmp_path, corpus):
     (tmp_path / "q.jsonl").write_text(
         '{"_id": "q1", "text": "which planet has big volcanoes?"}\n'
         '{"id": "q2", "query": "baking with yeast"}\n')
-    r = run("search", "demo", "--queries", str(tmp_path / "q.jsonl"), "-k", "3", "--json",
+    r = run("search", "demo", "--queries", str(tmp_path / "q.jsonl"), "-k", "3", "--jsonl",
             "-q", *store, cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     lines = [json.loads(line) for line in r.stdout.splitlines()]
     assert [x["query_id"] for x in lines] == ["q1", "q2"]
+    r = run("search", "demo", "--queries", str(tmp_path / "q.jsonl"), "-k", "3", "--json",
+            "-q", *store, cwd=tmp_path)
+    assert json.loads(r.stdout) == lines  # one document: the same objects, in a list
     for x in lines:
         one = run("search", "demo", x["query"], "-k", "3", "--json", *store, cwd=tmp_path)
         assert [h["id"] for h in json.loads(one.stdout)["hits"][0]] == \

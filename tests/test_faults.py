@@ -283,11 +283,12 @@ def test_docs_get_list_delete_and_check_without_a_model(tmp_path):
     s.close()
     st = ["--store", store]
     r = mrlkit("docs", "get", "s", "d5", "d7", "--json", *st, cwd=tmp_path)
-    got = [json.loads(line) for line in r.stdout.splitlines()]
+    got = json.loads(r.stdout)
     assert r.returncode == 0 and [d["id"] for d in got] == ["d5", "d7"]
     assert got[0]["text"] == "text 5"
     assert "d99999" in one_line(mrlkit("docs", "get", "s", "d5", "d99999", *st, cwd=tmp_path))
-    r = mrlkit("docs", "list", "s", "--limit", "3", "--offset", "2", "--json", *st, cwd=tmp_path)
+    r = mrlkit("docs", "list", "s", "--limit", "3", "--offset", "2", "--jsonl", *st,
+               cwd=tmp_path)
     assert [json.loads(line)["id"] for line in r.stdout.splitlines()] == ["d2", "d3", "d4"]
     r = mrlkit("docs", "delete", "s", "d2", "nope", *st, cwd=tmp_path)
     assert r.returncode == 0 and b"deleted 1 of 2" in r.stdout
@@ -299,26 +300,34 @@ def test_docs_get_list_delete_and_check_without_a_model(tmp_path):
     assert "999 dimensions" in one_line(r)
 
 
-def test_json_commands_print_nothing_but_json_on_stdout(tmp_path):
+def test_json_is_one_document_and_jsonl_one_object_per_line(tmp_path):
+    """The convention (README): --json prints exactly one JSON document on stdout (a
+    list where a command lists things), --jsonl one object per line; nothing else goes
+    to stdout."""
     store = str(tmp_path / "st")
     s, _ = filled(store, 60)
     s.close()
     st = ["--store", store]
     path = tmp_path / "more.jsonl"
     path.write_text(_lines(3).replace('"d', '"m'))
-    for args in (["models", "--json"], ["sets", "list", "--json", *st],
-                 ["sets", "info", "s", "--json", *st], ["docs", "list", "s", "--json", *st],
-                 ["sets", "check", "s", "--json", *st],
-                 ["check", "s", "--funnel", "384:binary:60,384", "--sample", "5", "--json", *st],
-                 ["index", "s", str(path), "--json", *st]):
-        r = mrlkit(*args, cwd=tmp_path)
+    (tmp_path / "q.txt").write_text("first query\nsecond query\n")
+    lists = (["models"], ["sets", "list", *st], ["docs", "list", "s", *st],
+             ["docs", "get", "s", "d1", "d2", *st])
+    for args in (*lists, ["sets", "info", "s", *st], ["sets", "check", "s", *st],
+                 ["check", "s", "--funnel", "384:binary:60,384", "--sample", "5", *st],
+                 ["add", "s", str(path), *st],
+                 ["search", "s", "a query", *st],
+                 ["search", "s", "--queries", str(tmp_path / "q.txt"), "-q", *st]):
+        r = mrlkit(*args, "--json", cwd=tmp_path)
         assert r.returncode == 0, (args, r.stderr)
-        text = r.stdout.decode()
-        try:
-            json.loads(text)
-        except ValueError:  # JSON lines
-            assert all(json.loads(line) is not None for line in text.splitlines()), args
-        assert text.strip(), args
+        got = json.loads(r.stdout)  # one document, or this fails
+        if args in lists or "--queries" in args:
+            assert isinstance(got, list) and got, args
+    for args in (*lists, ["search", "s", "--queries", str(tmp_path / "q.txt"), "-q", *st]):
+        r = mrlkit(*args, "--jsonl", cwd=tmp_path)
+        assert r.returncode == 0, (args, r.stderr)
+        lines = r.stdout.decode().splitlines()
+        assert lines and all(isinstance(json.loads(line), dict) for line in lines), args
 
 
 def test_csv_and_parquet_input_with_named_fields(tmp_path):

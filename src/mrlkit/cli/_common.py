@@ -94,6 +94,35 @@ StoreOpt = Annotated[Optional[str], typer.Option("--store", envvar="MRLKIT_STORE
                      help="Store location (default ./mrlkit-data).")]
 SetArg = Annotated[str, typer.Argument(help="The embedding set's name.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")]
+JsonListOpt = Annotated[bool, typer.Option(
+    "--json", help="Print one JSON document on stdout: a list.")]
+JsonlOpt = Annotated[bool, typer.Option(
+    "--jsonl", help="Print one JSON object per line on stdout (JSON lines).")]
+
+
+def emit(items: list[Any], *, as_json: bool, as_jsonl: bool) -> bool:
+    """The project's JSON convention, in one place: ``--json`` prints exactly one JSON
+    document (here a list), ``--jsonl`` one object per line. Returns True when it
+    printed (the caller then prints no table).
+
+    Example::
+
+        >>> emit([{"a": 1}], as_json=False, as_jsonl=True)   # doctest: +SKIP
+        {"a": 1}
+    """
+    import json
+    import sys
+
+    if as_json and as_jsonl:
+        from ..errors import InvalidInputError
+
+        raise InvalidInputError("give --json (one document) or --jsonl (one object per "
+                                "line), not both")
+    if as_json:
+        sys.stdout.write(json.dumps(items, indent=2, ensure_ascii=False) + "\n")
+    elif as_jsonl:
+        sys.stdout.write("".join(json.dumps(i, ensure_ascii=False) + "\n" for i in items))
+    return as_json or as_jsonl
 SplitOpt = Annotated[str, typer.Option(help="The dataset split: test, dev or train.")]
 
 

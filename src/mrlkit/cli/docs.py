@@ -12,20 +12,16 @@ import typer
 from rich.table import Table
 
 from ..errors import InvalidInputError
-from ._common import SetArg, StoreOpt, _store, app, err, out
+from ._common import (JsonListOpt, JsonlOpt, SetArg, StoreOpt, _store, app,
+                      emit, err, out)
 from .sets import sets_app
 
 docs_app = typer.Typer(help="The documents of a set: get, list, delete.", no_args_is_help=True)
 app.add_typer(docs_app, name="docs")
 
-JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON lines on stdout.")]
-
-
-def _print(docs: list[Any], title: str, json_out: bool) -> None:
-    if json_out:
-        for d in docs:
-            sys.stdout.write(json.dumps({"id": d.id, "text": d.text,
-                                         "metadata": d.metadata}) + "\n")
+def _print(docs: list[Any], title: str, json_out: bool, jsonl: bool) -> None:
+    if emit([{"id": d.id, "text": d.text, "metadata": d.metadata} for d in docs],
+            as_json=json_out, as_jsonl=jsonl):
         return
     table = Table(title=title, expand=True)
     table.add_column("id", no_wrap=True, min_width=min(max([len(d.id) for d in docs] + [2]),
@@ -40,11 +36,12 @@ def _print(docs: list[Any], title: str, json_out: bool) -> None:
 
 @docs_app.command("get")
 def docs_get(name: SetArg, ids: Annotated[list[str], typer.Argument(help="Document ids.")],
-             store: StoreOpt = None, json_out: JsonFlag = False) -> None:
+             store: StoreOpt = None, json_out: JsonListOpt = False,
+             jsonl: JsonlOpt = False) -> None:
     """Documents by id; exit 1 when one is missing."""
     found = _store(store).get(name, ids)
     missing = [i for i, d in zip(ids, found) if d is None]
-    _print([d for d in found if d is not None], f"{name}: {len(ids)} ids", json_out)
+    _print([d for d in found if d is not None], f"{name}: {len(ids)} ids", json_out, jsonl)
     if missing:
         raise InvalidInputError(f"not in set {name!r}: {missing[:10]}")
 
@@ -52,10 +49,11 @@ def docs_get(name: SetArg, ids: Annotated[list[str], typer.Argument(help="Docume
 @docs_app.command("list")
 def docs_list(name: SetArg, limit: Annotated[int, typer.Option(help="Documents per page.")] = 20,
               offset: Annotated[int, typer.Option(help="Documents to skip.")] = 0,
-              store: StoreOpt = None, json_out: JsonFlag = False) -> None:
+              store: StoreOpt = None, json_out: JsonListOpt = False,
+             jsonl: JsonlOpt = False) -> None:
     """A page of a set's documents (--offset and --limit to scroll)."""
     docs = _store(store).documents(name, offset=offset, limit=limit)
-    _print(docs, f"{name}: documents {offset + 1}–{offset + len(docs)}", json_out)
+    _print(docs, f"{name}: documents {offset + 1}–{offset + len(docs)}", json_out, jsonl)
 
 
 @docs_app.command("delete")
@@ -74,7 +72,8 @@ def check_funnel(name: SetArg,
                  k: Annotated[int, typer.Option("-k", "--k", help="Hits compared.")] = 10,
                  sample: Annotated[int, typer.Option(
                      help="Documents of the set used as queries.")] = 200,
-                 store: StoreOpt = None, json_out: JsonFlag = False) -> None:
+                 store: StoreOpt = None, json_out: JsonListOpt = False,
+             jsonl: JsonlOpt = False) -> None:
     """recall@k of a funnel against exact search on the set's own documents (no labels
     needed), with the latency of each."""
     from ..evaluation.selfcheck import funnel_recall

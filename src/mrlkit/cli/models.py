@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-import sys
 from typing import Annotated
 
 import typer
 from rich.table import Table
 
-from ._common import app, out
+from ._common import JsonListOpt, JsonlOpt, app, emit, out
 
 
 models_app = typer.Typer(help="The model catalog.", invoke_without_command=True)
@@ -17,16 +16,14 @@ app.add_typer(models_app, name="models")
 
 # --- models ------------------------------------------------------------------
 @models_app.callback()
-def models(ctx: typer.Context, json_out: Annotated[bool, typer.Option(
-        "--json", help="Print the catalog as JSON lines on stdout.")] = False) -> None:
+def models(ctx: typer.Context, json_out: JsonListOpt = False,
+           jsonl: JsonlOpt = False) -> None:
     """List the catalog: name, provider, native dim, MRL, allowed dims."""
     if ctx.invoked_subcommand is not None:
         return
     from ..registry import list_specs
 
-    if json_out:
-        for spec in list_specs():
-            sys.stdout.write(json.dumps(spec.as_dict()) + "\n")
+    if emit([spec.as_dict() for spec in list_specs()], as_json=json_out, as_jsonl=jsonl):
         return
 
     table = Table(title="mrlkit models")

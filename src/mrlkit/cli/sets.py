@@ -11,7 +11,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from ._common import JsonOpt, SetArg
+from ._common import JsonListOpt, JsonlOpt, JsonOpt, SetArg, emit
 from ._common import (BackendOpt, DeviceOpt, EncodeBatchOpt, StoreOpt, YesOpt, _store, app,
                       confirm, err, out, provider_options)
 
@@ -62,13 +62,11 @@ def sets_index(name: SetArg, funnel: Annotated[str, typer.Option(
 
 
 @sets_app.command("list")
-def sets_list(store: StoreOpt = None, json_out: Annotated[bool, typer.Option(
-        "--json", help="Print the sets as JSON lines on stdout.")] = False) -> None:
+def sets_list(store: StoreOpt = None, json_out: JsonListOpt = False,
+              jsonl: JsonlOpt = False) -> None:
     """List the sets of a store."""
     sets = _store(store).list_sets()
-    if json_out:
-        for s in sets:
-            sys.stdout.write(json.dumps(s.as_dict()) + "\n")
+    if emit([s.as_dict() for s in sets], as_json=json_out, as_jsonl=jsonl):
         return
     table = Table(title="embedding sets")
     for col in ("name", "model", "truncate_dim", "stored dim", "storage", "documents"):
@@ -123,7 +121,7 @@ def sets_check(name: SetArg, repair: Annotated[bool, typer.Option(
         "--repair", help="Rebuild derived data; remove documents whose vectors are lost "
                          "(named, to add again).")] = False,
                store: StoreOpt = None,
-               json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+               json_out: JsonOpt = False,
                ) -> None:
     """Verify a set (catalogue, vector file and checksum, every stored vector, views);
     exit 3 when a problem is left."""
@@ -253,16 +251,19 @@ def search(
     queries: Annotated[Optional[str], typer.Option(
         "--queries", help="A file of queries, searched in batches: JSONL (text or query, "
                           "id or _id; BEIR's queries.jsonl) or one query per line. "
-                          "Prints one line per query: id, hits and scores (JSON lines "
-                          "with --json).")] = None,
+                          "Prints one line per query: id, hits and scores (--jsonl: "
+                          "a JSON object per query; --json: one list).")] = None,
     k: Annotated[int, typer.Option("-k", "--k", help="Number of hits.")] = 10,
     funnel: Annotated[Optional[str], typer.Option(
         help="Stages DIM[:PRECISION][:KEEP], e.g. 64:binary:1000,256:int8:100,384.")] = None,
     filter: Annotated[Optional[list[str]], typer.Option("--filter",
                       help="Metadata equality key=value (repeatable).")] = None,
     json_out: Annotated[bool, typer.Option(
-        "--json", help="Print JSON: one document (one query) or one line per query "
-        "(--queries).")] = False,
+        "--json", help="Print one JSON document on stdout (with --queries: a list of "
+        "every query's hits).")] = False,
+    jsonl: Annotated[bool, typer.Option(
+        "--jsonl", help="With --queries: one JSON object per query, streamed as each "
+        "batch is searched.")] = False,
     batch_size: Annotated[int, typer.Option(
         help="Queries embedded and searched together (--queries).")] = 256,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress.")] = False,
@@ -278,8 +279,11 @@ def search(
     filters = parse_filters(filter or [])
     if queries is not None:
         _search_file(s, queries, k=k, funnel=funnel, filters=filters, json_out=json_out,
-                     batch_size=batch_size, progress=not quiet)
+                     jsonl=jsonl, batch_size=batch_size, progress=not quiet)
         return
+    if jsonl:
+        raise typer.BadParameter("--jsonl streams the queries of --queries FILE; for one "
+                                 "query use --json")
     assert query is not None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -307,13 +311,17 @@ def search(
 
 
 def _search_file(s, path: str, *, k: int, funnel: str | None, filters: dict, json_out: bool,
-                 batch_size: int, progress: bool) -> None:
+                 jsonl: bool, batch_size: int, progress: bool) -> None:
     """Every query of a file, ``batch_size`` at a time: one model call and one batched
     search per batch, results streamed as they come (nothing held for the whole file)."""
     from ..documents import read_queries
     from ..progress import Progress
 
+    if json_out and jsonl:
+        raise typer.BadParameter("give --json (one document) or --jsonl (a line per "
+                                 "query), not both")
     items = read_queries(path)
+    collected: list[dict] = []  # --json: one document, written at the end
     if not items:
         raise typer.BadParameter(f"{path} holds no query")
     if batch_size < 1:
@@ -325,12 +333,16 @@ def _search_file(s, path: str, *, k: int, funnel: str | None, filters: dict, jso
             chunk = items[start:start + batch_size]
             result = s.search([t for _, t in chunk], k=k, funnel=funnel, filters=filters)
             for (qid, text), hits in zip(chunk, result.hits):
+                row = {"query_id": qid, "query": text,
+                       "hits": [{"id": h.id, "score": h.score} for h in hits]}
                 if json_out:
-                    sys.stdout.write(json.dumps({
-                        "query_id": qid, "query": text,
-                        "hits": [{"id": h.id, "score": h.score} for h in hits]}) + "\n")
+                    collected.append(row)
+                elif jsonl:
+                    sys.stdout.write(json.dumps(row, ensure_ascii=False) + "\n")
                 else:  # plain tab-separated lines: for a pipe more than for a screen
                     sys.stdout.write(f"{qid}\t" + "  ".join(f"{h.id} ({h.score:.4f})"
                                                             for h in hits) + "\n")
             sys.stdout.flush()
             bar.advance(len(chunk))
+    if json_out:
+        sys.stdout.write(json.dumps(collected, ensure_ascii=False) + "\n")
