@@ -21,6 +21,10 @@ def _paths(cmd, prefix=()):
             yield from _paths(sub, (*prefix, name))
 
 
+def _id(value) -> str:
+    return " ".join(value) if isinstance(value, tuple) else ""
+
+
 ROOT = click_command()
 COMMANDS = list(_paths(ROOT))
 
@@ -34,7 +38,7 @@ def _help(path, columns, monkeypatch, capsys) -> str:
     return capsys.readouterr().out
 
 
-@pytest.mark.parametrize("path", [p for p, _ in COMMANDS], ids=lambda p: " ".join(p) or "mrlkit")
+@pytest.mark.parametrize("path", [p for p, _ in COMMANDS], ids=lambda p: _id(p) or "mrlkit")
 def test_help_reads_as_written(path, monkeypatch, capsys):
     wide = _help(path, 400, monkeypatch, capsys)
     words = set(re.findall(r"[A-Za-z]{3,}", wide))
@@ -46,7 +50,7 @@ def test_help_reads_as_written(path, monkeypatch, capsys):
         assert max(len(line) for line in text.splitlines()) <= columns
 
 
-@pytest.mark.parametrize("path, cmd", COMMANDS, ids=lambda p: " ".join(p) if isinstance(p, tuple) else "")
+@pytest.mark.parametrize("path, cmd", COMMANDS, ids=_id)
 def test_every_option_and_argument_says_what_it_is(path, cmd):
     missing = [p.name for p in cmd.params if not getattr(p, "help", None)
                and not getattr(p, "hidden", False)]
