@@ -31,7 +31,7 @@ def unit(n, seed=0):
 
 def filled(location, n=300, **kw):
     s = LocalStore(location, **kw)
-    s.create_set("s", MODEL, storage="float32")
+    s.create_set("s", MODEL, storage="float32", allow_non_mrl=True)  # prefix funnels
     x = unit(n)
     s.add("s", [f"d{i}" for i in range(n)], x, [f"text {i}" for i in range(n)])
     return s, x

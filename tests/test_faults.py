@@ -39,7 +39,8 @@ def unit(n, seed=0, dim=DIM):
 
 def filled(location, n=300, name="s"):
     s = open_store(location)
-    s.create_set(name, MODEL, storage="float32")  # the damage below is placed in float32 rows
+    # float32: the damage below is placed in float32 rows; MiniLM's prefixes allowed
+    s.create_set(name, MODEL, storage="float32", allow_non_mrl=True)
     x = unit(n)
     s.add(name, [f"d{i}" for i in range(n)], x, [f"text {i}" for i in range(n)])
     return s, x
@@ -189,7 +190,7 @@ def test_set_ids_are_never_reused_after_a_drop_that_died_midway(tmp_path):
     s.drop_set("a")
     shutil.copytree(saved, leftover)  # as if the process died before removing the folder
     s2 = open_store(store)
-    s2.create_set("b", MODEL)
+    s2.create_set("b", MODEL, allow_non_mrl=True)  # a 64-d binary prefix below
     y = unit(200, seed=5)
     s2.add("b", [f"b{i}" for i in range(200)], y)
     hits = s2.search("b", y[:20], k=1, funnel=Funnel.parse("64:binary:50,384")).hits

@@ -120,7 +120,8 @@ def test_bad_input_is_a_4xx_json_error_and_writes_nothing(server, case):
 def test_sets_end_to_end(server):
     with server.client() as c:
         assert c.post("/v1/sets", json={"name": "notes", "model": "all-MiniLM-L6-v2",
-                                        "storage": "float32"}).status_code == 201
+                                        "storage": "float32", "allow_non_mrl": True}
+                      ).status_code == 201  # the 64-d funnel below needs it
         r = c.post("/v1/sets/notes/documents", json={"documents": [
             {"id": "a", "text": "Matryoshka dolls nest inside each other",
              "metadata": {"lang": "en"}},

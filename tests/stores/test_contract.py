@@ -32,6 +32,8 @@ def ids(n, start=0):
 
 def fill(store, n=300, name="s", **kw):
     kw.setdefault("storage", "float32")  # exact comparisons with NumPy below
+    # MiniLM is not Matryoshka-trained: funnels over its prefixes need the set to say so
+    kw.setdefault("allow_non_mrl", True)
     store.create_set(name, MODEL, **kw)
     x = unit(n)
     store.add(name, ids(n), x, [f"text {i}" for i in range(n)],
@@ -323,7 +325,7 @@ def test_views_follow_writes(store):
 
 
 def test_reindex_to_a_smaller_prefix_needs_no_model(store):
-    x = fill(store, 200)
+    x = fill(store, 200, allow_non_mrl=False)
     with pytest.raises(errors.ReembedRequiredError, match="embedded again"):
         store.reindex("s", 512, allow_non_mrl=True)
     with pytest.raises(errors.NotMatryoshkaError):
@@ -540,6 +542,23 @@ def test_filters_match_equal_values_on_every_backend(store):
     assert found({"lang": "en", "year": 2021}) == ["c"]
     assert found({"w": 0.5}) == ["a", "b"]
     assert found({"lang": "fr"}) == []
+
+
+def test_funnels_obey_the_sets_dimension_rules_on_every_backend(store):
+    """A prefix of a model that is not Matryoshka-trained needs the set to allow it, and
+    a Matryoshka model's prefix must be one it was trained for: the messages `embed
+    --dim` gives."""
+    fill(store, 20, allow_non_mrl=False)
+    with pytest.raises(errors.NotMatryoshkaError, match="not Matryoshka-trained"):
+        store.search("s", unit(1), k=3, funnel=Funnel.parse("64:float32:10,384"))
+    assert store.search("s", unit(1), k=3, funnel=Funnel.parse("384:binary:10,384")).hits[0]
+    assert not store.allows("s", Funnel.parse("192:binary:10,384"))
+    store.create_set("n", "nomic-embed-text-v1.5")
+    store.add("n", ["a"], vectors.normalize(np.ones((1, 768))))
+    with pytest.raises(errors.DimensionError, match="trained for dimensions 64, 128"):
+        store.search("n", np.ones((1, 768)), k=1, funnel=Funnel.parse("100:float32:5,768"))
+    assert store.search("n", np.ones((1, 768)), k=1,
+                        funnel=Funnel.parse("64:float32:5,768")).hits[0]
 
 
 @pytest.mark.parametrize("spec", ["64:binary:9223372036854775808,384", "64:binary:0,384"])

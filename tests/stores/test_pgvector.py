@@ -24,6 +24,7 @@ def pg(pg_url):
 
 def fill(store, n=1500, name="s", **kw):
     kw.setdefault("storage", "float32")  # a vector column; float16 sets keep halfvec
+    kw.setdefault("allow_non_mrl", True)  # MiniLM's prefixes, for the SQL funnel
     store.create_set(name, MODEL, **kw)
     x = unit(n)
     store.add(name, ids(n), x, [f"text {i}" for i in range(n)],
@@ -92,7 +93,7 @@ def test_int8_stages_run_in_mrlkit_with_the_same_results(pg, tmp_path):
 
     x = fill(pg, 400)
     local = LocalStore(tmp_path)
-    local.create_set("s", MODEL)
+    local.create_set("s", MODEL, allow_non_mrl=True)
     local.add("s", ids(400), x)
     q = unit(4, seed=6)
     for spec in ("128:int8:400,384", "64:binary:400,128:int8:50,384"):
@@ -160,7 +161,7 @@ def test_truncate_dim_outside_the_mrl_list_is_refused_twice(pg):
 
 
 def test_a_wrong_dimension_insert_is_refused_by_the_database(pg):
-    pg.create_set("s", MODEL)
+    pg.create_set("s", MODEL, allow_non_mrl=True)
     from pgvector.psycopg import register_vector
 
     register_vector(pg.engine._conn)

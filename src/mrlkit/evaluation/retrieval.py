@@ -108,7 +108,7 @@ def evaluate_retrieval(folder: str, model: str, *, dims: Sequence[int] | None = 
     results: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="mrlkit-eval-") as tmp:
         store = LocalStore(tmp)
-        store.create_set("eval", spec.name)
+        store.create_set("eval", spec.name, allow_non_mrl=True)  # measuring is the point
         store.add("eval", ds.doc_ids, docs)
         for dim, precision, funnel in settings:
             res = store.search("eval", queries, k=100, funnel=funnel)

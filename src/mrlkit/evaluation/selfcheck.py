@@ -105,8 +105,10 @@ def advise_set(store: Store[Any], name: str, *, target: float = 0.95, sample: in
     if not 0 < target <= 1:
         raise InvalidInputError(f"the target is a recall such as 0.95, not {target}")
     dim = store.get_set(name).stored_dim
-    table = [funnel_recall(store, name, Funnel.parse(f), sample=sample, k=k)
-             for f in candidate_funnels(dim)]
+    # only funnels the set takes: no prefix of a model not Matryoshka-trained (unless the
+    # set allows it), no prefix a Matryoshka model was not trained for
+    tried = [f for f in candidate_funnels(dim) if store.allows(name, Funnel.parse(f))]
+    table = [funnel_recall(store, name, Funnel.parse(f), sample=sample, k=k) for f in tried]
 
     def cost(c: FunnelCheck) -> tuple[int, float]:
         first = Funnel.parse(c.funnel).stages[0]

@@ -22,7 +22,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
-from ..errors import InvalidInputError, SetExistsError
+from ..errors import DimensionError, InvalidInputError, SetExistsError
 from ..funnel import (Adaptive, Funnel, FunnelSource, MatrixSource, Stage, StageTiming,
                       choose_funnel, default_funnel, execute, rerank)
 from ..registry import get_spec, validate_dim
@@ -280,6 +280,7 @@ class Store(Generic[R]):
         an HNSW index, a collection). Returns what was built."""
         rec = self.engine.record(name)
         first = Funnel(funnel.stages[:1]).check(rec.stored_dim, 1).stages[0]
+        rules.check_funnel_dims(rec, get_spec(rec.model), [first.dim])
         if first.precision not in self.engine.index_precisions:
             raise InvalidInputError(
                 f"{self.kind} cannot index a {first.precision} first stage (it indexes "
@@ -316,6 +317,18 @@ class Store(Generic[R]):
     def _default(self, rec: R, n: int, k: int) -> tuple[Funnel, str]:
         mrl = get_spec(rec.model).supports_mrl or rec.transform is not None
         return choose_funnel(n, rec.stored_dim, mrl, k)
+
+    def allows(self, name: str, funnel: Funnel) -> bool:
+        """Does set ``name`` take ``funnel`` (its dimensions and its prefixes)?"""
+        rec = self.engine.record(name)
+        try:
+            funnel.check(rec.stored_dim, 10)
+            rules.check_funnel_dims(rec, get_spec(rec.model), [s.dim for s in funnel.stages])
+        except InvalidInputError:
+            return False
+        except DimensionError:
+            return False
+        return True
 
     def check(self, name: str, *, repair: bool = False) -> CheckReport:
         """Verify a set: its engine's files or tables, and that every stored vector is
@@ -362,6 +375,8 @@ class Store(Generic[R]):
         n = self.engine.rows(rec)
         if funnel is None:
             funnel = self._default(rec, n, k)[0]
+        else:  # the caller's prefixes obey the set's dimension rules
+            rules.check_funnel_dims(rec, get_spec(rec.model), [s.dim for s in funnel.stages])
         funnel = funnel.check(rec.stored_dim, k)
         if n == 0:
             return SearchResult.empty(len(q))

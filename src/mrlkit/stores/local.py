@@ -531,8 +531,10 @@ class LocalSource:
     """One set's vectors as the generic funnel reads them, pinned to the record read
     once per search (so that the funnel's calls do not query SQLite again)."""
 
-    def __init__(self, engine: LocalEngine, rec: LocalRecord, notes: list[str]) -> None:
-        self.engine, self.rec, self.notes = engine, rec, notes
+    def __init__(self, engine: LocalEngine, rec: LocalRecord,
+                 notes: list[str] | None = None) -> None:
+        self.engine, self.rec = engine, rec
+        self.notes = notes if notes is not None else []
 
     def view(self, dim: int, precision: str) -> View:
         return self.engine.view(self.rec, dim, precision, self.notes)

@@ -291,6 +291,18 @@ def matches(meta: Mapping[str, Any], filters: Mapping[str, Any]) -> bool:
     return True
 
 
+def check_funnel_dims(rec: SetRecord, spec: ModelSpec, dims: Sequence[int]) -> None:
+    """A funnel's prefixes obey the rules a set's dimension does: a prefix of a model that
+    is not Matryoshka-trained needs the set created with ``allow_non_mrl``, and a
+    Matryoshka model's prefix must be one it was trained for — the same message as
+    ``embed --dim``. An adapted set's prefixes are meaningful by construction."""
+    if rec.transform is not None:
+        return
+    for dim in dims:
+        if dim < rec.stored_dim:
+            validate_dim(spec, dim, allow_non_mrl=rec.allow_non_mrl)
+
+
 # --- truncate (reindex) -----------------------------------------------------------
 def truncation(rec: SetRecord, spec: ModelSpec, dim: int, allow_non_mrl: bool
                ) -> tuple[int, int | None, bool]:
