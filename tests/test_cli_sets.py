@@ -43,7 +43,7 @@ def test_create_index_search_reindex(tmp_path, corpus):
     assert r.returncode == 0, r.stderr
     r = run("index", "demo", str(corpus), *store, cwd=tmp_path)
     assert r.returncode == 0, r.stderr
-    assert "indexed 6 documents" in r.stdout
+    assert "added 6 documents" in r.stdout
     r = run("search", "demo", "which planet has big volcanoes?", "-k", "2", "--json",
             *store, cwd=tmp_path)
     assert r.returncode == 0, r.stderr
@@ -127,7 +127,7 @@ def test_the_same_commands_on_every_backend(request, tmp_path, corpus, kind):
     r = run("sets", "create", "demo", "--model", "all-MiniLM-L6-v2", *store, cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     r = run("index", "demo", str(corpus), *store, cwd=tmp_path)
-    assert "indexed 6 documents" in r.stdout, r.stderr
+    assert "added 6 documents" in r.stdout, r.stderr
     r = run("search", "demo", "baking", "-k", "2", "--funnel", "64:binary:6,384", "--filter",
             "topic=food", "--json", *store, cwd=tmp_path)
     assert r.returncode == 0, r.stderr
@@ -161,7 +161,7 @@ def test_index_a_folder_and_scifact_sample(tmp_path):
     store = ["--store", str(tmp_path / "store")]
     run("sets", "create", "notes", "--model", "all-MiniLM-L6-v2", *store, cwd=tmp_path)
     r = run("index", "notes", str(folder), *store, cwd=tmp_path)
-    assert "indexed 2 documents" in r.stdout, r.stderr
+    assert "added 2 documents" in r.stdout, r.stderr
     r = run("search", "notes", "one bit per dimension", "--json", *store, cwd=tmp_path)
     assert json.loads(r.stdout)["hits"][0][0]["id"] == "sub/b.txt"
 
@@ -171,7 +171,7 @@ def test_index_a_folder_and_scifact_sample(tmp_path):
         sample.write_text("".join(next(fh) for _ in range(40)))  # BEIR layout, 40 docs
     run("sets", "create", "sf", "--model", "all-MiniLM-L6-v2", *store, cwd=tmp_path)
     r = run("index", "sf", str(sample), *store, cwd=tmp_path)
-    assert "indexed 40 documents" in r.stdout, r.stderr
+    assert "added 40 documents" in r.stdout, r.stderr
     first = json.loads(sample.read_text().splitlines()[0])
     r = run("search", "sf", first["title"], "--funnel", "64:binary:30,384", "--json",
             *store, cwd=tmp_path)
@@ -229,7 +229,7 @@ def test_index_into_a_log_shows_progress_with_rate_and_eta(tmp_path):
     progress = [line for line in text.splitlines() if line.startswith("indexing into n: ")]
     assert len(progress) >= 2, text
     assert "/2,000 documents" in progress[0] and "/s, ETA" in progress[0]
-    assert "indexed 2000 documents into n" in text
+    assert "added 2000 documents to n" in text
 
 
 def test_search_shows_rank_full_id_score_and_text_at_any_width(tmp_path):

@@ -233,11 +233,11 @@ def test_a_rerun_resumes_without_embedding_what_is_stored(tmp_path):
     assert r.returncode == 0, r.stderr
     r = mrlkit("index", "s", str(full), "--store", store, "--batch-size", "8", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
-    assert b"indexed 10 documents" in r.stdout and b"skipped 20" in r.stdout
+    assert b"added 10 documents" in r.stdout and b"skipped 20" in r.stdout
     changed = full.read_text().replace('"document 3"', '"document three"')
     full.write_text(changed)
     r = mrlkit("index", "s", str(full), "--store", store, "--upsert", cwd=tmp_path)
-    assert b"indexed 1 documents into s (1 replaced by id); skipped 29" in r.stdout, r.stdout
+    assert b"added 1 documents to s (1 replaced by id); skipped 29" in r.stdout, r.stdout
     assert open_store(store).get_set("s").count == 30
 
 

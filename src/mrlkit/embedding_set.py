@@ -31,8 +31,8 @@ from .stores.rules import check_filters
 
 
 @dataclass
-class Indexed:
-    """What an indexing run did: documents added (replaced ones included), documents
+class Added:
+    """What an add did: documents added (replaced ones included), documents
     skipped because they were stored already with the same text and metadata, and how
     many of the added replaced a stored document of the same id (``upsert``)."""
 
@@ -40,11 +40,14 @@ class Indexed:
     skipped: int = 0
     replaced: int = 0
 
-    def __iadd__(self, other: Indexed) -> Indexed:
+    def __iadd__(self, other: Added) -> Added:
         self.added += other.added
         self.skipped += other.skipped
         self.replaced += other.replaced
         return self
+
+
+Indexed = Added  # the old name, kept for one release
 
 
 class EmbeddingSet:
@@ -81,12 +84,12 @@ class EmbeddingSet:
 
     def add_stream(self, records: Iterable[dict[str, Any]], *, total: int | None = None,
                    batch_size: int = 256, upsert: bool = False,
-                   progress: bool = True) -> Indexed:
+                   progress: bool = True) -> Added:
         """Embed and add ``{"id", "text", "title"?, "metadata"?}`` records in batches;
         each batch is atomic, so an interrupted run keeps every finished batch, and a
         re-run skips documents already stored with the same text and metadata (no model
         call for them): it resumes where the interrupted one stopped."""
-        done = Indexed()
+        done = Added()
         with Progress(f"indexing into {self.name}", total, enabled=progress) as bar:
             batch: list[dict[str, Any]] = []
             for rec in records:
@@ -115,16 +118,16 @@ class EmbeddingSet:
         return [(r, m, d) for r, m, d in zip(batch, metas, stored)
                 if d is None or d.text != r["text"] or d.metadata != m]
 
-    def _add_records(self, batch: list[dict[str, Any]], upsert: bool) -> Indexed:
+    def _add_records(self, batch: list[dict[str, Any]], upsert: bool) -> Added:
         fresh = self.fresh(batch)
         if not fresh:
-            return Indexed(skipped=len(batch))
+            return Added(skipped=len(batch))
         embed_texts = [f"{r['title']} {r['text']}".strip() if r.get("title") else r["text"]
                        for r, _, _ in fresh]
         added = self.add_texts([str(r["id"]) for r, _, _ in fresh],
                                [r["text"] for r, _, _ in fresh], [m for _, m, _ in fresh],
                                upsert=upsert, embed_texts=embed_texts)
-        return Indexed(added, len(batch) - len(fresh),
+        return Added(added, len(batch) - len(fresh),
                        sum(1 for _, _, d in fresh if d is not None))
 
     def delete(self, ids: Sequence[str]) -> int:

@@ -24,7 +24,7 @@ from collections.abc import Iterable
 
 import numpy as np
 
-from .embedding_set import EmbeddingSet, Indexed
+from .embedding_set import EmbeddingSet, Added
 from .errors import InvalidInputError
 from .progress import Progress
 
@@ -64,7 +64,7 @@ def index_with_ray(store: Any, name: str, records: Iterable[dict[str, Any]], *,
                    address: str, actors: int = 2, batch_size: int = 256,
                    ray_batch_size: int = 64, upsert: bool = False, total: int | None = None,
                    progress: bool = True, provider_options: dict[str, Any] | None = None
-                   ) -> Indexed:
+                   ) -> Added:
     """Embed ``records`` (``{"id", "text", "title"?, "metadata"?}``) on the Ray cluster at
     ``address`` ("local": a cluster of this machine, started and stopped here) and add
     them to set ``name`` in atomic batches of ``batch_size``."""
@@ -84,7 +84,7 @@ def index_with_ray(store: Any, name: str, records: Iterable[dict[str, Any]], *,
         ray.init(address=None if address == "local" else address, include_dashboard=False,
                  log_to_driver=False, logging_level=logging.ERROR)
     fresh, skipped = _fresh(s, records)
-    done = Indexed(skipped=skipped)
+    done = Added(skipped=skipped)
     try:
         context = ray.data.DataContext.get_current()
         context.enable_progress_bars = False
@@ -106,7 +106,7 @@ def index_with_ray(store: Any, name: str, records: Iterable[dict[str, Any]], *,
                     added = store.add(name, [str(r["id"]) for r, _, _ in part],
                                       got["vector"], [r["text"] for r, _, _ in part],
                                       [m for _, m, _ in part], upsert=upsert)
-                    done += Indexed(added, 0, sum(1 for _, _, d in part if d is not None))
+                    done += Added(added, 0, sum(1 for _, _, d in part if d is not None))
                     bar.advance(len(part))
     finally:
         if started:

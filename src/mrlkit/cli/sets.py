@@ -20,7 +20,8 @@ if TYPE_CHECKING:
 
 
 # --- sets, index, search -----------------------------------------------------------
-sets_app = typer.Typer(help="Embedding sets: create, list, info, index, drop, reindex.",
+sets_app = typer.Typer(help="Embedding sets: create, list, info, index, check, truncate, "
+                       "export, copy, drop.",
                        no_args_is_help=True)
 app.add_typer(sets_app, name="sets")
 
@@ -52,8 +53,9 @@ def sets_create(
 def sets_index(name: SetArg, funnel: Annotated[str, typer.Option(
         help="The funnel whose first stage to index, e.g. 64:binary:1000,768.")],
                store: StoreOpt = None) -> None:
-    """Build what a funnel's first stage reads: an HNSW expression index (pgvector) or a
-    resolution view (local)."""
+    """Build, ahead of the first search, what a funnel's first stage reads: on the local
+    store an HNSW graph of a float prefix (large sets) or a view of codes, on pgvector an
+    HNSW expression index, on Chroma and Qdrant the first-stage collection or vector."""
     from ..funnel import Funnel
 
     made = _store(store).index(name, Funnel.parse(funnel))
@@ -231,7 +233,7 @@ def add(name: SetArg, path: Annotated[str, typer.Argument(
         sys.stdout.write(json.dumps({"set": name, **done.__dict__,
                                      "collapsed": collapsed}) + "\n")
         return
-    out.print(f"indexed {done.added} documents into {name}"
+    out.print(f"added {done.added} documents to {name}"
               + (f" ({done.replaced} replaced by id)" if done.replaced else "")
               + (f"; skipped {done.skipped} already stored with the same text"
                  if done.skipped else "")
