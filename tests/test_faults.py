@@ -388,6 +388,11 @@ def test_export_then_add_vectors_round_trips_a_set_without_a_model(tmp_path, fmt
         assert got.text == "with meta" and got.metadata == {"lang": "en", "n": 2}
     assert "--ids" in one_line(mrlkit("add-vectors", "copy", str(out_file), *st,
                                       cwd=tmp_path)) if fmt == "npy" else True
+    # an export never overwrites what exists (for .npy: the .jsonl beside it) unless told
+    again = mrlkit("sets", "export", "s", "--output", str(out_file), *st, cwd=tmp_path)
+    assert "--force" in one_line(again)
+    assert mrlkit("sets", "export", "s", "--output", str(out_file), "--force", *st,
+                  cwd=tmp_path).returncode == 0
 
 
 def test_advise_without_labels_picks_the_cheapest_funnel_on_the_set(tmp_path):

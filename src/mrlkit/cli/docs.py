@@ -168,6 +168,9 @@ def add_vectors(name: SetArg,
 def sets_export(name: SetArg,
                 output: Annotated[Path, typer.Option("--output", "-o",
                                                      help=".parquet, .npy or .jsonl.")],
+                force: Annotated[bool, typer.Option(
+                    "--force", help="Overwrite files that exist (the output, and for .npy "
+                    "the .jsonl beside it).")] = False,
                 store: StoreOpt = None) -> None:
     """Export a set's ids, texts, metadata and stored vectors: .parquet (one row each),
     .jsonl (one line each), or .npy (the vectors; ids, texts and metadata in
@@ -179,6 +182,11 @@ def sets_export(name: SetArg,
                                 f"{output.name!r}")
     if not output.resolve().parent.is_dir():
         raise InvalidInputError(f"the folder {output.parent} does not exist")
+    written = [output] + ([output.with_suffix(".jsonl")] if output.suffix == ".npy" else [])
+    there = [str(p) for p in written if p.exists()]
+    if there and not force:
+        raise InvalidInputError(f"{' and '.join(there)} exist{'s' if len(there) == 1 else ''}"
+                                ": pass --force to overwrite, or choose another --output")
     st = _store(store)
     ids, x = st.vectors(name)
     docs = []
