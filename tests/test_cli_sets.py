@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import signal
 import subprocess
 import sys
+import time
 import textwrap
 
 import pytest
@@ -226,10 +229,37 @@ def test_index_into_a_log_shows_progress_with_rate_and_eta(tmp_path):
                            env={**os.environ, "MRLKIT_PROGRESS_EVERY": "0.5"})
     text = log.read_text()
     assert r.returncode == 0, text
-    progress = [line for line in text.splitlines() if line.startswith("indexing into n: ")]
+    progress = [line for line in text.splitlines() if line.startswith("adding to n: ")]
     assert len(progress) >= 2, text
     assert "/2,000 documents" in progress[0] and "/s, ETA" in progress[0]
+    assert sum("2,000/2,000" in line for line in progress) == 1, text  # the last, once
     assert "added 2000 documents to n" in text
+    # interrupted (Ctrl-C), the run says what it kept and how to resume
+    more = tmp_path / "more.jsonl"
+    more.write_text("".join(json.dumps({"id": f"m{i}", "text": f"more {i} on {i % 5}"})
+                            + "\n" for i in range(3000)))
+    args = [sys.executable, "-m", "mrlkit.cli", "add", "n", str(more), "--batch-size", "64",
+            *store]
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            cwd=tmp_path, env={**os.environ, "MRLKIT_PROGRESS_EVERY": "0.2"})
+    from mrlkit.stores import open_store
+
+    deadline = time.time() + 300  # generous: the model loads first
+    while time.time() < deadline and open_store(store[1]).get_set("n").count < 2200:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 130, err
+    assert "interrupted:" in err and "added in this run" in err and "mrlkit add n" in err
+    # the resumed run's rate counts the work of this run, not the skipped documents
+    r = subprocess.run(args, capture_output=True, text=True, cwd=tmp_path, timeout=600,
+                       env={**os.environ, "MRLKIT_PROGRESS_EVERY": "0.2"})
+    assert r.returncode == 0, r.stderr
+    lines = [ln for ln in r.stderr.splitlines() if ln.startswith("adding to n: ") and "/s" in ln]
+    assert lines and "skipped)" in lines[0], r.stderr
+    rates = [float(re.search(r"([\d,.]+)/s", ln).group(1).replace(",", "")) for ln in lines]
+    assert max(rates) < 5_000, lines  # the model's pace, not the skipping's
+    assert open_store(store[1]).get_set("n").count == 5000
 
 
 def test_search_shows_rank_full_id_score_and_text_at_any_width(tmp_path):

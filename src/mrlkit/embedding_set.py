@@ -90,17 +90,23 @@ class EmbeddingSet:
         re-run skips documents already stored with the same text and metadata (no model
         call for them): it resumes where the interrupted one stopped."""
         done = Added()
-        with Progress(f"indexing into {self.name}", total, enabled=progress) as bar:
-            batch: list[dict[str, Any]] = []
-            for rec in records:
-                batch.append(rec)
-                if len(batch) >= batch_size:
-                    done += self._add_records(batch, upsert)
-                    bar.advance(len(batch))
-                    batch = []
-            if batch:
-                done += self._add_records(batch, upsert)
-                bar.advance(len(batch))
+        try:
+            with Progress(f"adding to {self.name}", total, enabled=progress) as bar:
+                batch: list[dict[str, Any]] = []
+                for rec in records:
+                    batch.append(rec)
+                    if len(batch) >= batch_size:
+                        got = self._add_records(batch, upsert)
+                        done += got
+                        bar.advance(len(batch), skipped=got.skipped)
+                        batch = []
+                if batch:
+                    got = self._add_records(batch, upsert)
+                    done += got
+                    bar.advance(len(batch), skipped=got.skipped)
+        except KeyboardInterrupt as stop:  # every finished batch is kept: say how many
+            stop.added = done  # type: ignore[attr-defined]
+            raise
         return done
 
     def fresh(self, batch: list[dict[str, Any]]) -> list[tuple[dict[str, Any],

@@ -37,6 +37,8 @@ class Progress:
         self.enabled = enabled
         self.stream = stream or sys.stderr
         self.done = 0
+        self.skipped = 0      # units passed over (a resumed run's stored documents)
+        self._printed = -1    # the count of the last plain line
         self._rich: Any = None
         self._task: Any = None
         self._t0 = self._last = 0.0
@@ -56,8 +58,12 @@ class Progress:
             self._task = self._rich.add_task(self.description, total=self.total)
         return self
 
-    def advance(self, n: int = 1, *, description: str | None = None) -> None:
+    def advance(self, n: int = 1, *, description: str | None = None,
+                skipped: int = 0) -> None:
+        """``n`` units done, of which ``skipped`` were passed over without work: they
+        count towards the total but not towards the rate (nor the ETA)."""
         self.done += n
+        self.skipped += skipped
         if self._rich is not None:
             self._rich.update(self._task, advance=n, description=description or
                               self.description)
@@ -69,14 +75,16 @@ class Progress:
 
     def _line(self, now: float, description: str | None = None) -> None:
         elapsed = max(now - self._t0, 1e-9)
-        rate = self.done / elapsed
+        rate = (self.done - self.skipped) / elapsed  # the work done in this run
+        self._printed = self.done
         of = f"/{self.total:,}" if self.total else ""
         pct = f" ({100 * self.done / self.total:.0f}%)" if self.total else ""
         eta = ""
         if self.total and rate > 0 and self.done < self.total:
             eta = f", ETA {_duration((self.total - self.done) / rate)}"
+        passed = f" ({self.skipped:,} skipped)" if self.skipped else ""
         self.stream.write(f"{description or self.description}: {self.done:,}{of} "
-                          f"{self.unit}{pct}, {rate:,.1f}/s{eta}\n")
+                          f"{self.unit}{pct}{passed}, {rate:,.1f}/s{eta}\n")
         self.stream.flush()
 
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
@@ -85,6 +93,7 @@ class Progress:
             self._rich.__exit__(kind, exc, tb)
         elif self.enabled and kind is None:
             now = time.perf_counter()
-            self._line(now)
+            if self._printed != self.done:  # the last line, once
+                self._line(now)
             self.stream.write(f"{self.description}: done in {_duration(now - self._t0)}\n")
             self.stream.flush()

@@ -89,7 +89,7 @@ def index_with_ray(store: Any, name: str, records: Iterable[dict[str, Any]], *,
         context = ray.data.DataContext.get_current()
         context.enable_progress_bars = False
         context.print_on_execution_start = False
-        with Progress(f"indexing into {name} on Ray", total, enabled=progress) as bar:
+        with Progress(f"adding to {name} on Ray", total, enabled=progress) as bar:
             bar.advance(skipped)
             if fresh:
                 embed = [f"{r['title']} {r['text']}".strip() if r.get("title") else r["text"]

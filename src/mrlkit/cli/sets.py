@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 import sys
 import warnings
 from typing import TYPE_CHECKING, Annotated, Optional
@@ -227,8 +228,18 @@ def add(name: SetArg, path: Annotated[str, typer.Argument(
                                   upsert=upsert, total=total, progress=not quiet,
                                   provider_options=options)
         else:
-            done = s.add_stream(records, total=total, batch_size=batch_size, upsert=upsert,
-                                progress=not quiet)
+            try:
+                done = s.add_stream(records, total=total, batch_size=batch_size,
+                                    upsert=upsert, progress=not quiet)
+            except KeyboardInterrupt as stop:
+                kept = getattr(stop, "added", None)
+                stored = (f"{kept.added:,} documents added in this run" if kept else
+                          "no batch finished in this run")
+                err.print(f"interrupted: {stored}, every finished batch kept; run the same "
+                          f"command again to resume (stored documents are skipped): "
+                          f"{shlex.join(['mrlkit', *sys.argv[1:]])}", markup=False,
+                          highlight=False, soft_wrap=True)
+                raise typer.Exit(130) from None
     if json_out:
         sys.stdout.write(json.dumps({"set": name, **done.__dict__,
                                      "collapsed": collapsed}) + "\n")
