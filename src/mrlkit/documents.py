@@ -111,6 +111,7 @@ def _records(path: Path, fields: Fields, upsert: bool = False) -> Iterator[dict[
         if doc_id is None or not isinstance(text, str):
             raise InvalidInputError(f"{path}:{n}: expected {id_key!r} and {text_key!r}"
                                     + ("" if fields.id else " (or '_id')")
+                                    + f" (fields here: {', '.join(map(str, rec)) or 'none'})"
                                     + "; --id-field and --text-field name others")
         meta = {k: v for k, v in rec.items() if k not in (id_key, text_key, title_key)} \
             if flat else rec.get("metadata") or {}

@@ -59,6 +59,35 @@ BackendOpt = Annotated[str, typer.Option(
     "0.99 cosine to torch on MiniLM — docs/encoding.md).")]
 
 
+def show(table: Any, *, wrap: tuple[str, ...] = ()) -> None:
+    """Print a table so that a person can read it at 80 columns or in a pipe: every
+    cell outside the ``wrap`` columns is kept whole — an id, a funnel, a number is never
+    cut — while headers wrap at words (``accuracy_retention`` reads "accuracy
+    retention"), and the ``wrap`` columns take the room left, wrapping at spaces. On a
+    terminal the table has a light frame; in a pipe, none (plain columns of text)."""
+    from rich import box
+    from rich.cells import cell_len
+    from rich.text import Text
+
+    table.box = box.SIMPLE_HEAD if out.is_terminal else None
+    table.pad_edge, table.collapse_padding = False, True
+    for col in table.columns:
+        header = str(col.header).replace("_", " ")
+        col.header = header
+        if header in wrap:
+            col.ratio, col.overflow = 1, "fold"
+            continue
+        cells = [Text.from_markup(c).plain if isinstance(c, str) else str(c)
+                 for c in col._cells]
+        words = max((cell_len(w) for w in header.split()), default=1)
+        col.min_width = max([words] + [cell_len(c) for c in cells])
+        col.overflow = "fold"
+    # Rich wraps a column only when it has a share of the width (ratio) to wrap into:
+    # spread the table to the terminal's width when it would not fit as it is
+    table.expand = bool(wrap) and out.measure(table).maximum >= out.width
+    out.print(table)
+
+
 def provider_options(model: str, device: str, batch_size: Optional[int],
                      backend: str = "torch") -> dict[str, Any]:
     """Provider options from --device and the encoder batch size, checked before any

@@ -12,6 +12,7 @@ import typer
 from rich.table import Table
 
 from ..errors import InvalidInputError
+from ._common import show
 from ._common import SplitOpt
 from ._common import (BackendOpt, DeviceOpt, EncodeBatchOpt, StoreOpt, _store, app, err, out,
                       provider_options)
@@ -102,7 +103,7 @@ def eval_retrieval(
                                     funnels=funnel or [], split=split,
                                     ignore_identical_ids=ignore_identical_ids,
                                     max_queries=max_queries)
-    out.print(rep.retrieval_table(result))
+    show(rep.retrieval_table(result))
     if result.get("encoder"):
         e = result["encoder"]
         out.print(f"encoder {e['backend']}: mean cosine {e['cosine_to_torch_mean']:.4f} (min "
@@ -139,7 +140,7 @@ def eval_similarity(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         result = evaluate_similarity(sts_dir, model, dims=_dims(dims), split=split)
-    out.print(rep.simple_table(f"{result['model']} on STS-B {split} ({result['pairs']} pairs)",
+    show(rep.simple_table(f"{result['model']} on STS-B {split} ({result['pairs']} pairs)",
                                result["results"], ["dim", "spearman", "retention",
                                                    "mean_similarity", "bytes_per_vector"]))
     _save(result, json_out, output, csv_path)
@@ -175,7 +176,7 @@ def eval_classification(
         warnings.simplefilter("ignore")
         result = evaluate_classification(csv_dir, model, dims=_dims(dims), text_col=text_col,
                                          label_col=label_col)
-    out.print(rep.simple_table(
+    show(rep.simple_table(
         f"{result['model']} on {result['dataset']} ({result['labels']} labels)",
         result["results"], ["dim", "accuracy", "accuracy_retention", "v_measure",
                             "v_measure_retention", "bytes_per_vector"]))
@@ -211,7 +212,7 @@ def eval_adapt(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         result = compare(folder, model, trained=trained, dims=_dims(dims), adaptor_steps=steps)
-    out.print(rep.simple_table(
+    show(rep.simple_table(
         f"{result['model']} on {result['dataset']} ({result['metric']}, transforms fitted on "
         f"the {result['fitted_on']})", result["results"],
         ["method", "dim", result["metric"], "retention"]))
@@ -263,7 +264,7 @@ def advise_cmd(
         table.add_row(("[bold green]→ " if chosen else "") + setting, f"{r[metric]:.4f}",
                       f"{r['metric_retention']:.1%}", str(r["bytes_per_vector"]),
                       f"{r['p50_ms']:.2f}", "yes" if r["metric_retention"] >= target else "no")
-    out.print(table)
+    show(table)
     c = result["choice"]
     base = result["baseline"]
     if c is None:
@@ -294,7 +295,7 @@ def _advise_set(name: str, target: float, store: Optional[str], json_out: bool,
         mark = "[bold green]→ " if result.choice is c else ""
         table.add_row(mark + c.funnel, f"{100 * c.recall:.1f}%", f"{c.p50_ms:.2f}",
                       f"{c.exact_p50_ms:.2f}")
-    out.print(table)
+    show(table)
     out.print(f"Advice: [bold]{result.choice.funnel}[/]" if result.choice else
               f"No funnel tried keeps {target:.0%}: search exactly.")
     _save(result.as_dict(), json_out, output)
@@ -323,7 +324,7 @@ def check_mrl_cmd(
     table = rep.simple_table(f"{result['model']} on {result['dataset']}: nDCG@10 retention "
                              f"(native {result['native_ndcg@10']:.4f})", result["curve"],
                              ["fraction", "dim", "ndcg@10", "retention", "reference", "ok"])
-    out.print(table)
+    show(table)
     out.print(("[green]" if result["matryoshka_like"] else "[yellow]") + result["verdict"])
     out.print(f"[dim]Reference: {result['reference_source']}[/]")
     _save(result, json_out, output)

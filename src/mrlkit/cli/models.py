@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from ._common import JsonListOpt, JsonlOpt, app, emit, out
+from ._common import JsonListOpt, JsonlOpt, app, emit, out, show
 
 
 models_app = typer.Typer(help="The model catalog.", invoke_without_command=True)
@@ -27,15 +27,15 @@ def models(ctx: typer.Context, json_out: JsonListOpt = False,
         return
 
     table = Table(title="mrlkit models")
-    table.add_column("name", no_wrap=True)
-    table.add_column("provider", overflow="fold")
-    table.add_column("native dim", justify="right")
+    table.add_column("name")
+    table.add_column("provider")
+    table.add_column("dim", justify="right")
     table.add_column("MRL")
-    table.add_column("allowed dims", overflow="fold", min_width=22)
+    table.add_column("allowed dims")
     for s in list_specs():
         table.add_row(s.name, s.provider, str(s.native_dim), "yes" if s.supports_mrl else "no",
                       s.allowed_dims_text())
-    out.print(table)
+    show(table, wrap=("allowed dims",))
 
 
 @models_app.command("show")

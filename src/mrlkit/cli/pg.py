@@ -24,7 +24,10 @@ def pg_start(data: PgData = "~/.local/share/mrlkit/pg") -> None:
     url = start_embedded(data)
     err.print(f"PostgreSQL with pgvector is running (data in {data}); use it with:")
     sys.stdout.write(f"{url}\n")
-    err.print(f"  export MRLKIT_STORE='{url}'\n  stop it with: mrlkit pg stop --data {data}")
+    # one line each, never wrapped: they are copied and pasted
+    err.print(f"  export MRLKIT_STORE='{url}'", soft_wrap=True, markup=False, highlight=False)
+    err.print(f"  stop it with: mrlkit pg stop --data {data}", soft_wrap=True, markup=False,
+              highlight=False)
 
 
 @pg_app.command("stop")

@@ -12,6 +12,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
+from ._common import show
 from ._common import JsonListOpt, JsonlOpt, JsonOpt, SetArg, emit
 from ._common import (BackendOpt, DeviceOpt, EncodeBatchOpt, StoreOpt, YesOpt, _store, app,
                       confirm, err, out, provider_options)
@@ -77,7 +78,7 @@ def sets_list(store: StoreOpt = None, json_out: JsonListOpt = False,
     for s in sets:
         table.add_row(s.name, s.model, str(s.truncate_dim or "native"), str(s.stored_dim),
                       s.storage, str(s.count))
-    out.print(table)
+    show(table)
 
 
 @sets_app.command("info")
