@@ -89,8 +89,9 @@ def reference_texts(n: int = REFERENCE_SIZE) -> list[str]:
 def reference_calibration(model: str | ModelSpec, dim: int | None = None,
                           **provider_options: Any) -> NamedCalibration:
     """The int8 calibration of ``model`` at ``dim`` fitted on the reference sample: made
-    once (embedding the sample through the embedding cache), then read from
-    ``calibrations/`` beside the cache."""
+    once (embedding the sample through the embedding cache, and saying so on stderr:
+    it takes a while), then read from ``calibrations/`` inside the cache
+    (``MRLKIT_CACHE``)."""
     from .cache import cache_dir, cached_embed
 
     spec = get_spec(model)
@@ -98,7 +99,7 @@ def reference_calibration(model: str | ModelSpec, dim: int | None = None,
     texts = reference_texts()
     digest = hashlib.sha1("\n".join(texts).encode()).hexdigest()[:8]
     name = f"{spec.name}-d{dim}-ref{digest}"
-    path = cache_dir().parent / "calibrations" / f"{name}.json"
+    path = cache_dir() / "calibrations" / f"{name}.json"
     if path.exists():
         try:
             return NamedCalibration.load(path).check(spec.name, dim)
@@ -106,6 +107,11 @@ def reference_calibration(model: str | ModelSpec, dim: int | None = None,
             pass  # a damaged file: fitted again below
     # queries and documents are quantised alike: fit on both when their prompts differ
     kinds = ["document"] + (["query"] if spec.query_prompt != spec.document_prompt else [])
+    import sys
+
+    sys.stderr.write(f"fitting {spec.name}'s reference int8 calibration at {dim} "
+                     f"dimensions: embedding {len(texts) * len(kinds)} reference texts once "
+                     f"(kept in {path})\n")
     x = np.vstack([cached_embed(spec, texts, kind=k, dim=dim,  # type: ignore[arg-type]
                                 **provider_options) for k in kinds])
     named = NamedCalibration(name, spec.name, dim, vectors.Int8Calibration.fit(x), len(x))

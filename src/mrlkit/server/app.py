@@ -375,10 +375,9 @@ def _dimensions(spec: ModelSpec, dim: int | None, allow_non_mrl: bool) -> int:
                        "model_not_matryoshka")
     try:
         return validate_dim(spec, dim, allow_non_mrl=True)
-    except errors.DimensionError as exc:
-        allowed = ", ".join(map(str, spec.mrl_dims or [spec.native_dim]))
-        raise ApiError(400, f"{exc}; {spec.name} allows dimensions {allowed}",
-                       "invalid_request_error", "dimensions", "invalid_dimensions") from None
+    except errors.DimensionError as exc:  # the registry's message names what is allowed
+        raise ApiError(400, str(exc), "invalid_request_error", "dimensions",
+                       "invalid_dimensions") from None
 
 
 def _funnel(text: str | None) -> Funnel | None:
