@@ -148,10 +148,13 @@ def plot_retrieval(report: dict, path: str | Path, metric: str = "ndcg@10") -> l
     ax.set_xlabel("bytes per vector searched (log scale)")
     ax.set_ylabel(metric)
     ax.set_title(f"Quality against storage\n{title}", fontsize=10)
+    shown = {r["precision"] for r in rows if not r["funnel"]}  # no legend without points
     handles = [plt.Line2D([], [], color=c, marker=m, linestyle="", label=p)
-               for p, (c, m) in PRECISION_STYLE.items()]
-    handles += [plt.Line2D([], [], color="black", marker="*", linestyle="", label="funnel"),
-                plt.Line2D([], [], color="gray", linestyle="--", label="Pareto frontier")]
+               for p, (c, m) in PRECISION_STYLE.items() if p in shown]
+    if any(r["funnel"] for r in rows):
+        handles.append(plt.Line2D([], [], color="black", marker="*", linestyle="",
+                                  label="funnel"))
+    handles.append(plt.Line2D([], [], color="gray", linestyle="--", label="Pareto frontier"))
     ax.legend(handles=handles, fontsize=8)
     ax.grid(True, alpha=0.3)
     fig.tight_layout()
