@@ -42,7 +42,8 @@ def corpus(tmp_path_factory):
 def test_create_index_search_reindex(tmp_path, corpus):
     location = str(tmp_path / "store")
     store = ["--store", location]
-    r = run("sets", "create", "demo", "--model", "all-MiniLM-L6-v2", *store, cwd=tmp_path)
+    r = run("sets", "create", "demo", "--model", "all-MiniLM-L6-v2", "--allow-non-mrl", *store,
+            cwd=tmp_path)  # its 64-d funnels below need it
     assert r.returncode == 0, r.stderr
     r = run("index", "demo", str(corpus), *store, cwd=tmp_path)
     assert r.returncode == 0, r.stderr
@@ -127,7 +128,8 @@ def test_the_same_commands_on_every_backend(request, tmp_path, corpus, kind):
     location = request.getfixturevalue("pg_url") if kind == "pgvector" else \
         f"{kind}:{tmp_path / kind}"
     store = ["--store", location]
-    r = run("sets", "create", "demo", "--model", "all-MiniLM-L6-v2", *store, cwd=tmp_path)
+    r = run("sets", "create", "demo", "--model", "all-MiniLM-L6-v2", "--allow-non-mrl", *store,
+            cwd=tmp_path)  # its 64-d funnels below need it
     assert r.returncode == 0, r.stderr
     r = run("index", "demo", str(corpus), *store, cwd=tmp_path)
     assert "added 6 documents" in r.stdout, r.stderr
@@ -172,7 +174,8 @@ def test_index_a_folder_and_scifact_sample(tmp_path):
     sample = tmp_path / "corpus.jsonl"
     with open(scifact / "corpus.jsonl") as fh:
         sample.write_text("".join(next(fh) for _ in range(40)))  # BEIR layout, 40 docs
-    run("sets", "create", "sf", "--model", "all-MiniLM-L6-v2", *store, cwd=tmp_path)
+    run("sets", "create", "sf", "--model", "all-MiniLM-L6-v2", "--allow-non-mrl", *store,
+        cwd=tmp_path)
     r = run("index", "sf", str(sample), *store, cwd=tmp_path)
     assert "added 40 documents" in r.stdout, r.stderr
     first = json.loads(sample.read_text().splitlines()[0])
