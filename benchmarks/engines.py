@@ -205,7 +205,8 @@ def build_qdrant(task: dict) -> dict:
     register(task["model"], replace=True)
     store = QdrantStore(f"qdrant:{task['store']}", exact_below=0)
     funnel = Funnel.parse(task["funnel"])
-    store.create_set("b", task["model"]["name"], storage=task["storage"], index=False)
+    store.create_set("b", task["model"]["name"], storage=task["storage"], index=False,
+                     allow_non_mrl=True)  # measured, not served
     store.index("b", funnel)  # the set is empty: only its collection's layout
     t0 = time.perf_counter()
     for start in range(0, len(x), 10_000):

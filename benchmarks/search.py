@@ -74,7 +74,8 @@ def build_store(task: dict) -> dict:
     x = np.load(task["x"], mmap_mode="r")
     register(task["model"], replace=True)
     store = LocalStore(task["store"])
-    store.create_set("b", task["model"]["name"], storage=task["storage"])
+    # measured, not served: prefixes of a model not Matryoshka-trained are allowed here
+    store.create_set("b", task["model"]["name"], storage=task["storage"], allow_non_mrl=True)
     t0 = time.perf_counter()
     for start in range(0, len(x), 100_000):
         store.add("b", [str(i) for i in range(start, min(len(x), start + 100_000))],
