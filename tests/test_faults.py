@@ -101,6 +101,9 @@ def test_embed_output_into_a_missing_folder_fails_before_embedding(tmp_path):
     r = mrlkit("embed", "hello", "--output", str(tmp_path / "no" / "such" / "x.npy"),
                cwd=tmp_path)
     assert "does not exist" in one_line(r)
+    (tmp_path / "mine.npy").write_bytes(b"keep me")   # nor over a file that exists
+    r = mrlkit("embed", "hello", "--output", str(tmp_path / "mine.npy"), cwd=tmp_path)
+    assert "--force" in one_line(r) and (tmp_path / "mine.npy").read_bytes() == b"keep me"
 
 
 @pytest.mark.parametrize("flt", ['g={"a": 1}', "g=[1, 2]", "g=9223372036854775808",

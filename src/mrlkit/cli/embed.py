@@ -63,6 +63,8 @@ def embed(
     calibration: Annotated[Optional[Path], typer.Option(
         help="int8: a calibration file (written beside an earlier output); default: the "
              "model's reference calibration, made once and kept.")] = None,
+    force: Annotated[bool, typer.Option(
+        "--force", help="Overwrite an --output file that exists.")] = False,
 ) -> None:
     """Embed texts; write .npy or .jsonl, or JSON lines to stdout. int8 codes name their
     calibration (in each JSON line; in a .calibration.json file beside an output file)."""
@@ -75,6 +77,9 @@ def embed(
     if output is not None and not output.resolve().parent.is_dir():
         raise InvalidInputError(f"--output {output}: the folder {output.parent} does not "
                                 "exist (create it first)")
+    if output is not None and output.exists() and not force:  # before any model loads
+        raise InvalidInputError(f"{output} exists: pass --force to overwrite, or choose "
+                                "another --output")
     if texts and input:
         raise InvalidInputError("give texts as arguments or with --input, not both")
     items = list(texts or []) if not input else _read_texts(input)
