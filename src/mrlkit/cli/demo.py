@@ -6,6 +6,7 @@ import warnings
 
 from rich.table import Table
 
+from ._common import show
 from ._common import app, err, out
 from .sets import storage_table
 
@@ -68,7 +69,7 @@ def _retrieval_demo() -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         report = retrieval_demo()
-    out.print(retrieval_table(report))
+    show(retrieval_table(report))
     out.print("Plots: " + ", ".join(report["plots"]) + " (and the table as JSON beside them).")
 
 
