@@ -29,7 +29,7 @@ def run_pgvector(label: str, x: np.ndarray, q: np.ndarray, *, funnels: list[str]
     url = url or start_embedded(os.path.join(tmp, "pg"))
     register({"name": f"bench-{dim}", "provider": "openai", "native_dim": dim,
               "supports_mrl": True, "mrl_dims": "any"}, replace=True)
-    store = PgvectorStore(url, exact_below=0)
+    store = PgvectorStore(url, native_from=0)
     methods: list[dict] = []
     try:
         for name in [s.name for s in store.list_sets() if s.name.startswith("bench")]:
@@ -70,7 +70,7 @@ def run_pgvector(label: str, x: np.ndarray, q: np.ndarray, *, funnels: list[str]
                   f"p95 {p95:8.2f} ms  index {index_mb:7.1f} MB  build {build_s:6.1f} s",
                   flush=True)
 
-        exact_store = PgvectorStore(url, exact_below=10**12)
+        exact_store = PgvectorStore(url, native_from=10**12)
         add(f"pgvector exact scan @{dim} (SQL)", exact_store, Funnel.exact(dim), 0.0, 0.0)
         exact_store.close()
 
@@ -118,7 +118,7 @@ def run_engine(backend: str, label: str, x: np.ndarray, q: np.ndarray, *,
               "supports_mrl": True, "mrl_dims": "any"}, replace=True)
     from mrlkit.stores.chroma import ChromaStore
 
-    store = ChromaStore(f"chroma:{tmp}", exact_below=0)
+    store = ChromaStore(f"chroma:{tmp}", native_from=0)
     store.create_set("bench", f"bench-{dim}", index=False)
     store.index("bench", Funnel.parse(funnels[0]))
     t0 = time.perf_counter()
@@ -203,7 +203,7 @@ def build_qdrant(task: dict) -> dict:
 
     x = np.load(task["x"], mmap_mode="r")
     register(task["model"], replace=True)
-    store = QdrantStore(f"qdrant:{task['store']}", exact_below=0)
+    store = QdrantStore(f"qdrant:{task['store']}", native_from=0)
     funnel = Funnel.parse(task["funnel"])
     store.create_set("b", task["model"]["name"], storage=task["storage"], index=False,
                      allow_non_mrl=True)  # measured, not served
@@ -268,7 +268,7 @@ def qdrant_searcher(task: dict):
     from mrlkit.stores.qdrant import QdrantStore
 
     register(task["model"], replace=True)
-    store = QdrantStore(f"qdrant:{task['store']}", exact_below=0)
+    store = QdrantStore(f"qdrant:{task['store']}", native_from=0)
     funnel = Funnel.parse(task["funnel"])
 
     def run(v):

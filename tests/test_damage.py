@@ -111,7 +111,7 @@ def test_after_a_nan_row_is_repaired_binary_and_int8_searches_still_work(tmp_pat
 def test_a_graph_damaged_anywhere_is_rebuilt_not_walked(tmp_path):
     """Case 11: bytes overwritten far into the index file (not only its header)."""
     loc = str(tmp_path / "st")
-    s, x = filled(loc, 3000, ann_threshold=0)
+    s, x = filled(loc, 3000, native_from=0)
     graph = Funnel.parse("64:float32:50,384")
     want = s.search("s", x[:20], k=5, funnel=graph).hits
     ann = next((Path(loc) / "sets" / "1" / "ann").glob("g0-hnsw-d64.faiss"))
@@ -119,7 +119,7 @@ def test_a_graph_damaged_anywhere_is_rebuilt_not_walked(tmp_path):
     with open(ann, "r+b") as fh:
         fh.seek(size * 3 // 4)
         fh.write(os.urandom(4096))
-    fresh = LocalStore(loc, ann_threshold=0)
+    fresh = LocalStore(loc, native_from=0)
     report = fresh.check("s")
     assert any("does not match its checksum" in p for p in report.problems), report.problems
     res = fresh.search("s", x[:20], k=5, funnel=graph)
@@ -160,7 +160,7 @@ def test_on_a_full_disk_every_search_answers_and_says_what_it_could_not_write(sm
     from mrlkit import errors
 
     loc = str(small_disk / "st")
-    s, x = filled(loc, 3000, ann_threshold=0)  # open, as a server holds it
+    s, x = filled(loc, 3000, native_from=0)  # open, as a server holds it
     _fill_disk(small_disk)
     rows = [1, 77, 2999]
 
@@ -173,7 +173,7 @@ def test_on_a_full_disk_every_search_answers_and_says_what_it_could_not_write(sm
                 assert res.notes and "could not be written" in res.notes[0], (spec,
                                                                                res.notes)
 
-    other = LocalStore(loc, ann_threshold=0)           # another process opens it
+    other = LocalStore(loc, native_from=0)           # another process opens it
     answers(other)
     other.close()
     with pytest.raises(errors.StoreError, match="nothing of this write was kept"):
@@ -183,7 +183,7 @@ def test_on_a_full_disk_every_search_answers_and_says_what_it_could_not_write(sm
     LocalStore(loc).close()
     assert not (Path(loc) / "catalog.sqlite-wal").exists()
     _fill_disk(small_disk)
-    closed = LocalStore(loc, ann_threshold=0)          # opened with no room for its WAL
+    closed = LocalStore(loc, native_from=0)          # opened with no room for its WAL
     answers(closed)
     with pytest.raises(errors.StoreError, match="read-only"):
         closed.add("s", ["late"], unit(1, seed=5))

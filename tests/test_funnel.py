@@ -7,6 +7,7 @@ import pytest
 
 from mrlkit import errors, funnel, vectors
 from mrlkit.funnel import Funnel, Stage
+from mrlkit.stores import plan
 from mrlkit.stores.local import LocalSource, LocalStore
 
 
@@ -21,18 +22,18 @@ def test_parse_round_trip():
 
 
 def test_default_funnel():
-    assert str(funnel.default_funnel(1000, 384, False)) == "384:float32"
-    assert str(funnel.default_funnel(10**6, 384, False)) == "384:float32"
-    assert str(funnel.default_funnel(10**6, 768, True, k=20)) == "64:float32:100,768:float32"
-    assert str(funnel.default_funnel(10**6, 3072, True)) == "256:float32:50,3072:float32"
-    assert str(funnel.default_funnel(19_999, 768, True)) == "768:float32"
+    assert str(plan.default_funnel(1000, 384, False)) == "384:float32"
+    assert str(plan.default_funnel(10**6, 384, False)) == "384:float32:50,384:float32"
+    assert str(plan.default_funnel(10**6, 768, True, k=20)) == "64:float32:100,768:float32"
+    assert str(plan.default_funnel(10**6, 3072, True)) == "256:float32:50,3072:float32"
+    assert str(plan.default_funnel(19_999, 768, True)) == "768:float32"
 
 
 def test_ann_first_stage_finds_the_neighbours(tmp_path):
     rng = np.random.default_rng(0)
     centres = rng.normal(size=(50, 64))
     x = vectors.normalize(centres[rng.integers(0, 50, 3000)] + 0.4 * rng.normal(size=(3000, 64)))
-    store = LocalStore(tmp_path, ann_threshold=0)
+    store = LocalStore(tmp_path, native_from=0)
     store.create_set("s", "text-embedding-3-small", 64)
     store.add("s", [str(i) for i in range(3000)], x)
     store.delete("s", ["0"])
@@ -40,7 +41,7 @@ def test_ann_first_stage_finds_the_neighbours(tmp_path):
     rec = store.record("s")
     rows, _, timings, _ = funnel.execute(LocalSource(store.engine, rec), q,
                                          Funnel.exact(64).check(64, 10), n_rows=3000,
-                                         live=store.engine._live(rec)[0])
+                                         live=store.engine._live(rec)[0], index=True)
     assert timings[0].method == "ann"
     truth = vectors.top_k(q @ x[1:].T, 10)[0] + 1
     recall = np.mean([len(set(r) & set(t)) / 10 for r, t in zip(rows, truth)])

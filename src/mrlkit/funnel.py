@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import Protocol
 from collections.abc import Callable, Sequence
 
@@ -26,7 +25,6 @@ from .errors import DimensionError, InvalidInputError
 from .vectors import Int8Calibration
 
 MAX_KEEP = 1_000_000  # candidates a stage may keep (and k): bounds memory per query
-ANN_THRESHOLD = 20_000  # rows; below it an exact scan is as fast as a graph index
 _SCORE_CELLS = 32_000_000  # queries × rows scored at once, to bound memory
 _RERANK_FLOATS = 1_000_000  # candidate floats gathered at once in a rerank stage
 
@@ -143,49 +141,6 @@ class Funnel:
         return Funnel(tuple(head) + (Stage(tail.dim, tail.precision, k),))
 
 
-def default_funnel(n: int, stored_dim: int, supports_mrl: bool, k: int = 10) -> Funnel:
-    """A sensible funnel for a set of ``n`` rows (see :func:`choose_funnel`).
-
-    Example::
-
-        >>> str(default_funnel(1_000_000, 768, True))
-        '64:float32:50,768:float32'
-    """
-    return choose_funnel(n, stored_dim, supports_mrl, k)[0]
-
-
-@lru_cache(maxsize=256)
-def choose_funnel(n: int, stored_dim: int, supports_mrl: bool, k: int = 10
-                  ) -> tuple[Funnel, str]:
-    """The default funnel for a set of ``n`` rows, and why (``sets info`` shows both).
-
-    The choice follows benchmarks/search.py (docs/benchmarks.md): for a Matryoshka model
-    past ``ANN_THRESHOLD`` rows, an HNSW graph over a short prefix (64 dims, or a
-    twelfth of longer vectors) proposes 50 candidates (5·k) and the full vector reranks
-    them: at 1M × 768 that beats full-vector HNSW's recall in less time and a tenth of
-    its memory. Smaller sets are scanned exactly. A model that is not Matryoshka-trained
-    loses too much in a short prefix, so its sets are scanned at the full dimension.
-
-    Example::
-
-        >>> choose_funnel(1000, 384, True)[1]
-        'an exact scan: 1,000 rows are below the 20,000 where a prefix graph pays'
-    """
-    first = max(64, stored_dim // 12)
-    if not supports_mrl:
-        return Funnel.exact(stored_dim), ("an exact scan: the model is not "
-                                          "Matryoshka-trained, so short prefixes lose recall")
-    if n < ANN_THRESHOLD or stored_dim <= first:
-        why = (f"{n:,} rows are below the {ANN_THRESHOLD:,} where a prefix graph pays"
-               if n < ANN_THRESHOLD else f"{stored_dim} dimensions are short already")
-        return Funnel.exact(stored_dim), f"an exact scan: {why}"
-    keep = max(50, 5 * k)
-    return (Funnel((Stage(first, "float32", keep), Stage(stored_dim, "float32"))),
-            f"an HNSW graph on the {first}-d prefix proposes {keep} candidates, the full "
-            f"{stored_dim}-d vectors rerank them: for {n:,} rows the fastest way to "
-            "full-vector recall measured (docs/benchmarks.md)")
-
-
 @dataclass(frozen=True)
 class Adaptive:
     """Per-query early exit: after a non-final stage, a query whose gap between rank k
@@ -274,12 +229,14 @@ def _score_rows(q: np.ndarray, cand: np.ndarray, stage: Stage,
 
 def execute(source: FunnelSource, queries: np.ndarray, funnel: Funnel, *,
             n_rows: int, live: np.ndarray | None = None, candidates: np.ndarray | None = None,
-            adaptive: Adaptive | None = None, dead: int | None = None) -> Result:
+            adaptive: Adaptive | None = None, dead: int | None = None,
+            index: bool = False) -> Result:
     """Run ``funnel`` for prepared float32 ``queries`` at the set's stored dimension.
 
     ``live`` is a boolean mask of live rows (None: all ``n_rows`` are live), ``dead`` the
     number of rows it masks (counted when not given);
-    ``candidates`` restricts the search to these rows (a metadata filter).
+    ``candidates`` restricts the search to these rows (a metadata filter); with ``index``
+    (the planner's choice) a float32 first stage walks the source's ANN index.
     Returns, per query, the rows and scores of its hits, the stage timings and the
     dimensions each query used.
     """
@@ -293,17 +250,17 @@ def execute(source: FunnelSource, queries: np.ndarray, funnel: Funnel, *,
     # --- stage 1: every candidate row --------------------------------------------
     t0 = time.perf_counter()
     method = "exact"
-    # the source's ANN index (None: it has none, or the set is too small to need one)
-    index = (source.ann(first.dim)
-             if candidates is None and first.precision == "float32" else None)
-    if index is not None:
+    # the source's ANN index (None: it has none, or the planner did not choose it)
+    ann = (source.ann(first.dim)
+           if index and candidates is None and first.precision == "float32" else None)
+    if ann is not None:
         method = "ann"
         if dead is None:
             dead = 0 if live is None else n_rows - int(np.count_nonzero(live))
         # the index still holds deleted rows: fetch past them, and more when many died
         fetch = keep + dead if dead < 10 * keep else 2 * keep + dead
         fetch = min(n_rows, fetch)
-        scores, rows = index.search(vectors.truncate(q, first.dim), fetch)
+        scores, rows = ann.search(vectors.truncate(q, first.dim), fetch)
         top_rows, top_scores = [], []
         for r, s in zip(rows, scores):
             ok = r >= 0

@@ -17,7 +17,7 @@ pytest.importorskip("chromadb")
 def chroma(tmp_path):
     from mrlkit.stores.chroma import ChromaStore
 
-    return ChromaStore(f"chroma:{tmp_path}", exact_below=0)  # Chroma's HNSW at any size
+    return ChromaStore(f"chroma:{tmp_path}", native_from=0)  # Chroma's HNSW at any size
 
 
 def test_first_stage_on_chroma_then_rerank(chroma):

@@ -13,6 +13,7 @@ import pytest
 
 from mrlkit import Funnel, errors, vectors
 from mrlkit.funnel import Adaptive, Stage
+from mrlkit.stores.plan import NEVER
 
 DIM = 384
 MODEL = "all-MiniLM-L6-v2"
@@ -602,25 +603,19 @@ def test_documents_page_through_every_live_document_once(store):
 # --- the engine's own first-stage index (local: HNSW graph on a prefix) ---------------
 def index_on(store, ef=400):
     """Make the engine's first-stage index serve even a small set, walked wide."""
-    engine = store.engine
-    if store.kind == "local":
-        engine.ann_threshold, engine.ef_search = 0, ef
-    else:
-        engine.exact_below = 0
-        if hasattr(engine, "ef_search"):
-            engine.ef_search = min(ef, 1000)
+    store.native_from = 0
+    if hasattr(store.engine, "ef_search"):
+        store.engine.ef_search = min(ef, 1000)
 
 
 def index_off(store):
-    if store.kind == "local":
-        store.engine.ann_threshold = 10**12
-    else:
-        store.engine.exact_below = 10**12
+    store.native_from = NEVER
 
 
 GRAPH = Funnel.parse("384:float32:100,384")
 
 
+@pytest.mark.native_only
 def test_the_index_answers_the_exact_funnels_top_10_at_high_ef(store):
     fill(store, 1000)
     q = unit(10, seed=31)
@@ -634,6 +629,7 @@ def test_the_index_answers_the_exact_funnels_top_10_at_high_ef(store):
     assert [[h.id for h in r] for r in res.hits] == [[h.id for h in r] for r in exact_res.hits]
 
 
+@pytest.mark.native_only
 def test_rows_added_after_the_index_was_built_are_found(store, monkeypatch):
     fill(store, 600)
     store.index("s", GRAPH)
@@ -656,6 +652,7 @@ def test_rows_added_after_the_index_was_built_are_found(store, monkeypatch):
         assert any(v.kind.startswith("HNSW") for v in info.views)
 
 
+@pytest.mark.native_only
 def test_deleted_rows_are_never_returned_by_the_index(store):
     x = fill(store, 800)
     store.index("s", GRAPH)
@@ -682,8 +679,7 @@ def test_kill_9_while_the_index_is_extended_leaves_a_store_that_answers(tmp_path
         import numpy as np
         from mrlkit import Funnel
         from mrlkit.stores import open_store
-        s = open_store({location!r})
-        s.engine.ann_threshold = 0
+        s = open_store({location!r}, native_from=0)
         s.search("s", np.ones((1, 384), np.float32), funnel=Funnel.parse({str(GRAPH)!r}))
     """, env={"MRLKIT_TEST_CRASH_AT": "graph_before_rename"})
     assert r.returncode == -9, (r.returncode, r.stderr)

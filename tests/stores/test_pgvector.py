@@ -17,7 +17,7 @@ psycopg = pytest.importorskip("psycopg")
 def pg(pg_url):
     from mrlkit.stores.pgvector import PgvectorStore
 
-    store = PgvectorStore(pg_url, exact_below=0)  # use the indexes at any size
+    store = PgvectorStore(pg_url, native_from=0)  # use the indexes at any size
     yield store
     store.close()
 
@@ -47,12 +47,13 @@ def test_the_first_stage_uses_its_hnsw_expression_index(pg, spec, expression):
     funnel = Funnel.parse(spec)
     assert pg.index("s", funnel) == [f"mrlkit_set_1_d{funnel.stages[0].dim}_"
                                      f"{funnel.stages[0].precision}"]
-    plan = pg.engine.explain("s", unit(1, seed=3), funnel)
+    plan = pg.explain("s", unit(1, seed=3), funnel)
     assert f"Index Scan using mrlkit_set_1_d{funnel.stages[0].dim}" in plan
     assert expression in plan
-    # a small set below exact_below is scanned exactly, index or not
-    pg.engine.exact_below = 10_000
-    assert "Index Scan using mrlkit_set_1_d" not in pg.engine.explain("s", unit(1, seed=3), funnel)
+    # a small set below the planner's native_from is scanned exactly, index or not
+    pg.native_from = 10_000
+    assert pg.plan("s", funnel).why == "an exact scan inside the engine"
+    assert "Index Scan using mrlkit_set_1_d" not in pg.explain("s", unit(1, seed=3), funnel)
 
 
 def test_sql_funnel_on_hnsw_finds_the_exact_neighbours(pg):
@@ -124,7 +125,7 @@ def test_reindex_keeps_indexes_that_still_fit(pg):
     info = pg.reindex("s", 128, allow_non_mrl=True)
     assert info.stored_dim == 128
     assert pg.info("s").details["indexed_stages"] == ["64:binary"]  # 384:float32 no longer fits
-    plan = pg.engine.explain("s", unit(1, 128), Funnel.parse("64:binary:100,128"))
+    plan = pg.explain("s", unit(1, 128), Funnel.parse("64:binary:100,128"))
     assert "Index Scan using mrlkit_set_1_d64_binary" in plan
 
 

@@ -24,7 +24,7 @@ pytest.importorskip("qdrant_client")
 def qdrant(tmp_path):
     from mrlkit.stores.qdrant import QdrantStore
 
-    store = QdrantStore(f"qdrant:{tmp_path / 'edge'}", exact_below=0)
+    store = QdrantStore(f"qdrant:{tmp_path / 'edge'}", native_from=0)
     yield store
     store.close()
 
@@ -35,7 +35,7 @@ def server(tmp_path):
     here): every request it builds is the one a Qdrant server would get."""
     from mrlkit.stores.qdrant import QdrantStore
 
-    store = QdrantStore(f"qdrant+local:{tmp_path / 'client'}", exact_below=0)
+    store = QdrantStore(f"qdrant+local:{tmp_path / 'client'}", native_from=0)
     yield store
     store.close()
 
@@ -87,14 +87,25 @@ def _server_shape(r):
             "rescore": p.params.quantization.rescore if p.params else None}
 
 
+def _recording(build, sent):
+    """``funnel_request`` that keeps what it built (the requests the test compares)."""
+    def wrapped(*args, **kwargs):
+        sent.append(build(*args, **kwargs))
+        return sent[-1]
+    return wrapped
+
+
 @pytest.mark.parametrize("funnel", ["64:float32:100,768", "128:binary:200,768",
                                     "128:int8:200,768"])
-def test_edge_and_server_adapters_get_the_same_request(qdrant, server, funnel):
+def test_edge_and_server_adapters_get_the_same_request(qdrant, server, funnel, monkeypatch):
     x = unit(400, 768)
     f = Funnel.parse(funnel)
     q = vectors.normalize(x[:3] + 0.3 * unit(3, 768, seed=7))
     results, plans = [], []
     for store in (qdrant, server):
+        sent = []
+        monkeypatch.setattr(store.engine, "funnel_request",
+                            _recording(store.engine.funnel_request, sent))
         store.create_set("s", "nomic-embed-text")
         store.add("s", ids(400), x, metadata=[{"g": i % 2} for i in range(400)])
         store.index("s", f)
@@ -106,7 +117,7 @@ def test_edge_and_server_adapters_get_the_same_request(qdrant, server, funnel):
         res = store.search("s", q, k=10, funnel=f, filters={"g": 1})
         assert res.timings[0].method == "qdrant query"
         results.append(_ids(res))
-        plans.append(store.engine.requests[-1])
+        plans.append(sent[-1])
     assert plans[0].describe() == plans[1].describe()
     assert all(np.array_equal(a.query, b.query) for a, b in zip(plans[0:1], plans[1:2]))
     edge = _edge_shape(qdrant.engine.db.request(plans[0]))

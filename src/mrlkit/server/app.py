@@ -292,7 +292,7 @@ def create_app(config: ServerConfig) -> FastAPI:
                       for h in hits] for hits in res.hits],
             "timings": [{"dim": t.dim, "precision": t.precision, "keep": t.keep, "ms": t.ms,
                          "method": t.method} for t in res.timings],
-            "funnel": str(funnel) if funnel else None,
+            "dims_used": res.dims_used, "funnel": res.funnel, "path": res.path,
             "notes": res.notes})
 
     @app.post("/v1/sets/{name}/truncate", tags=["sets"], dependencies=[role("write")],

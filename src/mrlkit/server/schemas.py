@@ -176,7 +176,13 @@ class TimingOut(BaseModel):
 class SearchResponse(BaseModel):
     hits: list[list[HitOut]]
     timings: list[TimingOut]
-    funnel: str | None
+    dims_used: list[list[int]] = Field(default_factory=list, description=(
+        "The stage dimensions each query went through (fewer with adaptive early exit)."))
+    funnel: str = Field(description="The funnel that ran: the request's, or the one "
+                        "mrlkit chose for the set when the request named none.")
+    path: str = Field(description="native: the engine's own first stage ran (an HNSW "
+                      "graph, SQL, a Qdrant or Chroma query); generic: mrlkit ran every "
+                      "stage over the stored vectors.")
     notes: list[str] = Field(default_factory=list, description=(
         "What the search had to do otherwise, e.g. an index that could not be written "
         "(a full disk) and the exact scan that answered instead."))

@@ -43,10 +43,12 @@ def default_location() -> str:
 
 
 def open_store(location: str | os.PathLike[str] | None = None, *,
-               create: bool = True) -> Store[Any]:
+               create: bool = True, native_from: int | str | None = None) -> Store[Any]:
     """Open the store at ``location``, creating it if needed; with ``create=False`` a
     folder-based store that does not exist is an error (a mistyped path stays a typo,
-    not a new empty store)."""
+    not a new empty store). ``native_from`` (default ``MRLKIT_NATIVE_FROM``, else the
+    engine's own) is the row count from which a search runs on the engine's own first
+    stage; ``"never"`` keeps every search in mrlkit (:mod:`mrlkit.stores.plan`)."""
     loc = str(location) if location is not None else default_location()
     scheme = loc.split("://", 1)[0] if "://" in loc else ""
     if not create and not scheme:
@@ -54,21 +56,21 @@ def open_store(location: str | os.PathLike[str] | None = None, *,
     if scheme in ("postgresql", "postgres"):
         from .pgvector import PgvectorStore
 
-        return PgvectorStore(loc)
+        return PgvectorStore(loc, native_from=native_from)
     if loc.startswith(("chroma:", "chroma+http:", "chroma+https:")):
         from .chroma import ChromaStore
 
-        return ChromaStore(loc)
+        return ChromaStore(loc, native_from=native_from)
     if loc.startswith(("qdrant:", "qdrant+http:", "qdrant+https:", "qdrant+local:")):
         from .qdrant import QdrantStore
 
-        return QdrantStore(loc)
+        return QdrantStore(loc, native_from=native_from)
     if scheme:
         raise StoreError(f"no backend for {loc!r}: use a directory path (the embedded local "
                          "store), a postgresql:// URL, chroma:PATH or qdrant:PATH")
     from .local import LocalStore
 
-    return LocalStore(loc)
+    return LocalStore(loc, native_from=native_from)
 
 
 def _must_exist(loc: str) -> None:

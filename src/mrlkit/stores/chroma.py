@@ -13,8 +13,8 @@ so each set is
   row beside it; on a server, a collection ``mrlkit-f-<hash>``.
 
 A funnel whose first stage is that prefix in float32 runs as one Chroma query → mrlkit
-rerank. Any other funnel, and every search of a set below ``exact_below`` rows, runs in
-mrlkit over the stored vectors. Collection names come from a hash of the set's name, so
+rerank. Any other funnel, and every search of a set below the planner's ``native_from``
+rows, runs in mrlkit over the stored vectors. Collection names come from a hash of the set's name, so
 any set name fits Chroma's rules. Chroma's default embedding function (which downloads a
 model) is never used, and telemetry is off.
 
@@ -41,15 +41,15 @@ import numpy as np
 from .. import vectors
 from ..errors import InvalidInputError, StoreError
 from ..text import masked
-from ..funnel import Adaptive, Funnel, Stage, StageTiming
+from ..funnel import Stage, StageTiming
 from ..transform import Transform
 from . import rules
 from .chroma_vectors import CollectionVectors, FileVectors
 from .core import EngineDefaults, Partial, Scan, Store
+from .plan import Capabilities, Plan
 from .records import (Batch, CheckReport, Document, Rebuild, SetRecord, StorageInfo,
                       ViewInfo)
 
-EXACT_BELOW = 10_000
 HNSW: Any = {"space": "cosine", "ef_search": 200, "ef_construction": 200, "max_neighbors": 32}
 # the full-vector collection is never searched, only read back by id; Chroma indexes every
 # collection, so its graph is kept as small as Chroma allows to spare ingest time
@@ -103,18 +103,22 @@ def _where(filters: Mapping[str, Any]) -> dict[str, Any]:
     return parts[0] if len(parts) == 1 else {"$and": parts}
 
 
-def ChromaStore(location: str, *, exact_below: int | None = None) -> Store[ChromaRecord]:
+def ChromaStore(location: str, *, native_from: int | str | None = None
+                ) -> Store[ChromaRecord]:
     """A store on the chroma engine: ``chroma:PATH`` or ``chroma+http(s)://host:port``."""
-    return Store(ChromaEngine(location, exact_below=exact_below))
+    return Store(ChromaEngine(location), native_from=native_from)
 
 
 class ChromaEngine(EngineDefaults[ChromaRecord]):
     """Embedding sets in ChromaDB (see module docs)."""
 
     kind = "chroma"
-    index_precisions = ("float32",)
+    # a float32 first stage on the prefix collection's HNSW; the rerank in mrlkit; Chroma
+    # keeps flat metadata and matches str, int, float and bool as mrlkit does
+    capabilities = Capabilities(first_stages=("float32",), filter_types=(str, int, float, bool),
+                                flat_metadata=True, builds=("float32",), native_from=10_000)
 
-    def __init__(self, location: str, *, exact_below: int | None = None) -> None:
+    def __init__(self, location: str) -> None:
         try:
             import chromadb
             from chromadb.config import Settings
@@ -123,7 +127,6 @@ class ChromaEngine(EngineDefaults[ChromaRecord]):
                              ) from None
         os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
         self.location = masked(location)
-        self.exact_below = EXACT_BELOW if exact_below is None else exact_below
         settings = Settings(anonymized_telemetry=False)
         try:
             if location.startswith("chroma+http"):
@@ -221,14 +224,11 @@ class ChromaEngine(EngineDefaults[ChromaRecord]):
 
     rows = count
 
-    def create(self, rec: SetRecord, first: Stage | None) -> bool:
+    def create(self, rec: SetRecord, first: Stage, build: bool, spec: Mapping[str, Any]
+               ) -> bool:
         """The set's documents collection (and its full vectors' place); the first stage
         indexed is ``first``'s dimension (the one mrlkit would pick for a large set)."""
-        from ..funnel import default_funnel
-        from ..registry import get_spec
-
-        dim = first.dim if first else default_funnel(
-            10**9, rec.stored_dim, get_spec(rec.model).supports_mrl).stages[0].dim
+        dim = first.dim
         with self._lock:
             if self._get(_names(rec.name)[0]) is not None:
                 return False
@@ -268,12 +268,6 @@ class ChromaEngine(EngineDefaults[ChromaRecord]):
         with self._lock:
             rec = self.record(name)
             batch = prepare(rec)
-            for i, m in zip(batch.ids, batch.metadata):
-                for k, v in m.items():
-                    if not isinstance(v, (str, int, float, bool)):
-                        raise InvalidInputError(
-                            f"document {i!r}: metadata {k!r} is {type(v).__name__}; Chroma "
-                            "keeps only str, int, float and bool values")
             docs = self._docs(name)
             batch.accept(docs.get(ids=batch.ids, include=[])["ids"])
             self._write(docs, rec, batch.ids, batch.stored(rec.storage), batch.texts,
@@ -310,7 +304,7 @@ class ChromaEngine(EngineDefaults[ChromaRecord]):
             self._rewrite(rec, replace(new, first_dim=min(new.first_dim, new.stored_dim)),
                           p.apply)
 
-    def index(self, rec: ChromaRecord, first: Stage) -> list[str]:
+    def index(self, rec: ChromaRecord, first: Stage, native: bool) -> list[str]:
         """Chroma indexes one dimension per collection: a first stage of another length
         moves the documents collection to it."""
         with self._lock:
@@ -390,17 +384,17 @@ class ChromaEngine(EngineDefaults[ChromaRecord]):
                     for i, t, m in zip(got["ids"], got["documents"], got["metadatas"])}
         return fetch
 
-    def native(self, rec: ChromaRecord, q: np.ndarray, funnel: Funnel,
-               filters: dict[str, Any] | None, adaptive: Adaptive | None,
-               n: int) -> Partial | None:
+    def built(self, rec: ChromaRecord) -> set[tuple[int, str]]:
+        return {(rec.first_dim, "float32")}
+
+    def native(self, rec: ChromaRecord, q: np.ndarray, plan: Plan,
+               filters: dict[str, Any] | None) -> Partial | None:
         """A float32 first stage at the indexed prefix, on Chroma's HNSW (ids and
         distances only: asking Chroma for metadata too triples its time); the rerank
         reads the candidates' full vectors from the file, or the full-vector collection
         on a server."""
+        funnel = plan.funnel
         first = funnel.stages[0]
-        if not (first.dim == rec.first_dim and first.precision == "float32"
-                and n >= self.exact_below):
-            return None
         docs = self._docs(rec.name)
         t0 = time.perf_counter()
         keep = first.keep or 10

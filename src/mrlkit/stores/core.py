@@ -18,18 +18,19 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from datetime import datetime, UTC
 from typing import Any, Generic, Protocol, TypeVar
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 
 import numpy as np
 
 from ..errors import DimensionError, InvalidInputError, SetExistsError
 from ..funnel import (Adaptive, Funnel, FunnelSource, MatrixSource, Stage, StageTiming,
-                      choose_funnel, default_funnel, execute, rerank)
+                      execute, rerank)
 from ..registry import get_spec, validate_dim
 from ..text import masked
 from ..transform import Transform
 from ..vectors import Int8Calibration
 from . import rules
+from .plan import Capabilities, Plan, choose_funnel, plan, threshold
 from .records import (Batch, CheckReport, Document, Hit, Rebuild, SearchResult, SetInfo,
                       SetRecord, StorageInfo)
 
@@ -68,6 +69,7 @@ class Partial:
     timings: list[StageTiming]
     documents: Documents
     matrix: np.ndarray | None = None
+    notes: list[str] = field(default_factory=list)
 
 
 class Engine(Protocol[R]):
@@ -78,26 +80,30 @@ class Engine(Protocol[R]):
     @property
     def location(self) -> str: ...
     @property
-    def index_precisions(self) -> tuple[str, ...]: ...  # first stages ``index`` can build
+    def capabilities(self) -> Capabilities: ...  # what the planner may ask of it
 
     def record(self, name: str) -> R: ...
     def records(self) -> list[R]: ...
     def count(self, rec: R) -> int: ...   # live documents
     def rows(self, rec: R) -> int: ...    # cheap: what a search sizes its funnel on
-    def create(self, rec: SetRecord, first: Stage | None) -> bool: ...  # False: exists
+    # False: the set exists; ``first`` is the stage a large set reads (built when
+    # ``build``); ``spec`` the model's ModelSpec as data, for engines that keep it
+    def create(self, rec: SetRecord, first: Stage, build: bool,
+               spec: Mapping[str, Any]) -> bool: ...
     def drop(self, name: str) -> None: ...
     def add(self, name: str, prepare: Callable[[R], Batch]) -> int: ...
     def delete(self, name: str, ids: list[str]) -> int: ...
     def rebuild(self, name: str, plan: Callable[[R], Rebuild]) -> None: ...
-    def index(self, rec: R, first: Stage) -> list[str]: ...
+    def index(self, rec: R, first: Stage, native: bool) -> list[str]: ...
     def vectors(self, rec: R) -> tuple[list[str], np.ndarray]: ...
     def get(self, rec: R, ids: list[str]) -> dict[str, Document]: ...
     def scroll(self, rec: R, offset: int, limit: int) -> list[Document]: ...
     def sample(self, rec: R) -> np.ndarray: ...
     def calibration(self, rec: R, dim: int) -> tuple[Int8Calibration, int] | None: ...
     def save_calibration(self, rec: R, dim: int, cal: Int8Calibration, rows: int) -> None: ...
-    def native(self, rec: R, q: np.ndarray, funnel: Funnel, filters: dict[str, Any] | None,
-               adaptive: Adaptive | None, n: int) -> Partial | None: ...
+    def built(self, rec: R) -> Collection[tuple[int, str]]: ...  # first stages indexed
+    def native(self, rec: R, q: np.ndarray, plan: Plan,
+               filters: dict[str, Any] | None) -> Partial | None: ...
     def scan(self, rec: R, filters: dict[str, Any] | None) -> Scan: ...
     def storage(self, rec: R, count: int) -> StorageInfo: ...
     def check(self, rec: R, report: CheckReport, repair: bool) -> bool: ...
@@ -107,8 +113,11 @@ class Engine(Protocol[R]):
 class EngineDefaults(Generic[R]):
     """What an engine without a native funnel or kept calibrations inherits."""
 
-    def native(self, rec: R, q: np.ndarray, funnel: Funnel, filters: dict[str, Any] | None,
-               adaptive: Adaptive | None, n: int) -> Partial | None:
+    def built(self, rec: R) -> Collection[tuple[int, str]]:
+        return ()
+
+    def native(self, rec: R, q: np.ndarray, plan: Plan,
+               filters: dict[str, Any] | None) -> Partial | None:
         return None
 
     def calibration(self, rec: R, dim: int) -> tuple[Int8Calibration, int] | None:
@@ -130,8 +139,11 @@ class Store(Generic[R]):
     them and applies the set's transform. Every method raises :mod:`mrlkit.errors`.
     """
 
-    def __init__(self, engine: Engine[R]) -> None:
+    def __init__(self, engine: Engine[R], *, native_from: int | str | None = None) -> None:
         self.engine = engine
+        self.caps = engine.capabilities
+        # rows from which the engine's own first stage runs (plan.NEVER: never)
+        self.native_from = threshold(native_from, self.caps.native_from)
         self._calibrations: dict[tuple[str, int, int, str], tuple[Int8Calibration, int]] = {}
 
     @property
@@ -172,8 +184,8 @@ class Store(Generic[R]):
         rec = SetRecord(name, spec.name, rules.stored_truncate(spec, dim), dim, storage,
                         allow_non_mrl,
                         datetime.now(UTC).isoformat(timespec="seconds"))
-        first = default_funnel(10**9, dim, spec.supports_mrl).stages[0] if index else None
-        if not self.engine.create(rec, first):
+        first = choose_funnel(2**62, dim, spec.supports_mrl)[0].stages[0]
+        if not self.engine.create(rec, first, index, spec.as_dict()):
             raise SetExistsError(f"embedding set {name!r} exists already in {self.location}")
         return self.get_set(name)
 
@@ -237,8 +249,9 @@ class Store(Generic[R]):
             upsert: bool = False) -> int:
         """Add a batch atomically; with ``upsert``, existing ids are replaced. The batch
         is checked against the set as the engine reads it under its write lock."""
+        flat = self.kind if self.caps.flat_metadata else None
         return self.engine.add(name, lambda rec: rules.check_batch(
-            rec, ids, embeddings, texts, metadata, upsert=upsert))
+            rec, ids, embeddings, texts, metadata, upsert=upsert, flat=flat))
 
     def delete(self, name: str, ids: Sequence[str]) -> int:
         """Delete documents by id; returns how many existed."""
@@ -281,12 +294,14 @@ class Store(Generic[R]):
         rec = self.engine.record(name)
         first = Funnel(funnel.stages[:1]).check(rec.stored_dim, 1).stages[0]
         rules.check_funnel_dims(rec, get_spec(rec.model), [first.dim])
-        if first.precision not in self.engine.index_precisions:
+        if first.precision not in self.caps.builds:
             raise InvalidInputError(
                 f"{self.kind} cannot index a {first.precision} first stage (it indexes "
-                f"{', '.join(self.engine.index_precisions)}); a {first.precision} stage "
+                f"{', '.join(self.caps.builds)}); a {first.precision} stage "
                 "runs in mrlkit over the stored vectors")
-        return self.engine.index(rec, first)
+        p = plan(self.caps, self.engine.rows(rec), Funnel((first,)),
+                 stored_dim=rec.stored_dim, threshold=self.native_from)
+        return self.engine.index(rec, first, p.index)  # native: what a search will walk
 
     # --- reads ------------------------------------------------------------------------
     def vectors(self, name: str) -> tuple[list[str], np.ndarray]:
@@ -316,7 +331,27 @@ class Store(Generic[R]):
 
     def _default(self, rec: R, n: int, k: int) -> tuple[Funnel, str]:
         mrl = get_spec(rec.model).supports_mrl or rec.transform is not None
-        return choose_funnel(n, rec.stored_dim, mrl, k)
+        return choose_funnel(n, rec.stored_dim, mrl, k, threshold=self.native_from)
+
+    def plan(self, name: str, funnel: Funnel | None = None, *, k: int = 10,
+             filters: Mapping[str, Any] | None = None,
+             adaptive: Adaptive | None = None) -> Plan:
+        """How a search of set ``name`` would run (the default funnel when none is
+        given): native (the engine's own first stage) or generic, and why."""
+        rec = self.engine.record(name)
+        return self._plan(rec, self.engine.rows(rec), funnel, k,
+                          rules.check_filters(filters), adaptive)
+
+    def _plan(self, rec: R, n: int, funnel: Funnel | None, k: int,
+              filters: dict[str, Any] | None, adaptive: Adaptive | None) -> Plan:
+        if funnel is None:
+            funnel = self._default(rec, n, k)[0]
+        else:  # the caller's prefixes obey the set's dimension rules
+            rules.check_funnel_dims(rec, get_spec(rec.model), [s.dim for s in funnel.stages])
+        funnel = funnel.check(rec.stored_dim, k)
+        return plan(self.caps, n, funnel, stored_dim=rec.stored_dim,
+                    built=self.engine.built(rec), filters=filters, adaptive=adaptive,
+                    threshold=self.native_from)
 
     def allows(self, name: str, funnel: Funnel) -> bool:
         """Does set ``name`` take ``funnel`` (its dimensions and its prefixes)?"""
@@ -373,34 +408,48 @@ class Store(Generic[R]):
         q = rules.prepare_queries(rec, queries)
         flt = rules.check_filters(filters)
         n = self.engine.rows(rec)
-        if funnel is None:
-            funnel = self._default(rec, n, k)[0]
-        else:  # the caller's prefixes obey the set's dimension rules
-            rules.check_funnel_dims(rec, get_spec(rec.model), [s.dim for s in funnel.stages])
-        funnel = funnel.check(rec.stored_dim, k)
+        p = self._plan(rec, n, funnel, k, flt, adaptive)
         if n == 0:
             return SearchResult.empty(len(q))
-        part = self.engine.native(rec, q, funnel, flt, adaptive, n)
+        part = None
+        if p.stages and not self.caps.source_index:
+            part = self.engine.native(rec, q, p, flt)
         if part is not None:
-            return self._finish(rec, q, funnel, part, adaptive)
+            return self._finish(rec, q, p, part, adaptive)
         scan = self.engine.scan(rec, flt)
         if scan.empty:
             return SearchResult.empty(len(q))
         source = scan.source or self._source(rec, scan.matrix)
-        rows, scores, timings, dims = execute(source, q, funnel, n_rows=scan.n_rows,
+        rows, scores, timings, dims = execute(source, q, p.funnel, n_rows=scan.n_rows,
                                               live=scan.live, candidates=scan.candidates,
-                                              adaptive=adaptive, dead=scan.dead)
+                                              adaptive=adaptive, dead=scan.dead,
+                                              index=p.index)
+        ran = "native" if timings and timings[0].method == "ann" else "generic"
         return SearchResult(_hits(scan.documents, rows, scores), timings, dims,
-                            list(scan.notes))
+                            list(scan.notes), ran, str(p.funnel))
+
+    def explain(self, name: str, query: np.ndarray, funnel: Funnel | None = None, *,
+                k: int = 10, filters: Mapping[str, Any] | None = None) -> str:
+        """The engine's own plan for one query through the stages it runs (pgvector:
+        PostgreSQL's ``EXPLAIN``)."""
+        rec = self.engine.record(name)
+        q = rules.prepare_queries(rec, query)[0]
+        flt = rules.check_filters(filters)
+        p = self._plan(rec, self.engine.rows(rec), funnel, k, flt, None)
+        explain = getattr(self.engine, "explain", None)
+        if explain is None or not p.stages:
+            raise InvalidInputError(f"{self.kind} has no plan of its own to show: this "
+                                    f"search runs {p.why}")
+        return str(explain(rec, q, p, flt))
 
     def _source(self, rec: R, matrix: np.ndarray | None) -> MatrixSource:
         assert matrix is not None, "an engine's scan gives a source or a matrix"
         return MatrixSource(matrix, lambda d: self._calibration(rec, d))
 
-    def _finish(self, rec: R, q: np.ndarray, funnel: Funnel, part: Partial,
+    def _finish(self, rec: R, q: np.ndarray, p: Plan, part: Partial,
                 adaptive: Adaptive | None) -> SearchResult:
         """The stages an engine's native search left, in mrlkit on the survivors."""
-        stages = funnel.stages
+        stages = p.funnel.stages
         dims = [[s.dim for s in stages[:part.done]] for _ in q]
         rows, scores, timings = part.rows, part.scores, list(part.timings)
         if part.done < len(stages):
@@ -409,7 +458,8 @@ class Store(Generic[R]):
                 final_k=stages[-1].keep or 10, adaptive=adaptive)
             timings += more
             dims = [a + b for a, b in zip(dims, more_dims)]
-        return SearchResult(_hits(part.documents, rows, scores), timings, dims)
+        return SearchResult(_hits(part.documents, rows, scores), timings, dims,
+                            list(part.notes), "native", str(p.funnel))
 
 
 def _hits(documents: Documents, rows: list[np.ndarray], scores: list[np.ndarray]

@@ -37,12 +37,12 @@ import numpy as np
 
 from .. import vectors
 from ..errors import StoreError
-from ..funnel import ANN_THRESHOLD, Index, Stage, View
-from ..registry import get_spec
+from ..funnel import Index, Stage, View
 from ..transform import Transform
 from ..vectors import PRECISIONS, Int8Calibration
 from . import rules
 from .core import EngineDefaults, Scan, Store
+from .plan import Capabilities
 from .local_files import RowReader, SetFiles, file_crc, storage_dtype
 from .local_graph import GraphIndex
 from .records import (Batch, CheckReport, Document, Rebuild, SetRecord, StorageInfo,
@@ -81,24 +81,27 @@ class LocalRecord(SetRecord):
     checksum: int | None  # CRC-32 of the committed vector file (None: not known)
 
 
-def LocalStore(path: str | os.PathLike[str], *, ann_threshold: int = ANN_THRESHOLD,
+def LocalStore(path: str | os.PathLike[str], *, native_from: int | str | None = None,
                ef_search: int | None = None) -> Store[LocalRecord]:
     """A store on the local engine at ``path`` (a folder, created if needed). A float32
-    first stage runs on an HNSW index of its prefix once a set has ``ann_threshold``
-    rows; ``ef_search`` widens the graph walk past the stage's ``keep``."""
-    return Store(LocalEngine(path, ann_threshold=ann_threshold, ef_search=ef_search))
+    first stage runs on an HNSW index of its prefix once a set has ``native_from`` rows
+    (see :mod:`mrlkit.stores.plan`); ``ef_search`` widens the graph walk past the
+    stage's ``keep``."""
+    return Store(LocalEngine(path, ef_search=ef_search), native_from=native_from)
 
 
 class LocalEngine(EngineDefaults[LocalRecord]):
     """The embedded default engine (see module docs)."""
 
     kind = "local"
-    index_precisions = PRECISIONS
+    # a float32 prefix graph, built on first use and walked by mrlkit's executor; views
+    # of every precision; filters and later stages in mrlkit
+    capabilities = Capabilities(first_stages=("float32",), source_index=True,
+                                builds=PRECISIONS)
 
-    def __init__(self, path: str | os.PathLike[str], *, ann_threshold: int = ANN_THRESHOLD,
-                 ef_search: int | None = None) -> None:
+    def __init__(self, path: str | os.PathLike[str], *, ef_search: int | None = None) -> None:
         self.root = Path(path)
-        self.ann_threshold, self.ef_search = ann_threshold, ef_search
+        self.ef_search = ef_search
         self.location = str(self.root)
         try:
             self.root.mkdir(parents=True, exist_ok=True)
@@ -191,18 +194,18 @@ class LocalEngine(EngineDefaults[LocalRecord]):
     def rows(self, rec: LocalRecord) -> int:
         return rec.n_rows
 
-    def create(self, rec: SetRecord, first: Stage | None) -> bool:
+    def create(self, rec: SetRecord, first: Stage, build: bool, spec: Mapping[str, Any]
+               ) -> bool:
         """Insert the set (views are built on first use, or ahead by ``index``)."""
-        spec = get_spec(rec.model)
         with self._write() as db:
             if db.execute("SELECT 1 FROM sets WHERE name = ?", (rec.name,)).fetchone():
                 return False
-            d = spec.as_dict()
             db.execute("INSERT INTO models VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(name) DO "
                        "UPDATE SET spec = excluded.spec, mrl_dims = excluded.mrl_dims, "
                        "supports_mrl = excluded.supports_mrl",
-                       (spec.name, spec.provider, spec.native_dim, int(spec.supports_mrl),
-                        json.dumps(d["mrl_dims"]), json.dumps(d)))
+                       (spec["name"], spec["provider"], spec["native_dim"],
+                        int(spec["supports_mrl"]), json.dumps(spec["mrl_dims"]),
+                        json.dumps(dict(spec))))
             cur = db.execute("INSERT INTO sets (name, model, truncate_dim, stored_dim, storage, "
                              "allow_non_mrl, created_at, checksum) VALUES (?, ?, ?, ?, ?, ?, ?, 0)",
                              (rec.name, rec.model, rec.truncate_dim, rec.stored_dim, rec.storage,
@@ -267,10 +270,8 @@ class LocalEngine(EngineDefaults[LocalRecord]):
 
     def ann(self, rec: LocalRecord, dim: int, notes: list[str] | None = None
             ) -> Index | None:
-        """The HNSW index of the ``dim`` prefix, or None below ``ann_threshold`` rows
-        (or when it cannot be written and none is on disk: said in ``notes``)."""
-        if rec.n_rows < self.ann_threshold:
-            return None
+        """The HNSW index of the ``dim`` prefix (None when it cannot be written and none
+        is on disk: said in ``notes``). The planner decides when it is walked."""
         graph, note = self._cached("ann", rec, (dim,), lambda: self._graph(rec, dim))
         if note and notes is not None:
             notes.append(note)
@@ -358,20 +359,20 @@ class LocalEngine(EngineDefaults[LocalRecord]):
         self._cache.clear()
         files.remove_derived(old_gen=rec.generation)
 
-    def index(self, rec: LocalRecord, first: Stage) -> list[str]:
-        """Build the first stage's view, or its HNSW index when the set is large enough
-        for the funnel to use one."""
+    def index(self, rec: LocalRecord, first: Stage, native: bool) -> list[str]:
+        """Build the first stage's view, or its HNSW index when the planner will walk
+        one (``native``)."""
         if rec.n_rows == 0:
             return []
         try:
-            return self._index(rec, first)
+            return self._index(rec, first, native)
         except OSError as exc:
             raise StoreError(f"cannot build the first stage {first} in {self.root}: "
                              f"{_why(exc)}") from None
 
-    def _index(self, rec: LocalRecord, first: Stage) -> list[str]:
+    def _index(self, rec: LocalRecord, first: Stage, native: bool) -> list[str]:
         files = self.files(rec)
-        if first.precision == "float32" and rec.n_rows >= self.ann_threshold:
+        if native:
             files.graph(first.dim)  # built or extended here, errors raised
             self._cache.pop(("ann", rec.id, rec.generation, first.dim), None)
             return [f"HNSW index d{first.dim}"]

@@ -35,12 +35,12 @@ import numpy as np
 
 from ..errors import InvalidInputError, StoreError
 from ..text import masked
-from ..funnel import Adaptive, Funnel, Stage, StageTiming
-from ..registry import get_spec
+from ..funnel import Funnel, Stage, StageTiming
 from ..transform import Transform
 from ..vectors import PRECISIONS, Int8Calibration, bytes_per_vector
 from . import pg_sql, rules
 from .core import EngineDefaults, Partial, Scan, Store
+from .plan import Capabilities, Plan
 from .pg_server import start_embedded, stop_embedded  # noqa: F401  (re-exported)
 from .records import (Batch, CheckReport, Document, Rebuild, SetRecord, StorageInfo,
                       ViewInfo)
@@ -54,7 +54,6 @@ except ImportError:  # pragma: no cover - depends on the install
     psycopg = None  # type: ignore[assignment]
 
 MIGRATIONS = pg_sql.MIGRATIONS
-EXACT_BELOW = 10_000      # rows; smaller sets are scanned exactly, indexes or not
 _SET_COLUMNS = ("id, name, config, truncate_dim, stored_dim, storage, doc_count, "
                 "created_at, allow_non_mrl, indexes, transform::text AS transform")
 
@@ -70,10 +69,11 @@ class PgRecord(SetRecord):
 
 def PgvectorStore(url: str, *, ef_search: int | None = None,
                   iterative_scan: str | None = None,
-                  exact_below: int | None = None) -> Store[PgRecord]:
-    """A store on the pgvector engine at ``url`` (see :class:`PgvectorEngine`)."""
-    return Store(PgvectorEngine(url, ef_search=ef_search, iterative_scan=iterative_scan,
-                                exact_below=exact_below))
+                  native_from: int | str | None = None) -> Store[PgRecord]:
+    """A store on the pgvector engine at ``url`` (see :class:`PgvectorEngine`; for
+    ``native_from``, :mod:`mrlkit.stores.plan`)."""
+    return Store(PgvectorEngine(url, ef_search=ef_search, iterative_scan=iterative_scan),
+                 native_from=native_from)
 
 
 class PgvectorEngine(EngineDefaults[PgRecord]):
@@ -81,17 +81,21 @@ class PgvectorEngine(EngineDefaults[PgRecord]):
 
     ``ef_search`` (HNSW candidates per index scan, raised to a stage's ``keep``),
     ``iterative_scan`` (``relaxed_order``, ``strict_order`` or ``off``: pgvector 0.8's
-    iterative index scans, which keep a filtered search from returning too few rows) and
-    ``exact_below`` (sets smaller than this are scanned exactly) are settings; each can
-    also come from ``MRLKIT_PG_EF_SEARCH``, ``MRLKIT_PG_ITERATIVE_SCAN`` and
-    ``MRLKIT_PG_EXACT_BELOW``.
+    iterative index scans, which keep a filtered search from returning too few rows) are
+    settings; each can also come from ``MRLKIT_PG_EF_SEARCH`` and
+    ``MRLKIT_PG_ITERATIVE_SCAN``.
     """
 
     kind = "pgvector"
-    index_precisions = ("float32", "float16", "binary")
+    # SQL runs every stage up to an int8 one, on an HNSW index of the first when the set
+    # has one, else by an exact scan in the server; jsonb containment matches filters
+    # as mrlkit does (numbers by value, true never 1)
+    capabilities = Capabilities(first_stages=("float32", "float16", "binary"), scans=True,
+                                later="sql", filter_types=(str, int, float, bool),
+                                builds=("float32", "float16", "binary"), native_from=10_000)
 
     def __init__(self, url: str, *, ef_search: int | None = None,
-                 iterative_scan: str | None = None, exact_below: int | None = None) -> None:
+                 iterative_scan: str | None = None) -> None:
         if psycopg is None:
             raise StoreError("the pgvector backend needs psycopg and pgvector: "
                              "pip install 'mrlkit[pg]'")
@@ -104,9 +108,6 @@ class PgvectorEngine(EngineDefaults[PgRecord]):
                                     f"off, not {self.iterative_scan!r}")
         if not 1 <= self.ef_search <= 1000:
             raise InvalidInputError(f"ef_search must be 1..1000, not {self.ef_search}")
-        env_exact = os.environ.get("MRLKIT_PG_EXACT_BELOW")
-        self.exact_below = (exact_below if exact_below is not None else
-                            int(env_exact) if env_exact else EXACT_BELOW)
         try:
             self._conn = psycopg.connect(url, autocommit=True, row_factory=dict_row)
         except psycopg.Error as exc:
@@ -190,9 +191,10 @@ class PgvectorEngine(EngineDefaults[PgRecord]):
 
     rows = count
 
-    def create(self, rec: SetRecord, first: Stage | None) -> bool:
-        """The set's row and table; with ``first``, its HNSW index."""
-        spec = get_spec(rec.model)
+    def create(self, rec: SetRecord, first: Stage, build: bool, spec: Mapping[str, Any]
+               ) -> bool:
+        """The set's row and table; with ``build``, the HNSW index of ``first``."""
+        mrl_dims = spec["mrl_dims"] if isinstance(spec["mrl_dims"], list) else None
         with self._tx() as cur:
             if cur.execute("SELECT 1 FROM embedding_set WHERE name = %s",
                            (rec.name,)).fetchone():
@@ -203,10 +205,10 @@ class PgvectorEngine(EngineDefaults[PgRecord]):
                 "ON CONFLICT (name) DO UPDATE SET supports_mrl = excluded.supports_mrl, "
                 "mrl_dimensions = excluded.mrl_dimensions, min_dim = excluded.min_dim, "
                 "prompts = excluded.prompts, spec = excluded.spec",
-                (spec.name, spec.provider, spec.native_dim, spec.supports_mrl,
-                 list(spec.mrl_dims) if spec.mrl_dims is not None else None, spec.min_dim,
-                 json.dumps({"query": spec.query_prompt, "document": spec.document_prompt}),
-                 json.dumps(spec.as_dict())))
+                (spec["name"], spec["provider"], spec["native_dim"], spec["supports_mrl"],
+                 mrl_dims, spec["min_dim"],
+                 json.dumps({"query": spec["query_prompt"],
+                             "document": spec["document_prompt"]}), json.dumps(dict(spec))))
             got = cur.execute(
                 "INSERT INTO embedding_set (name, config, truncate_dim, stored_dim, storage, "
                 "allow_non_mrl) VALUES (%s, %s, %s, %s, %s, %s) RETURNING id",
@@ -216,7 +218,7 @@ class PgvectorEngine(EngineDefaults[PgRecord]):
             cur.execute(pg_sql.create_table(pg_sql.ident(got["id"]), rec.stored_dim,
                                             rec.storage))
             pg_sql.table_settings(cur, got["id"], rec.stored_dim, rec.storage)
-            if first is not None:
+            if build:
                 pg_sql.create_index(cur, got["id"], rec.stored_dim, rec.storage, first,
                                    required=False)
         return True
@@ -227,7 +229,7 @@ class PgvectorEngine(EngineDefaults[PgRecord]):
             cur.execute(sql.SQL("DROP TABLE {}").format(pg_sql.ident(rec.id)))
             cur.execute("DELETE FROM embedding_set WHERE id = %s", (rec.id,))
 
-    def index(self, rec: PgRecord, first: Stage) -> list[str]:
+    def index(self, rec: PgRecord, first: Stage, native: bool) -> list[str]:
         """Create the HNSW expression index a funnel's first stage uses."""
         with self._tx() as cur:
             rec = self._get(rec.name, cur, lock=True)
@@ -353,20 +355,14 @@ class PgvectorEngine(EngineDefaults[PgRecord]):
                         (rec.id, dim, json.dumps({**cal.to_dict(), "fitted_on": rows})))
 
     # --- search -----------------------------------------------------------------------
-    def _use_index(self, rec: PgRecord, first: Stage) -> bool:
-        return rec.doc_count >= self.exact_below and \
-            f"{first.dim}:{first.precision}" in rec.indexes
+    def built(self, rec: PgRecord) -> set[tuple[int, str]]:
+        return {(int(d), p) for d, p in (i.split(":") for i in rec.indexes)}
 
-    def native(self, rec: PgRecord, q: np.ndarray, funnel: Funnel,
-               filters: dict[str, Any] | None, adaptive: Adaptive | None,
-               n: int) -> Partial | None:
-        """The stages SQL can express, as one statement per query (on the first stage's
-        HNSW index when the set has it and at least ``exact_below`` rows)."""
-        stages = funnel.stages
-        done = pg_sql.sql_stages(funnel, adaptive)
-        if done == 0:
-            return None  # an int8 first stage: the generic funnel over the rows
-        use_index = self._use_index(rec, stages[0])
+    def native(self, rec: PgRecord, q: np.ndarray, plan: Plan,
+               filters: dict[str, Any] | None) -> Partial | None:
+        """The planned stages as one statement per query (on the first stage's HNSW
+        index when the plan says so, else an exact scan in the server)."""
+        done, stages, use_index = plan.stages, plan.funnel.stages, plan.index
         statement = pg_sql.statement(rec.id, rec.stored_dim, rec.storage, stages[:done],
                                      filters, with_vectors=done < len(stages),
                                      use_index=use_index)
@@ -398,26 +394,18 @@ class PgvectorEngine(EngineDefaults[PgRecord]):
             len(got), rec.stored_dim)
         return Scan(len(got), lambda _: docs, matrix=matrix)
 
-    def explain(self, name: str, query: np.ndarray, funnel: Funnel, *, k: int = 10,
-                filters: Mapping[str, Any] | None = None) -> str:
-        """PostgreSQL's plan for one query through ``funnel`` (the stages SQL runs)."""
-        rec = self.record(name)
-        funnel = funnel.check(rec.stored_dim, k)
-        done = pg_sql.sql_stages(funnel, None)
-        if not done:
-            raise InvalidInputError("the funnel's first stage is int8: it runs in mrlkit")
-        stages = funnel.stages[:done]
-        flt = rules.check_filters(filters)
-        use_index = self._use_index(rec, stages[0])
-        q = rules.prepare_queries(rec, query)[0]
-        statement = pg_sql.statement(rec.id, rec.stored_dim, rec.storage, stages, flt,
-                                     with_vectors=False, use_index=use_index)
+    def explain(self, rec: PgRecord, q: np.ndarray, plan: Plan,
+                filters: dict[str, Any] | None) -> str:
+        """PostgreSQL's plan for one prepared query through the stages SQL runs."""
+        stages = plan.funnel.stages[:plan.stages]
+        statement = pg_sql.statement(rec.id, rec.stored_dim, rec.storage, stages, filters,
+                                     with_vectors=False, use_index=plan.index)
         with self._tx() as cur:
-            pg_sql.settings(cur, use_index, stages[0].keep or k, self.ef_search,
+            pg_sql.settings(cur, plan.index, stages[0].keep or 10, self.ef_search,
                             self.iterative_scan)
-            plan = cur.execute(sql.SQL("EXPLAIN ") + statement,
-                               pg_sql.params(q, stages, flt)).fetchall()
-        return "\n".join(str(next(iter(r.values()))) for r in plan)
+            got = cur.execute(sql.SQL("EXPLAIN ") + statement,
+                              pg_sql.params(q, stages, filters)).fetchall()
+        return "\n".join(str(next(iter(r.values()))) for r in got)
 
     def check(self, rec: PgRecord, report: CheckReport, repair: bool) -> bool:
         """The catalogue's count against the table; pages are PostgreSQL's to verify."""

@@ -12,8 +12,8 @@ A funnel over those vectors runs in Qdrant as one query: ``prefetch(first, limit
 inside, the rerank on ``full`` outside; a binary or int8 first stage (after ``index``) is
 Qdrant's binary or scalar quantisation of ``first``, searched without rescoring. Other
 funnels (other prefix lengths or precisions, more than two stages), adaptive search,
-float filters (Qdrant matches str, int and bool exactly) and sets below ``exact_below``
-rows run in mrlkit over the stored vectors.
+float filters (Qdrant matches str, int and bool exactly) and sets below the planner's
+``native_from`` rows run in mrlkit over the stored vectors (see :mod:`.plan`).
 
 Every request is built once here (:mod:`.qdrant_plan`) and executed by one of two thin
 adapters: ``qdrant:PATH`` runs Qdrant's engine in-process (``qdrant-edge-py``,
@@ -32,7 +32,6 @@ import os
 import threading
 import time
 import uuid
-from collections import deque
 from dataclasses import dataclass, replace
 from typing import Any
 from collections.abc import Callable, Mapping
@@ -42,18 +41,17 @@ import numpy as np
 from .. import vectors
 from ..errors import InvalidInputError
 from ..text import masked
-from ..funnel import Adaptive, Funnel, Stage, StageTiming
+from ..funnel import Funnel, Stage, StageTiming
 from ..transform import Transform
 from . import rules
 from .core import EngineDefaults, Partial, Scan, Store
+from .plan import Capabilities, Plan
 from .qdrant_plan import (Adapter, CollectionSpec, Prefetch, Query, VectorSpec,
                           payload_kind)
 from .records import (Batch, CheckReport, Document, Rebuild, SetRecord, StorageInfo,
                       ViewInfo)
 
-EXACT_BELOW = 10_000
 CATALOG = "mrlkit-catalog"
-REQUEST_LOG = 100  # the newest queries kept for inspection
 OPTIMIZE_AT = 20_000  # unindexed points past which a search first runs the optimiser
 _NS = uuid.UUID("6f1b9c2e-6d0a-4b8e-9a57-3c1f0e6a2d11")
 
@@ -133,30 +131,30 @@ def adapter_for(location: str) -> Adapter:
     return EdgeAdapter(os.path.expanduser(path))
 
 
-def QdrantStore(location: str, *, exact_below: int | None = None,
+def QdrantStore(location: str, *, native_from: int | str | None = None,
                 adapter: Adapter | None = None) -> Store[QdrantRecord]:
     """A store on the qdrant engine: ``qdrant:PATH`` or ``qdrant+http(s)://host:port``."""
-    return Store(QdrantEngine(location, exact_below=exact_below, adapter=adapter))
+    return Store(QdrantEngine(location, adapter=adapter), native_from=native_from)
 
 
 class QdrantEngine(EngineDefaults[QdrantRecord]):
     """Embedding sets in Qdrant (see module docs)."""
 
     kind = "qdrant"
-    index_precisions = ("float32", "int8", "binary")
+    # one request: the ``first`` vector's HNSW (quantised after ``index``), then one
+    # rerank on ``full``; Qdrant matches str, int and bool payloads exactly
+    capabilities = Capabilities(first_stages=("float32", "int8", "binary"), later="rerank",
+                                filter_types=(str, int, bool),
+                                builds=("float32", "int8", "binary"), native_from=10_000)
 
-    def __init__(self, location: str, *, exact_below: int | None = None,
-                 adapter: Adapter | None = None) -> None:
+    def __init__(self, location: str, *, adapter: Adapter | None = None) -> None:
         self.db = adapter or adapter_for(location)
         self.location = masked(location)
         self.single_process = self.db.single_process
-        self.exact_below = EXACT_BELOW if exact_below is None else exact_below
         if not self.db.exists(CATALOG):
             self.db.create(CATALOG, CollectionSpec())
         self.db.count(CATALOG)  # opened now: a store another process holds fails here
         self._lock = threading.RLock()
-        # the newest queries sent (bounded: a long-lived store must not grow)
-        self.requests: deque[Query] = deque(maxlen=REQUEST_LOG)
 
     def close(self) -> None:
         self.db.close()
@@ -183,12 +181,10 @@ class QdrantEngine(EngineDefaults[QdrantRecord]):
         self.db.upsert(CATALOG, [_point_id(rec.name)], None, [_payload(rec)])
         self.db.settle(CATALOG)
 
-    def create(self, rec: SetRecord, first: Stage | None) -> bool:
-        from ..funnel import default_funnel
-        from ..registry import get_spec
-
-        dim = first.dim if first else default_funnel(
-            10**9, rec.stored_dim, get_spec(rec.model).supports_mrl).stages[0].dim
+    def create(self, rec: SetRecord, first: Stage, build: bool, spec: Mapping[str, Any]
+               ) -> bool:
+        """The set's collection, its ``first`` vector at ``first``'s dimension."""
+        dim = first.dim
         with self._lock:
             if self.db.retrieve(CATALOG, [_point_id(rec.name)], payload=False):
                 return False
@@ -276,7 +272,7 @@ class QdrantEngine(EngineDefaults[QdrantRecord]):
         self._save(new)
         self.db.delete_collection(old.collection)
 
-    def index(self, rec: QdrantRecord, first: Stage) -> list[str]:
+    def index(self, rec: QdrantRecord, first: Stage, native: bool) -> list[str]:
         """Give the points a ``first`` named vector at the funnel's first-stage length,
         quantised by Qdrant when the stage is binary or int8 (the original floats stay for
         Qdrant's own use). The collection is rewritten from the stored vectors when the
@@ -331,25 +327,12 @@ class QdrantEngine(EngineDefaults[QdrantRecord]):
         return Query(np.asarray(query, np.float32), "full", k, match=match,
                      prefetch=Prefetch(prefix, "first", first.keep or k, quantized))
 
-    def _runs_natively(self, rec: QdrantRecord, funnel: Funnel,
-                       filters: dict[str, Any] | None, adaptive: Adaptive | None,
-                       n: int) -> bool:
-        stages = funnel.stages
-        first = stages[0]
-        shape_ok = (first.dim == rec.first_dim and first.precision == rec.first_precision
-                    and all(s.precision == "float32" and s.dim == rec.stored_dim
-                            for s in stages[1:]) and len(stages) <= 2)
-        if (len(stages) == 1 and first.dim == rec.stored_dim
-                and first.precision == "float32" and rec.first_dim != rec.stored_dim):
-            shape_ok = False  # a one-stage full search: the "full" vector, not "first"
-        filters_ok = not filters or not any(isinstance(v, float) for v in filters.values())
-        return shape_ok and filters_ok and adaptive is None and n >= self.exact_below
+    def built(self, rec: QdrantRecord) -> set[tuple[int, str]]:
+        return {(rec.first_dim, rec.first_precision)}
 
-    def native(self, rec: QdrantRecord, q: np.ndarray, funnel: Funnel,
-               filters: dict[str, Any] | None, adaptive: Adaptive | None,
-               n: int) -> Partial | None:
-        if not self._runs_natively(rec, funnel, filters, adaptive, n):
-            return None
+    def native(self, rec: QdrantRecord, q: np.ndarray, plan: Plan,
+               filters: dict[str, Any] | None) -> Partial | None:
+        funnel = plan.funnel
         k = funnel.stages[-1].keep or 10
         if self.db.pending(rec.collection) >= OPTIMIZE_AT:
             with self._lock:
@@ -357,7 +340,6 @@ class QdrantEngine(EngineDefaults[QdrantRecord]):
         t0 = time.perf_counter()
         requests = [self.funnel_request(rec, query, funnel, k=k, filters=filters)
                     for query in q]
-        self.requests.extend(requests)
         docs: dict[int, Document] = {}
         rows, scores = [], []
         for hits in self.db.query(rec.collection, requests):

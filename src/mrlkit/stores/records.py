@@ -97,6 +97,8 @@ class SearchResult:
     timings: list[StageTiming]
     dims_used: list[list[int]]
     notes: list[str] = field(default_factory=list)  # e.g. an index that could not be written
+    path: str = "generic"  # "native": the engine's own first stage ran; "generic": mrlkit's
+    funnel: str = ""       # the funnel that ran (the default one when none was given)
 
     @classmethod
     def empty(cls, n_queries: int) -> SearchResult:
@@ -105,7 +107,8 @@ class SearchResult:
     def as_dict(self) -> dict[str, Any]:
         return {"hits": [[dict(h.__dict__) for h in q] for q in self.hits],
                 "timings": [dict(t.__dict__) for t in self.timings],
-                "dims_used": self.dims_used, "notes": self.notes}
+                "dims_used": self.dims_used, "notes": self.notes, "path": self.path,
+                "funnel": self.funnel}
 
 
 @dataclass(frozen=True)

@@ -139,9 +139,10 @@ def check_metadata(doc_id: str, meta: Mapping[str, Any]) -> dict[str, Any]:
 def check_batch(rec: SetRecord, ids: Sequence[object], embeddings: np.ndarray,
                 texts: Sequence[str | None] | None,
                 metadata: Sequence[Mapping[str, Any] | None] | None, *,
-                upsert: bool = False) -> Batch:
+                upsert: bool = False, flat: str | None = None) -> Batch:
     """Check a write batch before anything is written; return it prepared (transformed
-    by the set's transform, unit norm).
+    by the set's transform, unit norm). ``flat`` names an engine that keeps only flat
+    metadata (str, int, float and bool values).
 
     Example::
 
@@ -195,6 +196,12 @@ def check_batch(rec: SetRecord, ids: Sequence[object], embeddings: np.ndarray,
     if len(metas) != len(str_ids):
         raise InvalidInputError(f"{len(str_ids)} ids but {len(metas)} metadata entries")
     checked = [check_metadata(i, m) if m else {} for i, m in zip(str_ids, metas)]
+    for i, m in zip(str_ids, checked) if flat else ():
+        for k, v in m.items():
+            if not isinstance(v, (str, int, float, bool)):
+                raise InvalidInputError(
+                    f"document {i!r}: metadata {k!r} is {type(v).__name__}; {flat} keeps "
+                    "only str, int, float and bool values")
     return Batch(name, str_ids, prepare(rec, emb), text_list, checked, upsert)
 
 
