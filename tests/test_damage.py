@@ -257,7 +257,8 @@ def test_a_truncate_killed_midway_leaves_a_file_check_reports_and_repair_removes
     loc = str(tmp_path / "st")
     filled(loc, 200)[0].close()
     code = (f"import os; from mrlkit.stores import open_store; s = open_store({loc!r}); "
-            "os.environ['MRLKIT_TEST_CRASH_AT'] = 'before_switch'; "
+            "from mrlkit.stores import faults; faults.install(lambda n: n == 'before_switch' "
+            "and os.kill(os.getpid(), 9)); "
             "s.truncate('s', 128, allow_non_mrl=True)")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=120)
     assert r.returncode == -9, r.stderr

@@ -2,8 +2,9 @@
 on a reference sample, kept, and named, so that int8 codes do not depend on the batch
 they were embedded in and codes from two calls compare.
 
-The reference sample is the first paragraphs of Python standard-library docstrings
-(present on every machine, varied prose); its hash is part of the calibration's name, so
+The reference sample is 400 first paragraphs of Python standard-library docstrings
+(varied prose), kept as package data so that it does not change with the Python version
+or the demo; its hash is part of the calibration's name, so
 a different sample never passes for the same calibration. A calibration can also be
 given (a file written by an earlier run, or a set's). Inside a store, int8 views are
 calibrated on the set's own rows instead (see ``mrlkit.stores.rules``).
@@ -81,9 +82,12 @@ class NamedCalibration:
 
 
 def reference_texts(n: int = REFERENCE_SIZE) -> list[str]:
-    from .demo import stdlib_docstrings
+    """The reference sample: package data (``reference_texts.txt``, one text per line),
+    the same on every machine and Python version."""
+    from importlib.resources import files
 
-    return [d["text"] for d in stdlib_docstrings(n)]
+    lines = files("mrlkit").joinpath("reference_texts.txt").read_text("utf-8").splitlines()
+    return [t for t in lines if t][:n]
 
 
 def reference_calibration(model: str | ModelSpec, dim: int | None = None,

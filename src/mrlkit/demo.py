@@ -117,7 +117,7 @@ def search_demo(model: str = "all-MiniLM-L6-v2", funnel: str | None = None) -> d
 
     from .embedding_set import EmbeddingSet
     from .funnel import Funnel
-    from .stores.local import LocalStore
+    from .stores import open_store
 
     spec = get_spec(model)
     dim = spec.native_dim
@@ -127,7 +127,7 @@ def search_demo(model: str = "all-MiniLM-L6-v2", funnel: str | None = None) -> d
                         else f"{spec.default_dims()[0]}:binary:100,{dim}")
     docs = stdlib_docstrings()
     with tempfile.TemporaryDirectory(prefix="mrlkit-demo-") as tmp:
-        store = LocalStore(tmp)
+        store = open_store(tmp)
         store.create_set("stdlib", spec.name)
         s = EmbeddingSet(store, "stdlib")
         t0 = time.perf_counter()

@@ -94,7 +94,7 @@ def _records(path: Path, fields: Fields, upsert: bool = False) -> Iterator[dict[
     """Index records of a file, each checked as the store will check it, so that a bad
     record is named (file, line, id) before anything is embedded or stored. With
     ``upsert`` a repeated id is allowed: its last line wins."""
-    from .stores.rules import check_ids, check_metadata
+    from .stores import check_ids, check_metadata
 
     flat = path.suffix != ".jsonl"
     seen: dict[str, int] = {}

@@ -27,7 +27,7 @@ from .progress import Progress
 from .providers import get_provider
 from .registry import get_spec
 from .stores import SearchResult, SetInfo, Store
-from .stores.rules import check_filters
+from .stores import check_filters
 
 
 @dataclass

@@ -230,7 +230,8 @@ def test_kill_9_in_the_middle_of_an_add(store, location, crash_at):
         for b in range(3):
             if b == 2:
                 import os
-                os.environ["MRLKIT_TEST_CRASH_AT"] = {crash_at!r}
+                from mrlkit.stores import faults
+                faults.install(lambda n: n == {crash_at!r} and os.kill(os.getpid(), 9))
             x = vectors.normalize(rng.normal(size=(100, 384)))
             s.add("s", [f"b{{b}}-{{i}}" for i in range(100)], x,
                   [f"batch {{b}}" for i in range(100)])
@@ -430,7 +431,8 @@ def test_kill_9_in_the_middle_of_adapt_leaves_the_set_whole(store, location, cra
         s = open_store({location!r})
         t = fit_transform(s.vectors("s")[1], "pca")
         import os
-        os.environ["MRLKIT_TEST_CRASH_AT"] = {crash_at!r}
+        from mrlkit.stores import faults
+        faults.install(lambda n: n == {crash_at!r} and os.kill(os.getpid(), 9))
         s.adapt("s", t)
         print("adapted", flush=True)
     """)
@@ -679,9 +681,12 @@ def test_kill_9_while_the_index_is_extended_leaves_a_store_that_answers(tmp_path
         import numpy as np
         from mrlkit import Funnel
         from mrlkit.stores import open_store
+        import os
+        from mrlkit.stores import faults
+        faults.install(lambda n: n == "graph_before_rename" and os.kill(os.getpid(), 9))
         s = open_store({location!r}, native_from=0)
         s.search("s", np.ones((1, 384), np.float32), funnel=Funnel.parse({str(GRAPH)!r}))
-    """, env={"MRLKIT_TEST_CRASH_AT": "graph_before_rename"})
+    """)
     assert r.returncode == -9, (r.returncode, r.stderr)
     again = open_store(location)
     index_on(again)

@@ -19,7 +19,7 @@ PgData = Annotated[str, typer.Option("--data", help="Data folder of the server."
 @pg_app.command("start")
 def pg_start(data: PgData = "~/.local/share/mrlkit/pg") -> None:
     """Start PostgreSQL 18 + pgvector (keeps running) and print its URL for --store."""
-    from ..stores.pg_server import start_embedded
+    from ..stores import start_embedded
 
     url = start_embedded(data)
     err.print(f"PostgreSQL with pgvector is running (data in {data}); use it with:")
@@ -33,6 +33,6 @@ def pg_start(data: PgData = "~/.local/share/mrlkit/pg") -> None:
 @pg_app.command("stop")
 def pg_stop(data: PgData = "~/.local/share/mrlkit/pg") -> None:
     """Stop the embedded PostgreSQL started by `mrlkit pg start`."""
-    from ..stores.pg_server import stop_embedded
+    from ..stores import stop_embedded
 
     out.print("stopped" if stop_embedded(data) else f"no server running in {data}")

@@ -29,7 +29,7 @@ from .. import vectors
 from ..cache import cached_embed
 from ..funnel import Funnel, Stage
 from ..registry import get_spec
-from ..stores.local import LocalStore
+from ..stores import open_store
 from .datasets import BeirDataset, load_beir
 
 METRICS = ("ndcg@10", "recall@100", "mrr@10")
@@ -107,7 +107,7 @@ def evaluate_retrieval(folder: str, model: str, *, dims: Sequence[int] | None = 
 
     results: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="mrlkit-eval-") as tmp:
-        store = LocalStore(tmp)
+        store = open_store(tmp)
         store.create_set("eval", spec.name, allow_non_mrl=True)  # measuring is the point
         store.add("eval", ds.doc_ids, docs)
         for dim, precision, funnel in settings:

@@ -22,11 +22,16 @@ from typing import Any
 from ..errors import StoreError
 from ..funnel import StageTiming, View
 from .core import Engine, Store
+from .pg_server import start_embedded, stop_embedded
+from .plan import Capabilities, Plan
 from .records import (Document, Hit, SearchResult, SetInfo, SetRecord, StorageInfo,
                       ViewInfo)
+from .rules import check_filters, check_ids, check_metadata
 
-__all__ = ["Document", "Engine", "Hit", "SearchResult", "SetInfo", "SetRecord", "StageTiming",
-           "StorageInfo", "Store", "View", "ViewInfo", "default_location", "open_store"]
+__all__ = ["Capabilities", "Document", "Engine", "Hit", "Plan", "SearchResult", "SetInfo",
+           "SetRecord", "StageTiming", "StorageInfo", "Store", "View", "ViewInfo",
+           "check_filters", "check_ids", "check_metadata", "default_location", "open_store",
+           "start_embedded", "stop_embedded"]
 
 DEFAULT_LOCATION = "./mrlkit-data"
 

@@ -14,9 +14,9 @@ so each set is
 
 A funnel whose first stage is that prefix in float32 runs as one Chroma query → mrlkit
 rerank. Any other funnel, and every search of a set below the planner's ``native_from``
-rows, runs in mrlkit over the stored vectors. Collection names come from a hash of the set's name, so
-any set name fits Chroma's rules. Chroma's default embedding function (which downloads a
-model) is never used, and telemetry is off.
+rows, runs in mrlkit over the stored vectors. Collection names come from a hash of the
+set's name, so any set name fits Chroma's rules. Chroma's default embedding function
+(which downloads a model) is never used, and telemetry is off.
 
 Example::
 
@@ -43,11 +43,12 @@ from ..errors import InvalidInputError, StoreError
 from ..text import masked
 from ..funnel import Stage, StageTiming
 from ..transform import Transform
-from . import rules
+from . import faults
 from .chroma_vectors import CollectionVectors, FileVectors
-from .core import EngineDefaults, Partial, Scan, Store
+from .core import Calibrate, EngineDefaults, Partial, Scan, Store
 from .plan import Capabilities, Plan
 from .records import (Batch, CheckReport, Document, Rebuild, SetRecord, StorageInfo,
+                      not_found,
                       ViewInfo)
 
 HNSW: Any = {"space": "cosine", "ef_search": 200, "ef_construction": 200, "max_neighbors": 32}
@@ -184,7 +185,7 @@ class ChromaEngine(EngineDefaults[ChromaRecord]):
         if docs is None:
             docs = self._finish_swap(name)
         if docs is None:
-            raise rules.not_found(name, self.location, [r.name for r in self.records()])
+            raise not_found(name, self.location, [r.name for r in self.records()])
         return docs
 
     def _full(self, rec: ChromaRecord) -> FileVectors | CollectionVectors:
@@ -200,7 +201,7 @@ class ChromaEngine(EngineDefaults[ChromaRecord]):
             return got
         full = self._get(_names(rec.name)[1]) or self._get(_names(rec.name, staging=True)[1])
         if full is None:
-            raise rules.not_found(rec.name, self.location, [r.name for r in self.records()])
+            raise not_found(rec.name, self.location, [r.name for r in self.records()])
         return CollectionVectors(full, rec.stored_dim)
 
     def record(self, name: str) -> ChromaRecord:
@@ -279,8 +280,8 @@ class ChromaEngine(EngineDefaults[ChromaRecord]):
                ) -> None:
         prefix = vectors.truncate(stored, rec.first_dim)
         self._full(rec).write(ids, stored)
-        rules.crash_point("after_vectors")
-        rules.crash_point("before_commit")
+        faults.point("after_vectors")
+        faults.point("before_commit")
         for s in range(0, len(ids), _BATCH):
             docs.upsert(ids=ids[s:s + _BATCH], embeddings=prefix[s:s + _BATCH],
                         documents=texts[s:s + _BATCH],
@@ -304,7 +305,8 @@ class ChromaEngine(EngineDefaults[ChromaRecord]):
             self._rewrite(rec, replace(new, first_dim=min(new.first_dim, new.stored_dim)),
                           p.apply)
 
-    def index(self, rec: ChromaRecord, first: Stage, native: bool) -> list[str]:
+    def index(self, rec: ChromaRecord, first: Stage, native: bool,
+              calibrate: Calibrate) -> list[str]:
         """Chroma indexes one dimension per collection: a first stage of another length
         moves the documents collection to it."""
         with self._lock:
@@ -328,9 +330,9 @@ class ChromaEngine(EngineDefaults[ChromaRecord]):
         if ids:
             self._write(sdocs, staged, ids, x, [got["documents"][order[i]] for i in ids],
                         [got["metadatas"][order[i]] or {} for i in ids])
-        rules.crash_point("before_switch")
+        faults.point("before_switch")
         self._client.delete_collection(_names(new.name)[0])  # now the staging set counts
-        rules.crash_point("mid_switch")
+        faults.point("mid_switch")
         self._finish_swap(new.name)
         self._full_drop(old)
 
@@ -368,10 +370,6 @@ class ChromaEngine(EngineDefaults[ChromaRecord]):
                                        include=["documents", "metadatas"])
         return [Document(i, t, dict(m or {}))
                 for i, t, m in zip(got["ids"], got["documents"], got["metadatas"])]
-
-    def sample(self, rec: ChromaRecord) -> np.ndarray:
-        _, x = self.vectors(rec)
-        return x[rules.sample_rows(len(x))] if len(x) else x
 
     def _documents(self, docs: Collection, ids_all: list[str]
                    ) -> Callable[[np.ndarray], dict[int, Document]]:
@@ -411,17 +409,15 @@ class ChromaEngine(EngineDefaults[ChromaRecord]):
         matrix = self._full(rec).read(ids_all) if len(funnel.stages) > 1 else None
         return Partial(1, rows, scores, timings, self._documents(docs, ids_all), matrix)
 
-    def scan(self, rec: ChromaRecord, filters: dict[str, Any] | None) -> Scan:
-        """Every (filtered) stored vector, for the generic funnel in mrlkit."""
+    def scan(self, rec: ChromaRecord, filters: dict[str, Any] | None,
+             calibrate: Calibrate) -> Scan:
+        """Every stored vector, with its metadata for the core to filter on."""
         docs = self._docs(rec.name)
         got = docs.get(include=["metadatas"])
         ids_all, x = self._read_all(rec, got)
-        if filters and ids_all:
-            allowed = {i for i, m in zip(got["ids"], got["metadatas"])
-                       if rules.matches(m or {}, filters)}
-            keep = [r for r, i in enumerate(ids_all) if i in allowed]
-            ids_all, x = [ids_all[r] for r in keep], x[keep]
-        return Scan(len(ids_all), self._documents(docs, ids_all), matrix=x)
+        meta = dict(zip(got["ids"], got["metadatas"]))
+        return Scan(len(ids_all), self._documents(docs, ids_all), matrix=x,
+                    metadata=[meta.get(i) or {} for i in ids_all] if filters else None)
 
     def check(self, rec: ChromaRecord, report: CheckReport, repair: bool) -> bool:
         report.delegated = "storage integrity is Chroma's own (its files or server)"

@@ -22,6 +22,7 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 
 import numpy as np
 
+from .. import vectors
 from ..errors import DimensionError, InvalidInputError, SetExistsError
 from ..funnel import (Adaptive, Funnel, FunnelSource, MatrixSource, Stage, StageTiming,
                       execute, rerank)
@@ -36,6 +37,8 @@ from .records import (Batch, CheckReport, Document, Hit, Rebuild, SearchResult, 
 
 R = TypeVar("R", bound=SetRecord)
 Documents = Callable[[np.ndarray], Mapping[int, Document]]
+# dim → the set's int8 calibration at ``dim`` and the rows it was fitted on (the core's)
+Calibrate = Callable[[int], tuple[Int8Calibration, int]]
 
 
 @dataclass
@@ -50,6 +53,9 @@ class Scan:
     live: np.ndarray | None = None        # mask of live rows (None: all)
     candidates: np.ndarray | None = None  # rows a filter leaves (None: no filter)
     dead: int | None = None               # rows ``live`` masks (None: count them)
+    # each row's metadata, from an engine that leaves filtering to the core (None: the
+    # engine filtered, into ``candidates``, or there is no filter)
+    metadata: Sequence[Mapping[str, Any]] | None = None
     notes: list[str] = field(default_factory=list)  # what the search had to do otherwise
 
     @property
@@ -94,17 +100,18 @@ class Engine(Protocol[R]):
     def add(self, name: str, prepare: Callable[[R], Batch]) -> int: ...
     def delete(self, name: str, ids: list[str]) -> int: ...
     def rebuild(self, name: str, plan: Callable[[R], Rebuild]) -> None: ...
-    def index(self, rec: R, first: Stage, native: bool) -> list[str]: ...
+    def index(self, rec: R, first: Stage, native: bool,
+              calibrate: Calibrate) -> list[str]: ...
     def vectors(self, rec: R) -> tuple[list[str], np.ndarray]: ...
     def get(self, rec: R, ids: list[str]) -> dict[str, Document]: ...
     def scroll(self, rec: R, offset: int, limit: int) -> list[Document]: ...
-    def sample(self, rec: R) -> np.ndarray: ...
+    def sample(self, rec: R, rows: np.ndarray) -> np.ndarray: ...  # vectors of rows
     def calibration(self, rec: R, dim: int) -> tuple[Int8Calibration, int] | None: ...
     def save_calibration(self, rec: R, dim: int, cal: Int8Calibration, rows: int) -> None: ...
     def built(self, rec: R) -> Collection[tuple[int, str]]: ...  # first stages indexed
     def native(self, rec: R, q: np.ndarray, plan: Plan,
                filters: dict[str, Any] | None) -> Partial | None: ...
-    def scan(self, rec: R, filters: dict[str, Any] | None) -> Scan: ...
+    def scan(self, rec: R, filters: dict[str, Any] | None, calibrate: Calibrate) -> Scan: ...
     def storage(self, rec: R, count: int) -> StorageInfo: ...
     def check(self, rec: R, report: CheckReport, repair: bool) -> bool: ...
     def close(self) -> None: ...
@@ -112,6 +119,14 @@ class Engine(Protocol[R]):
 
 class EngineDefaults(Generic[R]):
     """What an engine without a native funnel or kept calibrations inherits."""
+
+    def vectors(self, rec: R) -> tuple[list[str], np.ndarray]:
+        raise NotImplementedError
+
+    def sample(self, rec: R, rows: np.ndarray) -> np.ndarray:
+        """The vectors of ``rows`` (numbered in the engine's stable order)."""
+        x = self.vectors(rec)[1]
+        return np.asarray(x[rows[rows < len(x)]])
 
     def built(self, rec: R) -> Collection[tuple[int, str]]:
         return ()
@@ -301,7 +316,8 @@ class Store(Generic[R]):
                 "runs in mrlkit over the stored vectors")
         p = plan(self.caps, self.engine.rows(rec), Funnel((first,)),
                  stored_dim=rec.stored_dim, threshold=self.native_from)
-        return self.engine.index(rec, first, p.index)  # native: what a search will walk
+        # native: the index a search will walk; else what the generic path reads
+        return self.engine.index(rec, first, p.index, self._calibrator(rec))
 
     # --- reads ------------------------------------------------------------------------
     def vectors(self, name: str) -> tuple[list[str], np.ndarray]:
@@ -375,7 +391,7 @@ class Store(Generic[R]):
         if not self.engine.check(rec, report, repair):
             ids, x = self.engine.vectors(rec)
             report.checked.append(f"{len(ids):,} stored vectors: finite and unit norm")
-            bad = [ids[i] for i in rules.damaged_rows(x, rec.storage)]
+            bad = [ids[i] for i in vectors.damaged_rows(x, rec.storage)]
             if bad:
                 problem = f"{len(bad):,} stored vectors are damaged (ids {bad[:5]})"
                 if repair:
@@ -390,14 +406,24 @@ class Store(Generic[R]):
         return self._calibration(self.engine.record(name), dim)
 
     def _calibration(self, rec: R, dim: int) -> Int8Calibration:
+        return self._calibrated(rec, dim)[0]
+
+    def _calibrator(self, rec: R) -> Calibrate:
+        return lambda dim: self._calibrated(rec, dim)
+
+    def _calibrated(self, rec: R, dim: int) -> tuple[Int8Calibration, int]:
+        """The one owner of int8 calibrations: the engine keeps them, the core fits them
+        on an even sample of the set's rows and refits as the set grows
+        (:func:`rules.calibration_stale`)."""
         key = (rec.name, dim, rec.stored_dim, rec.transform.method if rec.transform else "")
         rows = self.engine.rows(rec)
         got = self._calibrations.get(key) or self.engine.calibration(rec, dim)
         if got is None or rules.calibration_stale(got[1], rows):
-            got = (rules.fit_calibration(self.engine.sample(rec), dim), rows)
+            sample = self.engine.sample(rec, rules.sample_rows(rows))
+            got = (rules.fit_calibration(sample, dim), rows)
             self.engine.save_calibration(rec, dim, got[0], rows)
         self._calibrations[key] = got
-        return got[0]
+        return got
 
     def search(self, name: str, queries: np.ndarray, *, k: int = 10,
                funnel: Funnel | None = None, filters: Mapping[str, Any] | None = None,
@@ -416,7 +442,10 @@ class Store(Generic[R]):
             part = self.engine.native(rec, q, p, flt)
         if part is not None:
             return self._finish(rec, q, p, part, adaptive)
-        scan = self.engine.scan(rec, flt)
+        scan = self.engine.scan(rec, flt, self._calibrator(rec))
+        if flt and scan.metadata is not None:  # the filter rule, once (rules.matches)
+            scan.candidates = np.flatnonzero(
+                [rules.matches(m, flt) for m in scan.metadata]).astype(np.int64)
         if scan.empty:
             return SearchResult.empty(len(q))
         source = scan.source or self._source(rec, scan.matrix)

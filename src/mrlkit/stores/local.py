@@ -40,12 +40,13 @@ from ..errors import StoreError
 from ..funnel import Index, Stage, View
 from ..transform import Transform
 from ..vectors import PRECISIONS, Int8Calibration
-from . import rules
-from .core import EngineDefaults, Scan, Store
+from . import faults
+from .core import Calibrate, EngineDefaults, Scan, Store
 from .plan import Capabilities
-from .local_files import RowReader, SetFiles, file_crc, storage_dtype
+from .local_files import RowReader, SetFiles, file_crc, finite_rows, storage_dtype
 from .local_graph import GraphIndex
 from .records import (Batch, CheckReport, Document, Rebuild, SetRecord, StorageInfo,
+                      not_found,
                       ViewInfo)
 
 _SCHEMA = """
@@ -141,7 +142,7 @@ class LocalEngine(EngineDefaults[LocalRecord]):
                     raise StoreError(f"cannot write to the store at {self.root}: "
                                      f"{_why(exc)}; nothing of this write was kept") from None
                 raise
-            rules.crash_point("before_commit")
+            faults.point("before_commit")
             self._db.execute("COMMIT")
 
     # --- records ----------------------------------------------------------------------
@@ -167,7 +168,7 @@ class LocalEngine(EngineDefaults[LocalRecord]):
             r = self._db.execute("SELECT * FROM sets WHERE name = ?", (name,)).fetchone()
             if r is None:
                 known = [k["name"] for k in self._db.execute("SELECT name FROM sets")]
-                raise rules.not_found(name, self.location, known)
+                raise not_found(name, self.location, known)
             rec = self._record(r)
             self._records = {name: (stamp, rec)}  # the last set asked for
             return rec
@@ -250,21 +251,29 @@ class LocalEngine(EngineDefaults[LocalRecord]):
                             lambda: self.files(rec).rows())
 
     def view(self, rec: LocalRecord, dim: int, precision: str,
-             notes: list[str] | None = None) -> View:
-        """The (dim, precision) view; when it cannot be written, computed in memory and
-        said in ``notes`` (a search never fails for want of disk)."""
-        view, note = self._cached("view", rec, (dim, precision),
-                                  lambda: self._view(rec, dim, precision))
+             notes: list[str] | None = None,
+             calibration: tuple[Int8Calibration, int] | None = None) -> View:
+        """The (dim, precision) view (int8: built with the core's ``calibration``); when
+        it cannot be written, computed in memory and said in ``notes`` (a search never
+        fails for want of disk)."""
+        def make() -> tuple[View, str | None]:
+            return self._view(rec, dim, precision, calibration)
+
+        view, note = self._cached("view", rec, (dim, precision), make)
+        if calibration is not None and view.calibration is not calibration[0]:
+            self._cache.pop(("view", rec.id, rec.generation, dim, precision), None)
+            view, note = self._cached("view", rec, (dim, precision), make)
         if note and notes is not None:
             notes.append(note)
         return view  # type: ignore[no-any-return]
 
-    def _view(self, rec: LocalRecord, dim: int, precision: str) -> tuple[View, str | None]:
+    def _view(self, rec: LocalRecord, dim: int, precision: str,
+              calibration: tuple[Int8Calibration, int] | None) -> tuple[View, str | None]:
         files = self.files(rec)
         try:
-            return files.view(dim, precision), None
+            return files.view(dim, precision, calibration=calibration), None
         except OSError as exc:
-            return files.view(dim, precision, persist=False), (
+            return files.view(dim, precision, persist=False, calibration=calibration), (
                 f"the {dim}-d {precision} view could not be written ({_why(exc)}): "
                 "computed in memory for this search")
 
@@ -296,7 +305,7 @@ class LocalEngine(EngineDefaults[LocalRecord]):
             existing = self._existing(rec.id, batch.ids)
             batch.accept(existing)
             crc = self.files(rec).append(batch.vectors, rec.checksum)
-            rules.crash_point("after_vectors")
+            faults.point("after_vectors")
             if existing:
                 db.executemany("DELETE FROM documents WHERE set_id = ? AND ext_id = ?",
                                [(rec.id, i) for i in existing])
@@ -351,7 +360,7 @@ class LocalEngine(EngineDefaults[LocalRecord]):
             new: LocalRecord = p.record
             files = self.files(rec)
             crc = files.write_next(files.matrix(), p.apply, new.stored_dim)
-            rules.crash_point("before_switch")
+            faults.point("before_switch")
             db.execute("UPDATE sets SET stored_dim = ?, truncate_dim = ?, allow_non_mrl = ?, "
                        "transform = ?, generation = ?, checksum = ?, version = version + 1 "
                        "WHERE id = ?", (new.stored_dim, new.truncate_dim, int(new.allow_non_mrl),
@@ -359,25 +368,28 @@ class LocalEngine(EngineDefaults[LocalRecord]):
         self._cache.clear()
         files.remove_derived(old_gen=rec.generation)
 
-    def index(self, rec: LocalRecord, first: Stage, native: bool) -> list[str]:
+    def index(self, rec: LocalRecord, first: Stage, native: bool,
+              calibrate: Calibrate) -> list[str]:
         """Build the first stage's view, or its HNSW index when the planner will walk
         one (``native``)."""
         if rec.n_rows == 0:
             return []
         try:
-            return self._index(rec, first, native)
+            return self._index(rec, first, native, calibrate)
         except OSError as exc:
             raise StoreError(f"cannot build the first stage {first} in {self.root}: "
                              f"{_why(exc)}") from None
 
-    def _index(self, rec: LocalRecord, first: Stage, native: bool) -> list[str]:
+    def _index(self, rec: LocalRecord, first: Stage, native: bool,
+               calibrate: Calibrate) -> list[str]:
         files = self.files(rec)
         if native:
             files.graph(first.dim)  # built or extended here, errors raised
             self._cache.pop(("ann", rec.id, rec.generation, first.dim), None)
             return [f"HNSW index d{first.dim}"]
         if not (first.dim == rec.stored_dim and first.precision in ("float32", rec.storage)):
-            files.view(first.dim, first.precision)
+            files.view(first.dim, first.precision, calibration=calibrate(first.dim)
+                       if first.precision == "int8" else None)
             self._cache.pop(("view", rec.id, rec.generation, first.dim, first.precision),
                             None)
             return [f"view d{first.dim}-{first.precision}"]
@@ -400,12 +412,11 @@ class LocalEngine(EngineDefaults[LocalRecord]):
                                     "WHERE set_id = ? ORDER BY row LIMIT ? OFFSET ?",
                                     (rec.id, limit, offset))]
 
-    def sample(self, rec: LocalRecord) -> np.ndarray:
-        return np.asarray(self.matrix(rec)[rules.sample_rows(rec.n_rows)], np.float32)
+    def sample(self, rec: LocalRecord, rows: np.ndarray) -> np.ndarray:
+        return finite_rows(np.asarray(self.matrix(rec)[rows], np.float32))
 
     def calibration(self, rec: LocalRecord, dim: int) -> tuple[Int8Calibration, int] | None:
-        cal = self.view(rec, dim, "int8").calibration  # the int8 view's, kept fresh by it
-        return (cal, rec.n_rows) if cal is not None else None
+        return self.files(rec).calibration(dim)  # the int8 view's record holds it
 
     def _live(self, rec: LocalRecord) -> tuple[np.ndarray | None, int]:
         """Boolean mask of live rows (None when no row was ever deleted), and the number
@@ -444,11 +455,12 @@ class LocalEngine(EngineDefaults[LocalRecord]):
         with self._lock:  # see _read
             return np.fromiter((r[0] for r in self._db.execute(sql, params)), dtype=np.int64)
 
-    def scan(self, rec: LocalRecord, filters: dict[str, Any] | None) -> Scan:
+    def scan(self, rec: LocalRecord, filters: dict[str, Any] | None,
+             calibrate: Calibrate) -> Scan:
         live, dead = self._live(rec)
         notes: list[str] = []
         return Scan(rec.n_rows, lambda rows: self._documents(rec.id, rows),
-                    source=LocalSource(self, rec, notes), live=live,
+                    source=LocalSource(self, rec, calibrate, notes), live=live,
                     candidates=self._filtered(rec, filters) if filters else None, dead=dead,
                     notes=notes)
 
@@ -535,21 +547,20 @@ class LocalSource:
     """One set's vectors as the generic funnel reads them, pinned to the record read
     once per search (so that the funnel's calls do not query SQLite again)."""
 
-    def __init__(self, engine: LocalEngine, rec: LocalRecord,
+    def __init__(self, engine: LocalEngine, rec: LocalRecord, calibrate: Calibrate,
                  notes: list[str] | None = None) -> None:
-        self.engine, self.rec = engine, rec
+        self.engine, self.rec, self.calibrate = engine, rec, calibrate
         self.notes = notes if notes is not None else []
 
     def view(self, dim: int, precision: str) -> View:
-        return self.engine.view(self.rec, dim, precision, self.notes)
+        cal = self.calibrate(dim) if precision == "int8" else None
+        return self.engine.view(self.rec, dim, precision, self.notes, cal)
 
     def full_vectors(self, rows: np.ndarray) -> np.ndarray:
         return self.engine.reader(self.rec).read(rows)
 
     def calibration(self, dim: int) -> Int8Calibration:
-        cal = self.engine.view(self.rec, dim, "int8", self.notes).calibration
-        assert cal is not None
-        return cal
+        return self.calibrate(dim)[0]
 
     def ann(self, dim: int) -> Index | None:
         return self.engine.ann(self.rec, dim, self.notes)

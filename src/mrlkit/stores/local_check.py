@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from . import rules
+from .. import vectors
 from .local_files import (_view_shape, file_crc, read_sealed, remove_path, row_crcs,
                           storage_dtype, _calibration)
 from .local_graph import verify
@@ -86,7 +86,7 @@ def _check_vectors(engine: LocalEngine, rec: LocalRecord, report: CheckReport,
                 mismatch.append(rows[have][differ])
             if not whole:  # rows written before row checksums: only the norm check
                 unverified.append(rows[~have])
-            broken.append(rows[rules.damaged_rows(block, rec.storage)])
+            broken.append(rows[vectors.damaged_rows(block, rec.storage)])
     mism = _cat(mismatch)
     unver = np.setdiff1d(_cat(unverified), _cat(broken))
     damaged = np.union1d(np.union1d(lost, mism), _cat(broken))

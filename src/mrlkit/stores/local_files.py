@@ -30,7 +30,6 @@ from .. import vectors
 from ..errors import StoreError
 from ..funnel import View
 from ..vectors import Int8Calibration
-from . import rules
 
 if TYPE_CHECKING:
     from .local_graph import GraphIndex
@@ -231,21 +230,24 @@ class SetFiles:
             remove_path(self.folder / sub)
 
     # --- views ------------------------------------------------------------------------
-    def view(self, dim: int, precision: str, *, persist: bool = True) -> View:
+    def view(self, dim: int, precision: str, *, persist: bool = True,
+             calibration: tuple[Int8Calibration, int] | None = None) -> View:
         """The (dim, precision) view of every row: built on first use, persisted, and
         extended when rows were added since; rebuilt when it does not match the vector
-        file (another generation, a cut file, a record whose seal or CRC fails, an int8
-        calibration gone stale). With ``persist`` False nothing is written: the codes
-        are computed in memory (a search's way round a disk that cannot be written)."""
+        file (another generation, a cut file, a record whose seal or CRC fails) or, for
+        int8, when the store core hands it another ``calibration`` (the calibration and
+        the rows it was fitted on: the core alone fits them). With ``persist`` False
+        nothing is written: the codes are computed in memory (a search's way round a
+        disk that cannot be written)."""
         matrix = self.matrix()
         if dim == self.stored_dim and precision in ("float32", self.storage):
             return View(dim, precision, matrix)
+        cal = None
+        if precision == "int8":
+            if calibration is None:
+                raise ValueError("an int8 view needs the store core's calibration")
+            cal = calibration[0]
         if not persist:
-            meta = self._view_meta(dim, precision)
-            cal = None
-            if precision == "int8":
-                cal = _calibration(meta, dim) or rules.fit_calibration(
-                    finite_rows(matrix[rules.sample_rows(self.n_rows)]), dim)
             return View(dim, precision, _codes(matrix, 0, self.n_rows, dim, precision,
                                                cal), cal)
         base = self.folder / "views" / f"d{dim}-{precision}"
@@ -253,16 +255,11 @@ class SetFiles:
         dtype, width, row_bytes = _view_shape(dim, precision)
         with locked(base.with_suffix(".lock")):
             meta = self._view_meta(dim, precision)
-            cal = None
-            if precision == "int8":
-                cal = _calibration(meta, dim)
-                fitted = meta.get("calibration_rows", 0)
-                if cal is None or not isinstance(fitted, int) or \
-                        rules.calibration_stale(fitted, self.n_rows):
-                    cal = rules.fit_calibration(
-                        finite_rows(matrix[rules.sample_rows(self.n_rows)]), dim)
-                    meta = {"generation": self.gen, "rows": 0, "calibration": cal.to_dict(),
-                            "calibration_rows": self.n_rows, "checksum": 0}
+            if calibration is not None and (
+                    meta.get("calibration") != calibration[0].to_dict()):
+                meta = {"generation": self.gen, "rows": 0,
+                        "calibration": calibration[0].to_dict(),
+                        "calibration_rows": calibration[1], "checksum": 0}
             done = int(meta["rows"])
             if done < self.n_rows:
                 def blocks() -> Iterator[bytes]:
@@ -276,6 +273,13 @@ class SetFiles:
             # read under the lock: another thread or process may rebuild it from row 0
             codes = np.fromfile(data_path, dtype=dtype, count=self.n_rows * width)
         return View(dim, precision, codes.reshape(self.n_rows, width), cal)
+
+    def calibration(self, dim: int) -> tuple[Int8Calibration, int] | None:
+        """The int8 calibration the ``dim`` view was built with and the rows it was fitted
+        on, read from the view's record (nothing is built)."""
+        meta = self._view_meta(dim, "int8")
+        cal, rows = _calibration(meta, dim), meta.get("calibration_rows")
+        return (cal, rows) if cal is not None and isinstance(rows, int) else None
 
     def _view_meta(self, dim: int, precision: str) -> dict[str, Any]:
         """The view's record if it matches its file and this vector file, else a fresh

@@ -38,11 +38,12 @@ from ..text import masked
 from ..funnel import Funnel, Stage, StageTiming
 from ..transform import Transform
 from ..vectors import PRECISIONS, Int8Calibration, bytes_per_vector
-from . import pg_sql, rules
-from .core import EngineDefaults, Partial, Scan, Store
+from . import faults, pg_sql
+from .core import Calibrate, EngineDefaults, Partial, Scan, Store
 from .plan import Capabilities, Plan
 from .pg_server import start_embedded, stop_embedded  # noqa: F401  (re-exported)
 from .records import (Batch, CheckReport, Document, Rebuild, SetRecord, StorageInfo,
+                      not_found,
                       ViewInfo)
 
 try:
@@ -143,7 +144,7 @@ class PgvectorEngine(EngineDefaults[PgRecord]):
             with self._conn.transaction():
                 with self._conn.cursor() as cur:
                     yield cur
-                    rules.crash_point("before_commit")
+                    faults.point("before_commit")
 
     def _read(self, query: Any, params: Any = None) -> list[Row]:
         """One read outside a transaction, its errors translated."""
@@ -176,7 +177,7 @@ class PgvectorEngine(EngineDefaults[PgRecord]):
         got = cur.execute(query, (name,)).fetchall() if cur else self._read(query, (name,))
         if not got:
             known = [k["name"] for k in self._read("SELECT name FROM embedding_set")]
-            raise rules.not_found(name, self.location, known)
+            raise not_found(name, self.location, known)
         return self._record(got[0])
 
     def record(self, name: str) -> PgRecord:
@@ -229,7 +230,8 @@ class PgvectorEngine(EngineDefaults[PgRecord]):
             cur.execute(sql.SQL("DROP TABLE {}").format(pg_sql.ident(rec.id)))
             cur.execute("DELETE FROM embedding_set WHERE id = %s", (rec.id,))
 
-    def index(self, rec: PgRecord, first: Stage, native: bool) -> list[str]:
+    def index(self, rec: PgRecord, first: Stage, native: bool,
+              calibrate: Calibrate) -> list[str]:
         """Create the HNSW expression index a funnel's first stage uses."""
         with self._tx() as cur:
             rec = self._get(rec.name, cur, lock=True)
@@ -259,7 +261,7 @@ class PgvectorEngine(EngineDefaults[PgRecord]):
                             (existing,))
             pg_sql.copy(cur, table, rec.storage,
                        list(zip(batch.ids, batch.texts, batch.metadata)), batch.vectors)
-            rules.crash_point("after_vectors")
+            faults.point("after_vectors")
             cur.execute("UPDATE embedding_set SET doc_count = doc_count + %s WHERE id = %s",
                         (len(batch) - len(existing), rec.id))
         return len(batch)
@@ -312,7 +314,7 @@ class PgvectorEngine(EngineDefaults[PgRecord]):
                 if stage.dim <= new.stored_dim:
                     pg_sql.create_index(cur, rec.id, new.stored_dim, new.storage, stage,
                                        required=False)
-            rules.crash_point("before_switch")
+            faults.point("before_switch")
 
     # --- reads ------------------------------------------------------------------------
     def vectors(self, rec: PgRecord) -> tuple[list[str], np.ndarray]:
@@ -331,10 +333,12 @@ class PgvectorEngine(EngineDefaults[PgRecord]):
             sql.SQL("SELECT id, text, metadata FROM {} ORDER BY id LIMIT %s OFFSET %s")
             .format(pg_sql.ident(rec.id)), (limit, offset))]
 
-    def sample(self, rec: PgRecord) -> np.ndarray:
+    def sample(self, rec: PgRecord, rows: np.ndarray) -> np.ndarray:
+        """The vectors of ``rows`` in id order (numbered in the server: only they travel)."""
         got = self._read(sql.SQL(
-            "SELECT embedding FROM {} ORDER BY md5(id) LIMIT %s").format(pg_sql.ident(rec.id)),
-            (rules.CALIBRATION_SAMPLE,))
+            "SELECT embedding FROM (SELECT embedding, row_number() OVER (ORDER BY id) - 1 "
+            "AS r FROM {}) n WHERE r = ANY(%s)").format(pg_sql.ident(rec.id)),
+            ([int(r) for r in rows],))
         return np.asarray([r["embedding"].to_numpy() for r in got], np.float32).reshape(
             len(got), rec.stored_dim)
 
@@ -383,7 +387,8 @@ class PgvectorEngine(EngineDefaults[PgRecord]):
                                                       with_vectors=done < len(stages))
         return Partial(done, rows, scores, timings, lambda _: docs, matrix)
 
-    def scan(self, rec: PgRecord, filters: dict[str, Any] | None) -> Scan:
+    def scan(self, rec: PgRecord, filters: dict[str, Any] | None,
+             calibrate: Calibrate) -> Scan:
         """Every (filtered) row read once, for a funnel SQL cannot start (int8)."""
         where = sql.SQL("WHERE metadata @> %s::jsonb" if filters else "")
         got = self._read(sql.SQL("SELECT id, text, metadata, embedding FROM {} {} "

@@ -43,12 +43,13 @@ from ..errors import InvalidInputError
 from ..text import masked
 from ..funnel import Funnel, Stage, StageTiming
 from ..transform import Transform
-from . import rules
-from .core import EngineDefaults, Partial, Scan, Store
+from . import faults
+from .core import Calibrate, EngineDefaults, Partial, Scan, Store
 from .plan import Capabilities, Plan
 from .qdrant_plan import (Adapter, CollectionSpec, Prefetch, Query, VectorSpec,
                           payload_kind)
 from .records import (Batch, CheckReport, Document, Rebuild, SetRecord, StorageInfo,
+                      not_found,
                       ViewInfo)
 
 CATALOG = "mrlkit-catalog"
@@ -163,7 +164,7 @@ class QdrantEngine(EngineDefaults[QdrantRecord]):
     def record(self, name: str) -> QdrantRecord:
         got = self.db.retrieve(CATALOG, [_point_id(name)])
         if not got:
-            raise rules.not_found(name, self.location, [r.name for r in self.records()])
+            raise not_found(name, self.location, [r.name for r in self.records()])
         p = got[0].payload
         return _record(p, self.db.count(_collection(name, p.get("generation") or 0)))
 
@@ -212,8 +213,8 @@ class QdrantEngine(EngineDefaults[QdrantRecord]):
             rec = self.record(name)
             batch = prepare(rec)
             batch.accept(self._existing(rec, batch.ids))
-            rules.crash_point("after_vectors")
-            rules.crash_point("before_commit")
+            faults.point("after_vectors")
+            faults.point("before_commit")
             self._write(rec, batch.ids, batch.vectors, batch.texts, batch.metadata)
         return len(batch)
 
@@ -268,11 +269,12 @@ class QdrantEngine(EngineDefaults[QdrantRecord]):
             self._write(new, ids, apply(x), [p.get("text") for p in payloads],
                         [p.get("meta") or {} for p in payloads])
         self.db.optimize(new.collection)
-        rules.crash_point("before_switch")
+        faults.point("before_switch")
         self._save(new)
         self.db.delete_collection(old.collection)
 
-    def index(self, rec: QdrantRecord, first: Stage, native: bool) -> list[str]:
+    def index(self, rec: QdrantRecord, first: Stage, native: bool,
+              calibrate: Calibrate) -> list[str]:
         """Give the points a ``first`` named vector at the funnel's first-stage length,
         quantised by Qdrant when the stage is binary or int8 (the original floats stay for
         Qdrant's own use). The collection is rewritten from the stored vectors when the
@@ -298,10 +300,6 @@ class QdrantEngine(EngineDefaults[QdrantRecord]):
     def scroll(self, rec: QdrantRecord, offset: int, limit: int) -> list[Document]:
         got = list(self.db.scroll(rec.collection, limit=offset + limit))
         return [_document(r.payload) for r in got[offset:] if r.payload]
-
-    def sample(self, rec: QdrantRecord) -> np.ndarray:
-        _, x = self.vectors(rec)
-        return x[rules.sample_rows(len(x))] if len(x) else x
 
     def _match(self, rec: QdrantRecord, filters: Mapping[str, Any]
                ) -> tuple[tuple[str, Any], ...]:
@@ -353,15 +351,14 @@ class QdrantEngine(EngineDefaults[QdrantRecord]):
                    for i, s in enumerate(funnel.stages)]
         return Partial(len(funnel.stages), rows, scores, timings, lambda _: docs)
 
-    def scan(self, rec: QdrantRecord, filters: dict[str, Any] | None) -> Scan:
+    def scan(self, rec: QdrantRecord, filters: dict[str, Any] | None,
+             calibrate: Calibrate) -> Scan:
+        """Every point's full vector, with its metadata for the core to filter on."""
         ids, x, payloads = self._all(rec)
-        if filters:
-            keep = [r for r, p in enumerate(payloads)
-                    if rules.matches(p.get("meta") or {}, filters)]
-            ids, x, payloads = [ids[r] for r in keep], x[keep], [payloads[r] for r in keep]
         docs = {r: Document(i, p.get("text"), p.get("meta") or {})
                 for r, (i, p) in enumerate(zip(ids, payloads))}
-        return Scan(len(ids), lambda _: docs, matrix=x)
+        return Scan(len(ids), lambda _: docs, matrix=x,
+                    metadata=[d.metadata for d in docs.values()] if filters else None)
 
     def check(self, rec: QdrantRecord, report: CheckReport, repair: bool) -> bool:
         report.delegated = "storage integrity is Qdrant's own (its files or server)"

@@ -14,12 +14,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 
 import numpy as np
 
 from .. import vectors
-from ..errors import InvalidInputError
+from ..errors import InvalidInputError, SetNotFoundError
 from ..funnel import StageTiming
 from ..transform import Transform
 
@@ -221,3 +221,10 @@ class Rebuild:
         if self.truncate_to is not None:
             x = vectors.truncate(x, self.truncate_to)
         return x
+
+
+def not_found(name: str, location: str, known: Sequence[str]) -> SetNotFoundError:
+    """The error an engine's ``record`` raises for an unknown set (naming the others)."""
+    return SetNotFoundError(f"no embedding set named {name!r} in {location}"
+                            + (f"; sets: {', '.join(sorted(known))}" if known else
+                               "; create one with `mrlkit sets create`"))

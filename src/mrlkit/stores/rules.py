@@ -13,7 +13,6 @@ Example::
 from __future__ import annotations
 
 import math
-import os
 import re
 import unicodedata
 from typing import Any
@@ -22,7 +21,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from .. import vectors
-from ..errors import InvalidInputError, ReembedRequiredError, SetNotFoundError
+from ..errors import InvalidInputError, ReembedRequiredError
 from ..registry import ModelSpec, validate_dim
 from ..text import check_text
 from ..vectors import Int8Calibration
@@ -66,18 +65,6 @@ def check_storage(storage: str) -> str:
 def stored_truncate(spec: ModelSpec, dim: int) -> int | None:
     """What a set records as its ``truncate_dim``: None when it keeps the native length."""
     return None if dim == spec.native_dim else dim
-
-
-def not_found(name: str, location: str, known: Sequence[str]) -> SetNotFoundError:
-    return SetNotFoundError(f"no embedding set named {name!r} in {location}"
-                            + (f"; sets: {', '.join(sorted(known))}" if known else
-                               "; create one with `mrlkit sets create`"))
-
-
-def crash_point(name: str) -> None:
-    """Test hook: the kill -9 contract test dies exactly here (``MRLKIT_TEST_CRASH_AT``)."""
-    if os.environ.get("MRLKIT_TEST_CRASH_AT") == name:
-        os.kill(os.getpid(), 9)
 
 
 # --- writes -----------------------------------------------------------------------
@@ -343,17 +330,6 @@ def sample_rows(n: int) -> np.ndarray:
     """An even spread of up to ``CALIBRATION_SAMPLE`` row numbers out of ``n`` (the
     first rows of a corpus are often one topic)."""
     return np.unique(np.linspace(0, n - 1, min(n, CALIBRATION_SAMPLE)).astype(np.int64))
-
-
-def damaged_rows(x: np.ndarray, storage: str) -> np.ndarray:
-    """Rows of stored vectors that cannot be what mrlkit wrote: every stored vector is
-    finite and unit norm (float16 storage: within its rounding)."""
-    with np.errstate(over="ignore", invalid="ignore"):
-        x64 = np.asarray(x, np.float64)
-        norms = np.linalg.norm(x64, axis=1)
-    tol = 2e-2 if storage == "float16" else 1e-3
-    return np.asarray(np.flatnonzero(~np.isfinite(x64).all(axis=1)
-                                     | ~(np.abs(norms - 1.0) <= tol)))
 
 
 def fit_calibration(sample: np.ndarray, dim: int) -> Int8Calibration:
