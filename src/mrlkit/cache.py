@@ -17,6 +17,7 @@ import hashlib
 import json
 import os
 from pathlib import Path
+from typing import Any
 from collections.abc import Sequence
 
 import numpy as np
@@ -54,7 +55,7 @@ def cache_key(spec: ModelSpec, texts: Sequence[str], kind: str, dim: int | None)
 
 
 def cached_embed(model: str | ModelSpec, texts: Sequence[str], *, kind: Kind = "document",
-                 dim: int | None = None, **provider_options) -> np.ndarray:
+                 dim: int | None = None, **provider_options: Any) -> np.ndarray:
     """Embed ``texts`` through the cache: the model is called only on a miss."""
     spec = get_spec(model)
     texts = list(texts)
@@ -66,7 +67,7 @@ def cached_embed(model: str | ModelSpec, texts: Sequence[str], *, kind: Kind = "
     tag = "" if backend == "torch" else f"-{backend}"
     path = cache_dir() / f"{spec.name}-{kind}{tag}-{key}.npy"
     if path.exists():
-        out = np.load(path)
+        out = np.asarray(np.load(path))
         if out.shape[0] == len(texts):
             return out
     out = get_provider(spec, **provider_options).embed(texts, kind=kind, dim=dim)

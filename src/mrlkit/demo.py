@@ -9,6 +9,8 @@ Example::
 
 from __future__ import annotations
 
+from typing import Any
+
 from .embedder import Embedder
 from .evaluation.similarity import pair_similarity_table
 from .registry import get_spec
@@ -44,7 +46,8 @@ PAIRS: list[tuple[str, str]] = [
 ]
 
 
-def similarity_demo(model: str = "all-MiniLM-L6-v2", dims: list[int] | None = None) -> dict:
+def similarity_demo(model: str = "all-MiniLM-L6-v2", dims: list[int] | None = None
+                    ) -> dict[str, Any]:
     """Embed :data:`PAIRS` once at full dimension and measure every prefix.
 
     Truncation is a prefix of the stored vector, so one model call serves every row.
@@ -73,7 +76,7 @@ DEMO_QUERIES = ("read and parse a JSON file", "find files whose names match a pa
                 "today's date and the current time", "split a URL into its parts")
 
 
-def stdlib_docstrings(limit: int = 800) -> list[dict]:
+def stdlib_docstrings(limit: int = 800) -> list[dict[str, Any]]:
     """Documents present on every machine: first paragraphs of standard library
     docstrings, with the qualified name as id.
 
@@ -108,7 +111,7 @@ def stdlib_docstrings(limit: int = 800) -> list[dict]:
     return docs
 
 
-def search_demo(model: str = "all-MiniLM-L6-v2", funnel: str | None = None) -> dict:
+def search_demo(model: str = "all-MiniLM-L6-v2", funnel: str | None = None) -> dict[str, Any]:
     """Index standard-library docstrings in a temporary store; search each demo query
     exactly and through a funnel; return both rankings, timings and the storage summary.
     """
@@ -154,7 +157,7 @@ def search_demo(model: str = "all-MiniLM-L6-v2", funnel: str | None = None) -> d
             "storage": info}
 
 
-def retrieval_demo(model: str = "all-MiniLM-L6-v2", out_dir: str = "mrlkit-demo") -> dict:
+def retrieval_demo(model: str = "all-MiniLM-L6-v2", out_dir: str = "mrlkit-demo") -> dict[str, Any]:
     """Retention of retrieval quality on data every machine has: each standard-library
     docstring is a document, and its qualified name in words (``statistics median low``)
     is a query whose one relevant document is that docstring. The folder is written in

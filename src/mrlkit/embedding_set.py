@@ -24,7 +24,7 @@ import numpy as np
 from .errors import InvalidInputError
 from .funnel import MAX_KEEP, Adaptive, Funnel
 from .progress import Progress
-from .providers import get_provider
+from .providers import Provider, get_provider
 from .registry import get_spec
 from .stores import SearchResult, SetInfo, Store
 from .stores import check_filters
@@ -53,7 +53,7 @@ Indexed = Added  # the old name, kept for one release
 class EmbeddingSet:
     """One set of a store, with its model's provider."""
 
-    def __init__(self, store: Store, name: str, **provider_options: Any) -> None:
+    def __init__(self, store: Store[Any], name: str, **provider_options: Any) -> None:
         self.store = store
         self.name = name
         self.info: SetInfo = store.get_set(name)
@@ -61,7 +61,7 @@ class EmbeddingSet:
         self._provider_options = provider_options
 
     @property
-    def provider(self):
+    def provider(self) -> Provider:
         # quiet: our own bar covers the batches
         return get_provider(self.spec, quiet=True, **self._provider_options)
 
@@ -70,7 +70,8 @@ class EmbeddingSet:
         prompt), ready for :meth:`search_vectors` or the store."""
         # the set's current dimension: a reindex may have shrunk it since __init__
         dim = self.store.get_set(self.name).stored_dim
-        return self.provider.embed(list(texts), kind=kind, dim=dim)  # type: ignore[arg-type]
+        return np.asarray(self.provider.embed(list(texts), kind=kind,  # type: ignore[arg-type]
+                                              dim=dim))
 
     def add_texts(self, ids: Sequence[str], texts: Sequence[str],
                   metadata: Sequence[Mapping[str, Any] | None] | None = None, *,

@@ -47,7 +47,7 @@ class TrainData:
     """Training examples: ``columns`` of texts (and ``score`` for scored pairs)."""
 
     kind: str                      # "pairs" (MNRL) or "scored" (CoSENT)
-    columns: dict[str, list]
+    columns: dict[str, list[Any]]
     source: str
     eval_folder: str | None = None  # a BEIR folder whose test split measures the result
 
@@ -226,7 +226,7 @@ def _progress_through_mrlkit(trainer: Any, description: str) -> None:
 
     from .progress import Progress
 
-    class Steps(TrainerCallback):  # type: ignore[misc]
+    class Steps(TrainerCallback):
         bar: Progress | None = None
         loss = ""
 
@@ -256,11 +256,11 @@ def _quiet_libraries() -> None:
     quiet: long work reports through mrlkit's helper."""
     import datasets
     import transformers
-    from huggingface_hub.utils import disable_progress_bars
+    import huggingface_hub.utils as hub_utils
 
     datasets.disable_progress_bars()
-    transformers.utils.logging.disable_progress_bar()
-    disable_progress_bars()
+    transformers.utils.logging.disable_progress_bar()  # type: ignore[no-untyped-call]
+    hub_utils.disable_progress_bars()  # type: ignore[attr-defined]
 
 
 def _warmup(ratio: float) -> dict[str, Any]:
@@ -272,7 +272,7 @@ def _warmup(ratio: float) -> dict[str, Any]:
     return {"warmup_ratio": ratio}
 
 
-def retention_card(folder: str, before: str, after: str, dims: Sequence[int]) -> dict:
+def retention_card(folder: str, before: str, after: str, dims: Sequence[int]) -> dict[str, Any]:
     """nDCG@10 and its retention at each prefix, for two models on a BEIR test split."""
     from .evaluation.retrieval import evaluate_retrieval
 
@@ -285,8 +285,10 @@ def retention_card(folder: str, before: str, after: str, dims: Sequence[int]) ->
     return out
 
 
-def _write_card(output: Path, spec: dict, data: TrainData, dims, weights, epochs,
-                batch_size, max_seq_length, steps, seconds, card) -> None:
+def _write_card(output: Path, spec: dict[str, Any], data: TrainData, dims: Sequence[int],
+                weights: Sequence[float] | None, epochs: int, batch_size: int,
+                max_seq_length: int, steps: int, seconds: float,
+                card: dict[str, Any] | None) -> None:
     lines = [f"# {spec['name']}", "", spec["notes"] + ".", "",
              f"- Matryoshka dims: {', '.join(map(str, sorted(dims)))} "
              f"(weights: {', '.join(map(str, weights)) if weights else 'all 1'})",

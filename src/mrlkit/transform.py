@@ -229,7 +229,7 @@ def _fit_adaptor(x: np.ndarray, rotation: np.ndarray, dims: list[int], *, steps:
         "seconds": round(time.perf_counter() - t0, 1)})
 
 
-def adapt(store: Store, name: str, method: str = "pca", *, steps: int = 300,
+def adapt(store: Store[Any], name: str, method: str = "pca", *, steps: int = 300,
           dims: Sequence[int] | None = None, progress: Progress | None = None) -> SetInfo:
     """Fit a transform on set ``name``'s stored vectors and apply it to the set: its
     stored vectors, later additions and every query. A second call composes with the

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import sys
 import warnings
+from typing import Any
 
 from rich.markup import escape
 
@@ -38,7 +39,8 @@ def command() -> object:
 
 
 # --- entry point ---------------------------------------------------------------
-def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
+def _one_line_warning(message: Warning | str, category: type[Warning], filename: str,
+                      lineno: int, file: Any = None, line: str | None = None) -> None:
     err.print(f"[yellow]warning:[/] {escape(str(message))}", highlight=False)
 
 

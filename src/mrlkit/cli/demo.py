@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import warnings
 
 from rich.table import Table
@@ -73,7 +75,7 @@ def _retrieval_demo() -> None:
     out.print("Plots: " + ", ".join(report["plots"]) + " (and the table as JSON beside them).")
 
 
-def _note_non_mrl(result: dict) -> None:
+def _note_non_mrl(result: dict[str, Any]) -> None:
     if not result["supports_mrl"]:
         out.print("[yellow]Note:[/] all-MiniLM-L6-v2 is [bold]not[/] Matryoshka-trained. "
                   "Its prefixes were never trained to stand alone, so this table is the "

@@ -6,7 +6,8 @@ import json
 import sys
 import warnings
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
+from collections.abc import Callable
 
 import typer
 from rich.table import Table
@@ -32,9 +33,10 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print the report as JSON 
 OutputOpt = Annotated[Optional[Path], typer.Option("--output", "-o",
                                                    help="Write the report as JSON to a file.")]
 CsvOpt = Annotated[Optional[Path], typer.Option("--csv", help="Write the rows as CSV.")]
+PlotOpt = Annotated[Optional[Path], typer.Option(help="PNG path.")]
 
 
-def _save(result: dict, json_out: bool, output: Optional[Path],
+def _save(result: dict[str, Any], json_out: bool, output: Optional[Path],
           csv_path: Optional[Path] = None) -> None:
     from ..evaluation import report as rep
 
@@ -129,24 +131,18 @@ def eval_similarity(
     json_out: JsonOpt = False,
     output: OutputOpt = None,
     csv_path: CsvOpt = None,
-    plot: Annotated[Optional[Path], typer.Option(help="PNG path.")] = None,
+    plot: PlotOpt = None,
 ) -> None:
     """STS-B: Spearman with gold scores and mean pair similarity per dimension."""
     out.quiet = json_out
     _configure(model, device, batch_size, backend)
-    from ..evaluation import report as rep
     from ..evaluation.similarity import evaluate_similarity
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        result = evaluate_similarity(sts_dir, model, dims=_dims(dims), split=split)
-    show(rep.simple_table(f"{result['model']} on STS-B {split} ({result['pairs']} pairs)",
-                               result["results"], ["dim", "spearman", "retention",
-                                                   "mean_similarity", "bytes_per_vector"]))
-    _save(result, json_out, output, csv_path)
-    if plot:
-        rep.plot_curve(result["results"], "spearman", plot,
-                       f"{result['model']}: STS-B Spearman by dimension")
+    result = _quietly(evaluate_similarity, sts_dir, model, dims=_dims(dims), split=split)
+    _per_dim(result, f"{result['model']} on STS-B {split} ({result['pairs']} pairs)",
+             ["dim", "spearman", "retention", "mean_similarity", "bytes_per_vector"],
+             "spearman", f"{result['model']}: STS-B Spearman by dimension",
+             json_out=json_out, output=output, csv_path=csv_path, plot=plot)
 
 
 @eval_app.command("classification")
@@ -164,26 +160,39 @@ def eval_classification(
     json_out: JsonOpt = False,
     output: OutputOpt = None,
     csv_path: CsvOpt = None,
-    plot: Annotated[Optional[Path], typer.Option(help="PNG path.")] = None,
+    plot: PlotOpt = None,
 ) -> None:
     """Logistic-regression accuracy and k-means V-measure per dimension."""
     out.quiet = json_out
     _configure(model, device, batch_size, backend)
-    from ..evaluation import report as rep
     from ..evaluation.classification import evaluate_classification
 
+    result = _quietly(evaluate_classification, csv_dir, model, dims=_dims(dims),
+                      text_col=text_col, label_col=label_col)
+    _per_dim(result, f"{result['model']} on {result['dataset']} ({result['labels']} labels)",
+             ["dim", "accuracy", "accuracy_retention", "v_measure", "v_measure_retention",
+              "bytes_per_vector"], ["accuracy", "v_measure"],
+             f"{result['model']} on {result['dataset']}: accuracy and V-measure",
+             json_out=json_out, output=output, csv_path=csv_path, plot=plot)
+
+
+def _quietly(fn: Callable[..., dict[str, Any]], *args: Any, **kwargs: Any) -> dict[str, Any]:
+    """An evaluation with the libraries' warnings silenced (they are not the user's)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        result = evaluate_classification(csv_dir, model, dims=_dims(dims), text_col=text_col,
-                                         label_col=label_col)
-    show(rep.simple_table(
-        f"{result['model']} on {result['dataset']} ({result['labels']} labels)",
-        result["results"], ["dim", "accuracy", "accuracy_retention", "v_measure",
-                            "v_measure_retention", "bytes_per_vector"]))
+        return fn(*args, **kwargs)
+
+
+def _per_dim(result: dict[str, Any], title: str, columns: list[str], metric: str | list[str],
+             plot_title: str, *, json_out: bool, output: Path | None, csv_path: Path | None,
+             plot: Path | None) -> None:
+    """A per-dimension result: its table, saved where asked, and its curve."""
+    from ..evaluation import report as rep
+
+    show(rep.simple_table(title, result["results"], columns))
     _save(result, json_out, output, csv_path)
     if plot:
-        rep.plot_curve(result["results"], ["accuracy", "v_measure"], plot,
-                       f"{result['model']} on {result['dataset']}: accuracy and V-measure")
+        rep.plot_curve(result["results"], metric, plot, plot_title)
 
 
 @eval_app.command("adapt")
@@ -200,7 +209,7 @@ def eval_adapt(
     json_out: JsonOpt = False,
     output: OutputOpt = None,
     csv_path: CsvOpt = None,
-    plot: Annotated[Optional[Path], typer.Option(help="PNG path.")] = None,
+    plot: PlotOpt = None,
 ) -> None:
     """Retention at each prefix for truncation, PCA rotation, adaptor and a fine-tune."""
     out.quiet = json_out

@@ -6,7 +6,7 @@ import json
 import shlex
 import sys
 import warnings
-from typing import TYPE_CHECKING, Annotated, Optional
+from typing import Annotated, Any, Optional, TYPE_CHECKING
 
 import typer
 from rich.markup import escape
@@ -18,6 +18,7 @@ from ._common import (BackendOpt, DeviceOpt, EncodeBatchOpt, StoreOpt, YesOpt, _
                       confirm, err, out, provider_options)
 
 if TYPE_CHECKING:
+    from ..embedding_set import EmbeddingSet
     from ..stores import StorageInfo
 
 
@@ -324,8 +325,9 @@ def search(
         err.print(f"note: {note}", markup=False, highlight=False)
 
 
-def _search_file(s, path: str, *, k: int, funnel: str | None, filters: dict, json_out: bool,
-                 jsonl: bool, batch_size: int, progress: bool) -> None:
+def _search_file(s: EmbeddingSet, path: str, *, k: int, funnel: str | None,
+                 filters: dict[str, Any], json_out: bool, jsonl: bool, batch_size: int,
+                 progress: bool) -> None:
     """Every query of a file, ``batch_size`` at a time: one model call and one batched
     search per batch, results streamed as they come (nothing held for the whole file)."""
     from ..documents import read_queries
@@ -335,7 +337,7 @@ def _search_file(s, path: str, *, k: int, funnel: str | None, filters: dict, jso
         raise typer.BadParameter("give --json (one document) or --jsonl (a line per "
                                  "query), not both")
     items = read_queries(path)
-    collected: list[dict] = []  # --json: one document, written at the end
+    collected: list[dict[str, Any]] = []  # --json: one document, written at the end
     if not items:
         raise typer.BadParameter(f"{path} holds no query")
     if batch_size < 1:

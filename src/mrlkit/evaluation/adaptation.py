@@ -22,12 +22,12 @@ from scipy.stats import spearmanr
 from .. import vectors
 from ..cache import cached_embed
 from ..registry import get_spec
-from ..training import default_prefix_dims, fit_transform
-from .datasets import load_beir, load_sts
+from ..transform import default_prefix_dims, fit_transform
+from .datasets import BeirDataset, load_beir, load_sts
 from .retrieval import embed_beir, score_run
 
 
-def _ndcg(ds, docs: np.ndarray, queries: np.ndarray, dim: int) -> float:
+def _ndcg(ds: BeirDataset, docs: np.ndarray, queries: np.ndarray, dim: int) -> float:
     d, q = vectors.truncate(docs, dim), vectors.truncate(queries, dim)
     run = {}
     for start in range(0, len(q), 64):
@@ -44,7 +44,7 @@ def _spearman(a: np.ndarray, b: np.ndarray, gold: np.ndarray, dim: int) -> float
 
 
 def compare(folder: str, model: str, *, trained: str | None = None,
-            dims: Sequence[int] | None = None, adaptor_steps: int = 300) -> dict:
+            dims: Sequence[int] | None = None, adaptor_steps: int = 300) -> dict[str, Any]:
     """nDCG@10 (BEIR folder) or Spearman (STS-B folder) at each prefix, and its retention
     against the same method's full dimension, for every method."""
     spec = get_spec(model)
@@ -92,7 +92,7 @@ def compare(folder: str, model: str, *, trained: str | None = None,
             "dims": dims, "results": rows, "details": details}
 
 
-def plot(report: dict, path: str | Path) -> Path:
+def plot(report: dict[str, Any], path: str | Path) -> Path:
     """Retention against dimension, one line per method."""
     import matplotlib
 

@@ -8,6 +8,8 @@ Example::
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from ..registry import get_spec
@@ -50,7 +52,7 @@ def default_funnels(native: int) -> list[str]:
 
 
 def advise(folder: str, model: str, *, target: float = 0.95, metric: str = "ndcg@10",
-           split: str = "test", report: dict | None = None) -> dict:
+           split: str = "test", report: dict[str, Any] | None = None) -> dict[str, Any]:
     """The cheapest configuration (bytes per vector, then latency) whose ``metric``
     retention meets ``target``, with the table it chose from."""
     spec = get_spec(model)
@@ -71,7 +73,7 @@ def advise(folder: str, model: str, *, target: float = 0.95, metric: str = "ndcg
             "target": target, "choice": choice, "baseline": base, "table": results}
 
 
-def check_mrl(folder: str, model: str, *, split: str = "test") -> dict:
+def check_mrl(folder: str, model: str, *, split: str = "test") -> dict[str, Any]:
     """Retention of nDCG@10 at 1/2, 1/4, 1/8 and 1/16 of the native dimension, against
     the reference curve; says whether the model behaves like a Matryoshka model."""
     spec = get_spec(model)

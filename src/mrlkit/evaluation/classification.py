@@ -10,6 +10,8 @@ Example::
 
 from __future__ import annotations
 
+from typing import Any
+
 from collections.abc import Sequence
 
 
@@ -21,7 +23,7 @@ from .datasets import load_labelled
 
 def evaluate_classification(folder: str, model: str, *, dims: Sequence[int] | None = None,
                             text_col: str = "text", label_col: str | None = None,
-                            seed: int = 0) -> dict:
+                            seed: int = 0) -> dict[str, Any]:
     """Accuracy and V-measure per dimension, with retention against native."""
     from sklearn.cluster import KMeans
     from sklearn.linear_model import LogisticRegression

@@ -8,6 +8,8 @@ Example::
 
 from __future__ import annotations
 
+from typing import Any
+
 import csv
 import json
 from pathlib import Path
@@ -18,14 +20,14 @@ PRECISION_STYLE = {"float32": ("tab:blue", "o"), "float16": ("tab:green", "s"),
                    "int8": ("tab:orange", "^"), "binary": ("tab:red", "v")}
 
 
-def write_json(data: dict, path: str | Path) -> None:
+def write_json(data: dict[str, Any], path: str | Path) -> None:
     """Write ``data`` as indented JSON, creating folders."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(data, indent=2) + "\n")
 
 
-def write_csv(rows: list[dict], path: str | Path) -> None:
+def write_csv(rows: list[dict[str, Any]], path: str | Path) -> None:
     """Write result rows as CSV (columns: the union of keys, in first-seen order)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -38,7 +40,7 @@ def write_csv(rows: list[dict], path: str | Path) -> None:
         writer.writerows(rows)
 
 
-def retrieval_table(report: dict) -> Table:
+def retrieval_table(report: dict[str, Any]) -> Table:
     """The retrieval report as a Rich table."""
     mark = " (not MRL-trained: truncation measured)" if not report["supports_mrl"] else ""
     table = Table(title=f"{report['model']} on {report['dataset']} ({report['split']}, "
@@ -68,7 +70,7 @@ def cell(column: str, value: object) -> str:
     return str(value)
 
 
-def simple_table(title: str, rows: list[dict], columns: list[str]) -> Table:
+def simple_table(title: str, rows: list[dict[str, Any]], columns: list[str]) -> Table:
     """A table of ``columns`` of ``rows`` (see :func:`cell`)."""
     table = Table(title=title)
     for c in columns:
@@ -96,7 +98,7 @@ def pareto(points: list[tuple[float, float]]) -> list[int]:
     return front
 
 
-def plot_retrieval(report: dict, path: str | Path, metric: str = "ndcg@10") -> list[Path]:
+def plot_retrieval(report: dict[str, Any], path: str | Path, metric: str = "ndcg@10") -> list[Path]:
     """Two PNGs: ``metric`` against dimension (a line per precision) at ``path`` itself,
     and quality against bytes per vector with the Pareto frontier marked beside it
     (``<stem>-pareto.png``). Returns their paths."""
@@ -104,6 +106,7 @@ def plot_retrieval(report: dict, path: str | Path, metric: str = "ndcg@10") -> l
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -149,12 +152,12 @@ def plot_retrieval(report: dict, path: str | Path, metric: str = "ndcg@10") -> l
     ax.set_ylabel(metric)
     ax.set_title(f"Quality against storage\n{title}", fontsize=10)
     shown = {r["precision"] for r in rows if not r["funnel"]}  # no legend without points
-    handles = [plt.Line2D([], [], color=c, marker=m, linestyle="", label=p)
+    handles = [Line2D([], [], color=c, marker=m, linestyle="", label=p)
                for p, (c, m) in PRECISION_STYLE.items() if p in shown]
     if any(r["funnel"] for r in rows):
-        handles.append(plt.Line2D([], [], color="black", marker="*", linestyle="",
+        handles.append(Line2D([], [], color="black", marker="*", linestyle="",
                                   label="funnel"))
-    handles.append(plt.Line2D([], [], color="gray", linestyle="--", label="Pareto frontier"))
+    handles.append(Line2D([], [], color="gray", linestyle="--", label="Pareto frontier"))
     ax.legend(handles=handles, fontsize=8)
     ax.grid(True, alpha=0.3)
     fig.tight_layout()
@@ -164,7 +167,8 @@ def plot_retrieval(report: dict, path: str | Path, metric: str = "ndcg@10") -> l
     return [first, second]
 
 
-def plot_curve(rows: list[dict], metric: str | list[str], path: str | Path, title: str) -> Path:
+def plot_curve(rows: list[dict[str, Any]], metric: str | list[str], path: str | Path,
+               title: str) -> Path:
     """A single metric against dimension (similarity, classification reports)."""
     import matplotlib
 

@@ -71,7 +71,7 @@ def evaluate_retrieval(folder: str, model: str, *, dims: Sequence[int] | None = 
                        precisions: Sequence[str] = ("float32", "float16", "int8", "binary"),
                        funnels: Sequence[str] = (), split: str = "test",
                        ignore_identical_ids: bool = False,
-                       max_queries: int | None = None) -> dict:
+                       max_queries: int | None = None) -> dict[str, Any]:
     """Evaluate every ``dims`` × ``precisions`` setting, and each funnel.
 
     Returns ``{"model", "dataset", "split", "native_dim", "supports_mrl", "results": [...]}``
@@ -155,7 +155,7 @@ def evaluate_retrieval(folder: str, model: str, *, dims: Sequence[int] | None = 
     return out
 
 
-def encoder_fidelity(spec: Any, texts: Sequence[str], got: np.ndarray) -> dict | None:
+def encoder_fidelity(spec: Any, texts: Sequence[str], got: np.ndarray) -> dict[str, Any] | None:
     """When a faster encoder (onnx, onnx-int8) made ``got``: the cosine of each vector to
     the model's own (torch) one for the same texts — what the encoder costs, measured
     on the data at hand. None for torch itself."""

@@ -12,6 +12,8 @@ Example::
 
 from __future__ import annotations
 
+from typing import Any
+
 from collections.abc import Sequence
 
 import numpy as np
@@ -29,11 +31,11 @@ def pair_similarities(a: np.ndarray, b: np.ndarray, dim: int) -> np.ndarray:
         [1.0, 0.0]
     """
     ta, tb = vectors.truncate(a, dim), vectors.truncate(b, dim)
-    return np.einsum("ij,ij->i", ta, tb)
+    return np.asarray(np.einsum("ij,ij->i", ta, tb))
 
 
 def pair_similarity_table(a: np.ndarray, b: np.ndarray, dims: Sequence[int],
-                          precision: str = "float32") -> list[dict]:
+                          precision: str = "float32") -> list[dict[str, Any]]:
     """The seeds' retention table: per dimension, mean pair similarity, its ratio to the
     full dimension's ("retention"), and the rank agreement (Spearman) of the pair
     similarities with those at full dimension, which tells whether the *ordering* of
@@ -62,7 +64,7 @@ def pair_similarity_table(a: np.ndarray, b: np.ndarray, dims: Sequence[int],
 
 
 def evaluate_similarity(folder: str, model: str, *, dims: Sequence[int] | None = None,
-                        split: str = "test") -> dict:
+                        split: str = "test") -> dict[str, Any]:
     """STS-B: per dimension, Spearman correlation of cosine similarity with the gold
     scores, its retention against the native dimension, and the seeds' mean pair
     similarity table.

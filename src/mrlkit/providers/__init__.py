@@ -16,7 +16,7 @@ from .base import Kind, Provider
 
 __all__ = ["Kind", "Provider", "get_provider"]
 
-_cache: dict[tuple, Provider] = {}
+_cache: dict[tuple[Any, ...], Provider] = {}
 
 
 _defaults: dict[str, Any] = {}
@@ -69,5 +69,5 @@ def get_provider(model: str | ModelSpec, *, quiet: bool = False, **options: Any)
         else:
             from .openai import OpenAIProvider
             cls = OpenAIProvider
-        _cache[key] = cls(spec, **options)  # type: ignore[call-arg]
+        _cache[key] = cls(spec, **options)
     return _cache[key]

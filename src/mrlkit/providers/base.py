@@ -13,8 +13,8 @@ Example::
 
 from __future__ import annotations
 
-from typing import Literal, Protocol, runtime_checkable
-from collections.abc import Sequence
+from typing import Any, Literal, Protocol, runtime_checkable
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 
@@ -71,7 +71,7 @@ def with_prompts(spec: ModelSpec, texts: list[str], kind: Kind) -> list[str]:
     return [prompt + t for t in texts] if prompt else texts
 
 
-def batches(items: list, size: int):
+def batches(items: list[Any], size: int) -> Iterator[list[Any]]:
     """Successive slices of ``items`` of at most ``size``.
 
     Example::

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import os
+from typing import Any
 from collections.abc import Sequence
 
 import numpy as np
@@ -68,7 +69,7 @@ class OpenAIProvider:
         expected = server_dim or self.spec.native_dim
         parts = []
         for batch in batches(with_prompts(self.spec, texts, kind), self.batch_size):
-            payload = {"model": self.spec.model_id, "input": batch,
+            payload: dict[str, Any] = {"model": self.spec.model_id, "input": batch,
                        "encoding_format": self.encoding_format}
             if server_dim is not None:
                 payload["dimensions"] = server_dim

@@ -97,7 +97,7 @@ class SentenceTransformersProvider:
         self._onnx: Any = None
 
     @property
-    def model(self):
+    def model(self) -> Any:
         if self._model is None:
             path = resolve_model_path(self.spec.model_id)
             local = Path(path).is_dir()
@@ -109,7 +109,7 @@ class SentenceTransformersProvider:
             from sentence_transformers import SentenceTransformer
 
             # a bar per weight file is noise; our own bars cover long work
-            transformers.utils.logging.disable_progress_bar()
+            transformers.utils.logging.disable_progress_bar()  # type: ignore[no-untyped-call]
             torch.set_num_threads(cpu_threads())
             try:
                 self._model = SentenceTransformer(
@@ -136,7 +136,7 @@ class SentenceTransformersProvider:
             self._onnx = OnnxEncoder(self.model, self.spec.name,
                                      path if Path(path).is_dir() else None,
                                      int8=self.backend == "onnx-int8", threads=cpu_threads())
-        return self._onnx.encode(texts, batch_size=self.batch_size)
+        return np.asarray(self._onnx.encode(texts, batch_size=self.batch_size))
 
     def embed(self, texts: Sequence[str], *, kind: Kind = "document",
               dim: int | None = None) -> np.ndarray:

@@ -21,7 +21,8 @@ from typing import Any
 
 from ..errors import StoreError
 from ..funnel import StageTiming, View
-from .core import Engine, Store
+from .core import Store
+from .seam import Engine
 from .pg_server import start_embedded, stop_embedded
 from .plan import Capabilities, Plan
 from .records import (Document, Hit, SearchResult, SetInfo, SetRecord, StorageInfo,

@@ -45,9 +45,10 @@ from ..funnel import Stage, StageTiming
 from ..transform import Transform
 from . import faults
 from .chroma_vectors import CollectionVectors, FileVectors
-from .core import Calibrate, EngineDefaults, Partial, Scan, Store
+from .core import Store
+from .seam import Calibrate, EngineDefaults, FirstStaged, Partial, Rewrites, Scan
 from .plan import Capabilities, Plan
-from .records import (Batch, CheckReport, Document, Rebuild, SetRecord, StorageInfo,
+from .records import (Batch, CheckReport, Document, SetRecord, StorageInfo,
                       not_found,
                       ViewInfo)
 
@@ -60,8 +61,7 @@ Collection = Any  # chromadb's Collection (imported lazily)
 
 
 @dataclass(frozen=True, kw_only=True)
-class ChromaRecord(SetRecord):
-    first_dim: int
+class ChromaRecord(FirstStaged):
     count: int = 0
     vectors_file: str | None = None  # None: full vectors in a collection (a server)
 
@@ -110,7 +110,7 @@ def ChromaStore(location: str, *, native_from: int | str | None = None
     return Store(ChromaEngine(location), native_from=native_from)
 
 
-class ChromaEngine(EngineDefaults[ChromaRecord]):
+class ChromaEngine(Rewrites[ChromaRecord], EngineDefaults[ChromaRecord]):
     """Embedding sets in ChromaDB (see module docs)."""
 
     kind = "chroma"
@@ -296,14 +296,6 @@ class ChromaEngine(EngineDefaults[ChromaRecord]):
                 docs.delete(ids=found)
                 self._full(rec).delete(found)
         return len(found)
-
-    def rebuild(self, name: str, plan: Callable[[ChromaRecord], Rebuild]) -> None:
-        with self._lock:
-            rec = self.record(name)
-            p = plan(rec)
-            new: ChromaRecord = p.record
-            self._rewrite(rec, replace(new, first_dim=min(new.first_dim, new.stored_dim)),
-                          p.apply)
 
     def index(self, rec: ChromaRecord, first: Stage, native: bool,
               calibrate: Calibrate) -> list[str]:

@@ -23,7 +23,8 @@ from typing import Any
 import numpy as np
 
 from ..errors import StoreError
-from .local_files import RowReader, _fsync_write, locked, storage_dtype
+from .local_files import _fsync_write, locked, storage_dtype
+from .row_reader import RowReader
 
 class FileVectors:
     """An append-only file of full vectors and, beside it, the id of each row (one JSON

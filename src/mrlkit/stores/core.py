@@ -15,136 +15,25 @@ Example::
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from datetime import datetime, UTC
-from typing import Any, Generic, Protocol, TypeVar
-from collections.abc import Callable, Collection, Mapping, Sequence
+from typing import Any, Generic
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
 from .. import vectors
 from ..errors import DimensionError, InvalidInputError, SetExistsError
-from ..funnel import (Adaptive, Funnel, FunnelSource, MatrixSource, Stage, StageTiming,
-                      execute, rerank)
+from ..funnel import Adaptive, Funnel, MatrixSource, execute, rerank
 from ..registry import get_spec, validate_dim
 from ..text import masked
 from ..transform import Transform
 from ..vectors import Int8Calibration
 from . import rules
-from .plan import Capabilities, Plan, choose_funnel, plan, threshold
-from .records import (Batch, CheckReport, Document, Hit, Rebuild, SearchResult, SetInfo,
+from .plan import Plan, choose_funnel, plan, threshold
+from .records import (CheckReport, Document, Hit, Rebuild, SearchResult, SetInfo,
                       SetRecord, StorageInfo)
-
-R = TypeVar("R", bound=SetRecord)
-Documents = Callable[[np.ndarray], Mapping[int, Document]]
-# dim → the set's int8 calibration at ``dim`` and the rows it was fitted on (the core's)
-Calibrate = Callable[[int], tuple[Int8Calibration, int]]
-
-
-@dataclass
-class Scan:
-    """Every row of a set (or those a filter leaves) handed to the generic funnel: the
-    engine's own views (``source``) or its vectors read into memory (``matrix``)."""
-
-    n_rows: int
-    documents: Documents          # row numbers → documents, for the hits
-    source: FunnelSource | None = None
-    matrix: np.ndarray | None = None
-    live: np.ndarray | None = None        # mask of live rows (None: all)
-    candidates: np.ndarray | None = None  # rows a filter leaves (None: no filter)
-    dead: int | None = None               # rows ``live`` masks (None: count them)
-    # each row's metadata, from an engine that leaves filtering to the core (None: the
-    # engine filtered, into ``candidates``, or there is no filter)
-    metadata: Sequence[Mapping[str, Any]] | None = None
-    notes: list[str] = field(default_factory=list)  # what the search had to do otherwise
-
-    @property
-    def empty(self) -> bool:
-        return (self.n_rows == 0 or (self.candidates is not None and not len(self.candidates))
-                or (self.live is not None and not self.live.any()))
-
-
-@dataclass
-class Partial:
-    """What an engine's native search ran: the funnel's first ``done`` stages. Row
-    numbers index ``matrix`` (the survivors' stored vectors) when stages are left."""
-
-    done: int
-    rows: list[np.ndarray]
-    scores: list[np.ndarray]
-    timings: list[StageTiming]
-    documents: Documents
-    matrix: np.ndarray | None = None
-    notes: list[str] = field(default_factory=list)
-
-
-class Engine(Protocol[R]):
-    """What a backend implements: I/O only. ``record`` raises :func:`rules.not_found`."""
-
-    @property
-    def kind(self) -> str: ...
-    @property
-    def location(self) -> str: ...
-    @property
-    def capabilities(self) -> Capabilities: ...  # what the planner may ask of it
-
-    def record(self, name: str) -> R: ...
-    def records(self) -> list[R]: ...
-    def count(self, rec: R) -> int: ...   # live documents
-    def rows(self, rec: R) -> int: ...    # cheap: what a search sizes its funnel on
-    # False: the set exists; ``first`` is the stage a large set reads (built when
-    # ``build``); ``spec`` the model's ModelSpec as data, for engines that keep it
-    def create(self, rec: SetRecord, first: Stage, build: bool,
-               spec: Mapping[str, Any]) -> bool: ...
-    def drop(self, name: str) -> None: ...
-    def add(self, name: str, prepare: Callable[[R], Batch]) -> int: ...
-    def delete(self, name: str, ids: list[str]) -> int: ...
-    def rebuild(self, name: str, plan: Callable[[R], Rebuild]) -> None: ...
-    def index(self, rec: R, first: Stage, native: bool,
-              calibrate: Calibrate) -> list[str]: ...
-    def vectors(self, rec: R) -> tuple[list[str], np.ndarray]: ...
-    def get(self, rec: R, ids: list[str]) -> dict[str, Document]: ...
-    def scroll(self, rec: R, offset: int, limit: int) -> list[Document]: ...
-    def sample(self, rec: R, rows: np.ndarray) -> np.ndarray: ...  # vectors of rows
-    def calibration(self, rec: R, dim: int) -> tuple[Int8Calibration, int] | None: ...
-    def save_calibration(self, rec: R, dim: int, cal: Int8Calibration, rows: int) -> None: ...
-    def built(self, rec: R) -> Collection[tuple[int, str]]: ...  # first stages indexed
-    def native(self, rec: R, q: np.ndarray, plan: Plan,
-               filters: dict[str, Any] | None) -> Partial | None: ...
-    def scan(self, rec: R, filters: dict[str, Any] | None, calibrate: Calibrate) -> Scan: ...
-    def storage(self, rec: R, count: int) -> StorageInfo: ...
-    def check(self, rec: R, report: CheckReport, repair: bool) -> bool: ...
-    def close(self) -> None: ...
-
-
-class EngineDefaults(Generic[R]):
-    """What an engine without a native funnel or kept calibrations inherits."""
-
-    def vectors(self, rec: R) -> tuple[list[str], np.ndarray]:
-        raise NotImplementedError
-
-    def sample(self, rec: R, rows: np.ndarray) -> np.ndarray:
-        """The vectors of ``rows`` (numbered in the engine's stable order)."""
-        x = self.vectors(rec)[1]
-        return np.asarray(x[rows[rows < len(x)]])
-
-    def built(self, rec: R) -> Collection[tuple[int, str]]:
-        return ()
-
-    def native(self, rec: R, q: np.ndarray, plan: Plan,
-               filters: dict[str, Any] | None) -> Partial | None:
-        return None
-
-    def calibration(self, rec: R, dim: int) -> tuple[Int8Calibration, int] | None:
-        return None
-
-    def save_calibration(self, rec: R, dim: int, cal: Int8Calibration, rows: int) -> None:
-        return None
-
-    def check(self, rec: R, report: CheckReport, repair: bool) -> bool:
-        """Engine-specific checks; True when the engine verified the stored vectors itself
-        (else the core reads them and does)."""
-        return False
+from .seam import Calibrate, Documents, Engine, Partial, R
 
 
 class Store(Generic[R]):

@@ -28,7 +28,6 @@ import shutil
 import sqlite3
 import threading
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -37,50 +36,20 @@ import numpy as np
 
 from .. import vectors
 from ..errors import StoreError
-from ..funnel import Index, Stage, View
-from ..transform import Transform
+from ..funnel import Stage
 from ..vectors import PRECISIONS, Int8Calibration
 from . import faults
-from .core import Calibrate, EngineDefaults, Scan, Store
+from .core import Store
+from .seam import Calibrate, EngineDefaults, Scan
 from .plan import Capabilities
-from .local_files import RowReader, SetFiles, file_crc, finite_rows, storage_dtype
-from .local_graph import GraphIndex
+from .local_files import SetFiles, finite_rows
+from .row_reader import RowReader
+from .local_db import (LocalRecord, catalogue_errors, connect, filter_sql, migrate,
+                       record_of, why)
+from .local_source import LocalSource
 from .records import (Batch, CheckReport, Document, Rebuild, SetRecord, StorageInfo,
                       not_found,
                       ViewInfo)
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS models (
-    name TEXT PRIMARY KEY, provider TEXT NOT NULL, native_dim INTEGER NOT NULL,
-    supports_mrl INTEGER NOT NULL, mrl_dims TEXT, spec TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS sets (
-    id INTEGER PRIMARY KEY AUTOINCREMENT, name TEXT UNIQUE NOT NULL,
-    model TEXT NOT NULL REFERENCES models,
-    truncate_dim INTEGER, stored_dim INTEGER NOT NULL, storage TEXT NOT NULL,
-    allow_non_mrl INTEGER NOT NULL DEFAULT 0, n_rows INTEGER NOT NULL DEFAULT 0,
-    generation INTEGER NOT NULL DEFAULT 0, version INTEGER NOT NULL DEFAULT 0,
-    created_at TEXT NOT NULL, transform TEXT, checksum INTEGER);
-CREATE TABLE IF NOT EXISTS documents (
-    set_id INTEGER NOT NULL REFERENCES sets ON DELETE CASCADE, row INTEGER NOT NULL,
-    ext_id TEXT NOT NULL, text TEXT, metadata TEXT NOT NULL DEFAULT '{}',
-    PRIMARY KEY (set_id, row), UNIQUE (set_id, ext_id));
-CREATE TABLE IF NOT EXISTS quarantine (
-    set_id INTEGER NOT NULL REFERENCES sets ON DELETE CASCADE, ext_id TEXT NOT NULL,
-    text TEXT, metadata TEXT NOT NULL DEFAULT '{}', row INTEGER, reason TEXT,
-    at TEXT NOT NULL, PRIMARY KEY (set_id, ext_id));
-"""
-_TYPES = {str: ("text",), bool: ("true", "false"), int: ("integer", "real"),
-          float: ("integer", "real")}
-
-
-@dataclass(frozen=True, kw_only=True)
-class LocalRecord(SetRecord):
-    id: int
-    n_rows: int       # rows in the vector file, deleted ones included
-    generation: int
-    version: int
-    checksum: int | None  # CRC-32 of the committed vector file (None: not known)
-
 
 def LocalStore(path: str | os.PathLike[str], *, native_from: int | str | None = None,
                ef_search: int | None = None) -> Store[LocalRecord]:
@@ -106,16 +75,13 @@ class LocalEngine(EngineDefaults[LocalRecord]):
         self.location = str(self.root)
         try:
             self.root.mkdir(parents=True, exist_ok=True)
-            self._db, self.read_only = _connect(self.root / "catalog.sqlite")
+            self._db, self.read_only = connect(self.root / "catalog.sqlite")
         except OSError as exc:
             raise StoreError(f"cannot create store at {self.root}: {exc.strerror}") from None
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"cannot open the catalogue of {self.root}: {exc}") from None
-        columns = {r["name"] for r in self._db.execute("PRAGMA table_info(sets)")}
-        for column in ("transform", "checksum"):  # stores made before these existed
-            if column not in columns and not self.read_only:
-                self._db.execute(f"ALTER TABLE sets ADD COLUMN {column} "
-                                 f"{'TEXT' if column == 'transform' else 'INTEGER'}")
+        if not self.read_only:
+            migrate(self._db)
         self._lock = threading.RLock()
         self._cache: dict[tuple[Any, ...], Any] = {}
         self._records: dict[str, tuple[tuple[int, int], LocalRecord]] = {}
@@ -132,7 +98,7 @@ class LocalEngine(EngineDefaults[LocalRecord]):
             raise StoreError(f"the store at {self.root} is open read-only: its disk was "
                              "full when it was opened (searches work; free some space and "
                              "open it again to write)")
-        with self._lock, _catalogue_errors(self.root):
+        with self._lock, catalogue_errors(self.root):
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 yield self._db
@@ -140,26 +106,17 @@ class LocalEngine(EngineDefaults[LocalRecord]):
                 self._db.execute("ROLLBACK")
                 if isinstance(exc, OSError):
                     raise StoreError(f"cannot write to the store at {self.root}: "
-                                     f"{_why(exc)}; nothing of this write was kept") from None
+                                     f"{why(exc)}; nothing of this write was kept") from None
                 raise
             faults.point("before_commit")
             self._db.execute("COMMIT")
 
     # --- records ----------------------------------------------------------------------
-    @staticmethod
-    def _record(r: sqlite3.Row) -> LocalRecord:
-        return LocalRecord(name=r["name"], model=r["model"], truncate_dim=r["truncate_dim"],
-                           stored_dim=r["stored_dim"], storage=r["storage"],
-                           allow_non_mrl=bool(r["allow_non_mrl"]), created_at=r["created_at"],
-                           transform=Transform.from_json(r["transform"]), id=r["id"],
-                           n_rows=r["n_rows"], generation=r["generation"], version=r["version"],
-                           checksum=r["checksum"])
-
     def record(self, name: str) -> LocalRecord:
         """The set's row, read again only when the catalogue changed: SQLite's
         ``data_version`` counts other connections' commits, ``total_changes`` this one's
         (every search starts here, so this saves a query and a record per search)."""
-        with self._lock, _catalogue_errors(self.root):  # shared connection: see _read
+        with self._lock, catalogue_errors(self.root):  # shared connection: see _read
             stamp = (self._db.execute("PRAGMA data_version").fetchone()[0],
                      self._db.total_changes)
             got = self._records.get(name)
@@ -169,7 +126,7 @@ class LocalEngine(EngineDefaults[LocalRecord]):
             if r is None:
                 known = [k["name"] for k in self._db.execute("SELECT name FROM sets")]
                 raise not_found(name, self.location, known)
-            rec = self._record(r)
+            rec = record_of(r)
             self._records = {name: (stamp, rec)}  # the last set asked for
             return rec
 
@@ -179,14 +136,14 @@ class LocalEngine(EngineDefaults[LocalRecord]):
         (a server's); a statement and its rows are read under the lock a write
         transaction holds from BEGIN to COMMIT, so no thread reads inside another's
         transaction or interleaves its cursor with another's."""
-        with self._lock, _catalogue_errors(self.root):
+        with self._lock, catalogue_errors(self.root):
             cur = self._db.cursor()
             if tuples:
                 cur.row_factory = None
             return cur.execute(sql, params).fetchall()
 
     def records(self) -> list[LocalRecord]:
-        return [self._record(r) for r in self._read("SELECT * FROM sets ORDER BY name")]
+        return [record_of(r) for r in self._read("SELECT * FROM sets ORDER BY name")]
 
     def count(self, rec: LocalRecord) -> int:
         got = self._read("SELECT count(*) AS n FROM documents WHERE set_id = ?", (rec.id,))
@@ -232,8 +189,8 @@ class LocalEngine(EngineDefaults[LocalRecord]):
         return SetFiles(self._dir(rec.id), rec.id, rec.generation, rec.stored_dim,
                         rec.storage, rec.n_rows)
 
-    def _cached(self, kind: str, rec: LocalRecord, extra: tuple[Any, ...],
-                make: Callable[[], Any]) -> Any:
+    def cached(self, kind: str, rec: LocalRecord, extra: tuple[Any, ...],
+               make: Callable[[], Any]) -> Any:
         """One cached object per (kind, set, generation, extra), for the current rows."""
         key = (kind, rec.id, rec.generation, *extra)
         got = self._cache.get(key)
@@ -242,60 +199,16 @@ class LocalEngine(EngineDefaults[LocalRecord]):
             self._cache[key] = got
         return got[1]
 
+    def uncache(self, kind: str, rec: LocalRecord, extra: tuple[Any, ...]) -> None:
+        self._cache.pop((kind, rec.id, rec.generation, *extra), None)
+
     def matrix(self, rec: LocalRecord) -> np.ndarray:
-        return self._cached("mmap", rec, (),  # type: ignore[no-any-return]
+        return self.cached("mmap", rec, (),  # type: ignore[no-any-return]
                             lambda: self.files(rec).matrix())
 
     def reader(self, rec: LocalRecord) -> RowReader:
-        return self._cached("rows", rec, (),  # type: ignore[no-any-return]
+        return self.cached("rows", rec, (),  # type: ignore[no-any-return]
                             lambda: self.files(rec).rows())
-
-    def view(self, rec: LocalRecord, dim: int, precision: str,
-             notes: list[str] | None = None,
-             calibration: tuple[Int8Calibration, int] | None = None) -> View:
-        """The (dim, precision) view (int8: built with the core's ``calibration``); when
-        it cannot be written, computed in memory and said in ``notes`` (a search never
-        fails for want of disk)."""
-        def make() -> tuple[View, str | None]:
-            return self._view(rec, dim, precision, calibration)
-
-        view, note = self._cached("view", rec, (dim, precision), make)
-        if calibration is not None and view.calibration is not calibration[0]:
-            self._cache.pop(("view", rec.id, rec.generation, dim, precision), None)
-            view, note = self._cached("view", rec, (dim, precision), make)
-        if note and notes is not None:
-            notes.append(note)
-        return view  # type: ignore[no-any-return]
-
-    def _view(self, rec: LocalRecord, dim: int, precision: str,
-              calibration: tuple[Int8Calibration, int] | None) -> tuple[View, str | None]:
-        files = self.files(rec)
-        try:
-            return files.view(dim, precision, calibration=calibration), None
-        except OSError as exc:
-            return files.view(dim, precision, persist=False, calibration=calibration), (
-                f"the {dim}-d {precision} view could not be written ({_why(exc)}): "
-                "computed in memory for this search")
-
-    def ann(self, rec: LocalRecord, dim: int, notes: list[str] | None = None
-            ) -> Index | None:
-        """The HNSW index of the ``dim`` prefix (None when it cannot be written and none
-        is on disk: said in ``notes``). The planner decides when it is walked."""
-        graph, note = self._cached("ann", rec, (dim,), lambda: self._graph(rec, dim))
-        if note and notes is not None:
-            notes.append(note)
-        return None if graph is None else _Tuned(graph, self.ef_search)
-
-    def _graph(self, rec: LocalRecord, dim: int) -> tuple[GraphIndex | None, str | None]:
-        files = self.files(rec)
-        try:
-            return files.graph(dim), None
-        except OSError as exc:
-            graph = files.graph(dim, persist=False)
-            return graph, (
-                f"the HNSW index of the {dim}-d prefix could not be written ({_why(exc)}): "
-                + ("the index on disk was used and the rows past it scored exactly"
-                   if graph is not None else "the first stage ran as an exact scan"))
 
     # --- writes -----------------------------------------------------------------------
     def add(self, name: str, prepare: Callable[[LocalRecord], Batch]) -> int:
@@ -378,20 +291,19 @@ class LocalEngine(EngineDefaults[LocalRecord]):
             return self._index(rec, first, native, calibrate)
         except OSError as exc:
             raise StoreError(f"cannot build the first stage {first} in {self.root}: "
-                             f"{_why(exc)}") from None
+                             f"{why(exc)}") from None
 
     def _index(self, rec: LocalRecord, first: Stage, native: bool,
                calibrate: Calibrate) -> list[str]:
         files = self.files(rec)
         if native:
             files.graph(first.dim)  # built or extended here, errors raised
-            self._cache.pop(("ann", rec.id, rec.generation, first.dim), None)
+            self.uncache("ann", rec, (first.dim,))
             return [f"HNSW index d{first.dim}"]
         if not (first.dim == rec.stored_dim and first.precision in ("float32", rec.storage)):
             files.view(first.dim, first.precision, calibration=calibrate(first.dim)
                        if first.precision == "int8" else None)
-            self._cache.pop(("view", rec.id, rec.generation, first.dim, first.precision),
-                            None)
+            self.uncache("view", rec, (first.dim, first.precision))
             return [f"view d{first.dim}-{first.precision}"]
         return []
 
@@ -441,17 +353,7 @@ class LocalEngine(EngineDefaults[LocalRecord]):
     def _filtered(self, rec: LocalRecord, filters: Mapping[str, Any]) -> np.ndarray:
         # rows a write committed since ``rec`` was read are not this search's (their
         # vectors lie past the snapshot the funnel reads)
-        sql = "SELECT row FROM documents WHERE set_id = ? AND row < ?"
-        params: list[Any] = [rec.id, rec.n_rows]
-        for key, value in filters.items():
-            # the key goes in as a quoted JSON path parameter, never into the SQL text;
-            # the JSON type is checked too, so that true never matches 1
-            path = "$." + json.dumps(key)
-            types = _TYPES[type(value)]
-            sql += (f" AND json_type(metadata, ?) IN ({','.join('?' * len(types))})"
-                    " AND json_extract(metadata, ?) = ?")
-            params += [path, *types, path, int(value) if isinstance(value, bool) else value]
-        sql += " ORDER BY row"
+        sql, params = filter_sql(rec.id, rec.n_rows, filters)
         with self._lock:  # see _read
             return np.fromiter((r[0] for r in self._db.execute(sql, params)), dtype=np.int64)
 
@@ -481,56 +383,6 @@ class LocalEngine(EngineDefaults[LocalRecord]):
             self._cache.clear()
             self._records.clear()
 
-    def quarantine(self, rec: LocalRecord, rows: np.ndarray, reason: str) -> int:
-        """Move the documents of ``rows`` to quarantine: out of every search, their id,
-        text and metadata kept (and listed by a check) until they are added again."""
-        from datetime import UTC, datetime
-
-        at = datetime.now(UTC).isoformat(timespec="seconds")
-        with self._write() as db:
-            for start in range(0, len(rows), 900):
-                chunk = [int(r) for r in rows[start:start + 900]]
-                marks = ",".join("?" * len(chunk))
-                db.execute("INSERT OR REPLACE INTO quarantine (set_id, ext_id, text, "
-                           "metadata, row, reason, at) SELECT set_id, ext_id, text, "
-                           f"metadata, row, ?, ? FROM documents WHERE set_id = ? AND row IN "
-                           f"({marks})", (reason, at, rec.id, *chunk))
-                db.execute(f"DELETE FROM documents WHERE set_id = ? AND row IN ({marks})",
-                           (rec.id, *chunk))
-            db.execute("UPDATE sets SET version = version + 1 WHERE id = ?", (rec.id,))
-        self.forget()
-        return len(rows)
-
-    def quarantined(self, rec: LocalRecord) -> list[str]:
-        """Ids of the set's documents in quarantine."""
-        return [r[0] for r in self._read("SELECT ext_id FROM quarantine WHERE set_id = ? "
-                                         "ORDER BY ext_id", (rec.id,), tuples=True)]
-
-    def reseal(self, rec: LocalRecord, readable: int) -> None:
-        """After a repair: keep the first ``readable`` rows (documents past them were
-        quarantined), give every row a checksum of what it holds now (the rows that
-        could not be verified are dead by now), record the file's checksum, and drop
-        derived data so that it is rebuilt from these vectors."""
-        files = self.files(rec)
-        width = rec.stored_dim * storage_dtype(rec.storage).itemsize
-        path = files.vector_path()
-        with self._write() as db:
-            if readable < rec.n_rows:
-                with open(path, "a+b") as fh:
-                    fh.truncate(readable * width)
-                db.execute("DELETE FROM documents WHERE set_id = ? AND row >= ?",
-                           (rec.id, readable))
-            crc_path = files.crc_path()
-            if crc_path.exists() and crc_path.stat().st_size > readable * 4:
-                os.truncate(crc_path, readable * 4)
-            kept = SetFiles(files.folder, rec.id, rec.generation, rec.stored_dim,
-                            rec.storage, readable)
-            kept.fill_crcs()
-            db.execute("UPDATE sets SET n_rows = ?, checksum = ?, version = version + 1 "
-                       "WHERE id = ?", (readable, file_crc(path, readable * width), rec.id))
-        self.forget()
-        files.remove_derived()
-
     def storage(self, rec: LocalRecord, count: int) -> StorageInfo:
         files = self.files(rec)
         path = files.vector_path()
@@ -541,82 +393,3 @@ class LocalEngine(EngineDefaults[LocalRecord]):
                            min(size, files.committed_bytes),
                            vectors.bytes_per_vector(rec.stored_dim, rec.storage), views,
                            self.location)
-
-
-class LocalSource:
-    """One set's vectors as the generic funnel reads them, pinned to the record read
-    once per search (so that the funnel's calls do not query SQLite again)."""
-
-    def __init__(self, engine: LocalEngine, rec: LocalRecord, calibrate: Calibrate,
-                 notes: list[str] | None = None) -> None:
-        self.engine, self.rec, self.calibrate = engine, rec, calibrate
-        self.notes = notes if notes is not None else []
-
-    def view(self, dim: int, precision: str) -> View:
-        cal = self.calibrate(dim) if precision == "int8" else None
-        return self.engine.view(self.rec, dim, precision, self.notes, cal)
-
-    def full_vectors(self, rows: np.ndarray) -> np.ndarray:
-        return self.engine.reader(self.rec).read(rows)
-
-    def calibration(self, dim: int) -> Int8Calibration:
-        return self.calibrate(dim)[0]
-
-    def ann(self, dim: int) -> Index | None:
-        return self.engine.ann(self.rec, dim, self.notes)
-
-
-class _Tuned:
-    """A graph index searched with the engine's ``ef_search`` (None: the stage's keep)."""
-
-    def __init__(self, graph: GraphIndex, ef: int | None) -> None:
-        self.graph, self.ef = graph, ef
-
-    def search(self, x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        return self.graph.search(x, k, self.ef)
-
-
-def _why(exc: OSError) -> str:
-    return exc.strerror or str(exc) or type(exc).__name__
-
-
-@contextmanager
-def _catalogue_errors(root: Path) -> Iterator[None]:
-    """A damaged catalogue (SQLite's DatabaseError) as a StoreError that says what to do."""
-    try:
-        yield
-    except sqlite3.DatabaseError as exc:
-        if isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc):
-            raise StoreError(f"the catalogue of {root} is locked by another process: "
-                             f"{exc}") from None
-        raise StoreError(f"the catalogue of {root} is damaged ({exc}): `mrlkit sets "
-                         "check` says what it can still read; restore catalog.sqlite "
-                         "from a backup") from None
-
-
-def _connect(path: Path) -> tuple[sqlite3.Connection, bool]:
-    """The catalogue's connection, and whether it is read-only. WAL mode needs its
-    side files written to open at all; on a full disk the catalogue is opened
-    immutable instead (a clean close leaves everything in the main file), so that
-    searches still answer."""
-    def tuned(db: sqlite3.Connection) -> sqlite3.Connection:
-        db.row_factory = sqlite3.Row
-        # a search reads its hits' rows of `documents`: mapped, they cost no read call
-        db.execute("PRAGMA mmap_size=1073741824")
-        db.execute("PRAGMA foreign_keys=ON")
-        return db
-
-    db = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
-    try:
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA synchronous=FULL")
-        db.executescript(_SCHEMA)
-        return tuned(db), False
-    except sqlite3.OperationalError:
-        free = os.statvfs(path.parent)
-        if not path.exists() or free.f_bavail * free.f_frsize > 1 << 20:
-            raise
-        db.close()
-    ro = sqlite3.connect(f"file:{path}?mode=ro&immutable=1", uri=True, timeout=30,
-                         isolation_level=None, check_same_thread=False)
-    return tuned(ro), True

@@ -16,6 +16,7 @@ Example::
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -23,13 +24,14 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .. import vectors
-from .local_files import (_view_shape, file_crc, read_sealed, remove_path, row_crcs,
+from .local_files import (SetFiles, _view_shape, file_crc, read_sealed, remove_path, row_crcs,
                           storage_dtype, _calibration)
 from .local_graph import verify
 from .records import CheckReport
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .local import LocalEngine, LocalRecord
+    from .local import LocalEngine
+    from .local_db import LocalRecord
 
 _BLOCK = 65536
 
@@ -105,7 +107,7 @@ def _check_vectors(engine: LocalEngine, rec: LocalRecord, report: CheckReport,
                        "own checksum no longer matches, so they cannot be verified")
         fix = None
         if repair:
-            engine.quarantine(rec, np.union1d(damaged, unver), "; ".join(why))
+            quarantine(engine, rec, np.union1d(damaged, unver), "; ".join(why))
             fix = ("quarantined (their ids, texts and metadata are kept in the catalogue's "
                    "quarantine table): add them again")
         report.found(f"{len(ids):,} documents' vectors cannot be trusted ({'; '.join(why)}):"
@@ -117,13 +119,13 @@ def _check_vectors(engine: LocalEngine, rec: LocalRecord, report: CheckReport,
         report.found(f"{readable - len(crcs):,} rows were written before row checksums",
                      "their checksums written (the file's checksum verified them)"
                      if repair else None)
-    quarantined = engine.quarantined(rec)
-    report.quarantined = quarantined
-    if quarantined:
-        report.checked.append(f"{len(quarantined):,} documents in quarantine (ids "
-                              f"{_show(quarantined)}): add them again to search them")
+    held = quarantined(engine, rec)
+    report.quarantined = held
+    if held:
+        report.checked.append(f"{len(held):,} documents in quarantine (ids "
+                              f"{_show(held)}): add them again to search them")
     if repair and (len(damaged) or len(unver) or not whole or len(crcs) < readable):
-        engine.reseal(rec, readable)
+        reseal(engine, rec, readable)
 
 
 def _cat(parts: list[np.ndarray]) -> np.ndarray:
@@ -228,3 +230,58 @@ def _check_orphans(engine: LocalEngine, rec: LocalRecord, report: CheckReport,
         if repair:
             for p in strays:
                 remove_path(p)
+
+
+def quarantine(engine: LocalEngine, rec: LocalRecord, rows: np.ndarray, reason: str) -> int:
+    """Move the documents of ``rows`` to quarantine: out of every search, their id,
+    text and metadata kept (and listed by a check) until they are added again."""
+    from datetime import UTC, datetime
+
+    at = datetime.now(UTC).isoformat(timespec="seconds")
+    with engine._write() as db:
+        for start in range(0, len(rows), 900):
+            chunk = [int(r) for r in rows[start:start + 900]]
+            marks = ",".join("?" * len(chunk))
+            db.execute("INSERT OR REPLACE INTO quarantine (set_id, ext_id, text, "
+                       "metadata, row, reason, at) SELECT set_id, ext_id, text, "
+                       f"metadata, row, ?, ? FROM documents WHERE set_id = ? AND row IN "
+                       f"({marks})", (reason, at, rec.id, *chunk))
+            db.execute(f"DELETE FROM documents WHERE set_id = ? AND row IN ({marks})",
+                       (rec.id, *chunk))
+        db.execute("UPDATE sets SET version = version + 1 WHERE id = ?", (rec.id,))
+    engine.forget()
+    return len(rows)
+
+
+
+def quarantined(engine: LocalEngine, rec: LocalRecord) -> list[str]:
+    """Ids of the set's documents in quarantine."""
+    return [r[0] for r in engine._read("SELECT ext_id FROM quarantine WHERE set_id = ? "
+                                     "ORDER BY ext_id", (rec.id,), tuples=True)]
+
+
+
+def reseal(engine: LocalEngine, rec: LocalRecord, readable: int) -> None:
+    """After a repair: keep the first ``readable`` rows (documents past them were
+    quarantined), give every row a checksum of what it holds now (the rows that
+    could not be verified are dead by now), record the file's checksum, and drop
+    derived data so that it is rebuilt from these vectors."""
+    files = engine.files(rec)
+    width = rec.stored_dim * storage_dtype(rec.storage).itemsize
+    path = files.vector_path()
+    with engine._write() as db:
+        if readable < rec.n_rows:
+            with open(path, "a+b") as fh:
+                fh.truncate(readable * width)
+            db.execute("DELETE FROM documents WHERE set_id = ? AND row >= ?",
+                       (rec.id, readable))
+        crc_path = files.crc_path()
+        if crc_path.exists() and crc_path.stat().st_size > readable * 4:
+            os.truncate(crc_path, readable * 4)
+        kept = SetFiles(files.folder, rec.id, rec.generation, rec.stored_dim,
+                        rec.storage, readable)
+        kept.fill_crcs()
+        db.execute("UPDATE sets SET n_rows = ?, checksum = ?, version = version + 1 "
+                   "WHERE id = ?", (readable, file_crc(path, readable * width), rec.id))
+    engine.forget()
+    files.remove_derived()

@@ -39,7 +39,8 @@ from ..funnel import Funnel, Stage, StageTiming
 from ..transform import Transform
 from ..vectors import PRECISIONS, Int8Calibration, bytes_per_vector
 from . import faults, pg_sql
-from .core import Calibrate, EngineDefaults, Partial, Scan, Store
+from .core import Store
+from .seam import Calibrate, EngineDefaults, Partial, Scan
 from .plan import Capabilities, Plan
 from .pg_server import start_embedded, stop_embedded  # noqa: F401  (re-exported)
 from .records import (Batch, CheckReport, Document, Rebuild, SetRecord, StorageInfo,

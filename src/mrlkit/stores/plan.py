@@ -186,6 +186,8 @@ def choose_funnel(n: int, stored_dim: int, supports_mrl: bool, k: int = 10, *,
     if threshold == NEVER or n < threshold:
         why = ("the native path is off (native_from=never)" if threshold == NEVER
                else f"{n:,} rows are below the {threshold:,} where a prefix graph pays")
+        if not supports_mrl:
+            why += "; the model is not Matryoshka-trained, so no prefix stage either"
         return Funnel.exact(stored_dim), f"an exact scan: {why}"
     keep = max(50, 5 * k)
     if not supports_mrl or stored_dim <= first:

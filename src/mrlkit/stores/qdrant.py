@@ -44,11 +44,12 @@ from ..text import masked
 from ..funnel import Funnel, Stage, StageTiming
 from ..transform import Transform
 from . import faults
-from .core import Calibrate, EngineDefaults, Partial, Scan, Store
+from .core import Store
+from .seam import Calibrate, EngineDefaults, FirstStaged, Partial, Rewrites, Scan
 from .plan import Capabilities, Plan
 from .qdrant_plan import (Adapter, CollectionSpec, Prefetch, Query, VectorSpec,
                           payload_kind)
-from .records import (Batch, CheckReport, Document, Rebuild, SetRecord, StorageInfo,
+from .records import (Batch, CheckReport, Document, SetRecord, StorageInfo,
                       not_found,
                       ViewInfo)
 
@@ -58,8 +59,7 @@ _NS = uuid.UUID("6f1b9c2e-6d0a-4b8e-9a57-3c1f0e6a2d11")
 
 
 @dataclass(frozen=True, kw_only=True)
-class QdrantRecord(SetRecord):
-    first_dim: int
+class QdrantRecord(FirstStaged):
     first_precision: str = "float32"
     generation: int = 0
     filter_fields: tuple[str, ...] = ()
@@ -138,7 +138,7 @@ def QdrantStore(location: str, *, native_from: int | str | None = None,
     return Store(QdrantEngine(location, adapter=adapter), native_from=native_from)
 
 
-class QdrantEngine(EngineDefaults[QdrantRecord]):
+class QdrantEngine(Rewrites[QdrantRecord], EngineDefaults[QdrantRecord]):
     """Embedding sets in Qdrant (see module docs)."""
 
     kind = "qdrant"
@@ -246,14 +246,6 @@ class QdrantEngine(EngineDefaults[QdrantRecord]):
         x = np.asarray([r.vectors["full"] for r in points], np.float32).reshape(
             len(points), rec.stored_dim)
         return [r.payload["id"] for r in points], x, [r.payload for r in points]
-
-    def rebuild(self, name: str, plan: Callable[[QdrantRecord], Rebuild]) -> None:
-        with self._lock:
-            rec = self.record(name)
-            p = plan(rec)
-            new: QdrantRecord = p.record
-            self._rewrite(rec, replace(new, first_dim=min(new.first_dim, new.stored_dim)),
-                          p.apply)
 
     def _rewrite(self, old: QdrantRecord, new: QdrantRecord,
                  apply: Callable[[np.ndarray], np.ndarray]) -> None:

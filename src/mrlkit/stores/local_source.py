@@ -1,0 +1,96 @@
+"""The local engine's vectors as the generic funnel reads them (:class:`LocalSource`) and
+its graph searched at the engine's ``ef_search`` (:class:`Tuned`).
+
+Example::
+
+    >>> Tuned.__name__
+    'Tuned'
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from ..funnel import Index, View
+from ..vectors import Int8Calibration
+from .local_db import why
+from .local_graph import GraphIndex
+from .seam import Calibrate
+
+if TYPE_CHECKING:
+    from .local import LocalEngine
+    from .local_db import LocalRecord
+
+
+class LocalSource:
+    """One set's vectors as the generic funnel reads them, pinned to the record read
+    once per search (so that the funnel's calls do not query SQLite again)."""
+
+    def __init__(self, engine: LocalEngine, rec: LocalRecord, calibrate: Calibrate,
+                 notes: list[str] | None = None) -> None:
+        self.engine, self.rec, self.calibrate = engine, rec, calibrate
+        self.notes = notes if notes is not None else []
+
+    def view(self, dim: int, precision: str) -> View:
+        """The (dim, precision) view (int8: built with the core's calibration); when it
+        cannot be written, computed in memory and said in ``notes`` (a search never fails
+        for want of disk)."""
+        cal = self.calibrate(dim) if precision == "int8" else None
+        engine, rec = self.engine, self.rec
+
+        def make() -> tuple[View, str | None]:
+            files = engine.files(rec)
+            try:
+                return files.view(dim, precision, calibration=cal), None
+            except OSError as exc:
+                return files.view(dim, precision, persist=False, calibration=cal), (
+                    f"the {dim}-d {precision} view could not be written ({why(exc)}): "
+                    "computed in memory for this search")
+
+        view, note = engine.cached("view", rec, (dim, precision), make)
+        if cal is not None and view.calibration is not cal[0]:  # the core refitted it
+            engine.uncache("view", rec, (dim, precision))
+            view, note = engine.cached("view", rec, (dim, precision), make)
+        if note:
+            self.notes.append(note)
+        return view  # type: ignore[no-any-return]
+
+    def full_vectors(self, rows: np.ndarray) -> np.ndarray:
+        return self.engine.reader(self.rec).read(rows)
+
+    def calibration(self, dim: int) -> Int8Calibration:
+        return self.calibrate(dim)[0]
+
+    def ann(self, dim: int) -> Index | None:
+        """The HNSW index of the ``dim`` prefix (None when it cannot be written and none
+        is on disk: said in ``notes``). The planner decides when it is walked."""
+        engine, rec = self.engine, self.rec
+
+        def make() -> tuple[GraphIndex | None, str | None]:
+            files = engine.files(rec)
+            try:
+                return files.graph(dim), None
+            except OSError as exc:
+                graph = files.graph(dim, persist=False)
+                return graph, (
+                    f"the HNSW index of the {dim}-d prefix could not be written "
+                    f"({why(exc)}): " + ("the index on disk was used and the rows past it "
+                                         "scored exactly" if graph is not None
+                                         else "the first stage ran as an exact scan"))
+
+        graph, note = engine.cached("ann", rec, (dim,), make)
+        if note:
+            self.notes.append(note)
+        return None if graph is None else Tuned(graph, engine.ef_search)
+
+
+class Tuned:
+    """A graph index searched with the engine's ``ef_search`` (None: the stage's keep)."""
+
+    def __init__(self, graph: GraphIndex, ef: int | None) -> None:
+        self.graph, self.ef = graph, ef
+
+    def search(self, x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        return self.graph.search(x, k, self.ef)
