@@ -19,7 +19,8 @@ def run_pgvector(label: str, x: np.ndarray, q: np.ndarray, *, funnels: list[str]
     """The pgvector backend against a real PostgreSQL (an embedded one unless ``url``):
     binary-COPY ingest, exact SQL scan, pgvector's own HNSW on the full vector, and
     mrlkit funnels whose first stage is an HNSW expression index on a prefix."""
-    from mrlkit.stores.pgvector import PgvectorStore, start_embedded, stop_embedded
+    from mrlkit.stores import start_embedded, stop_embedded
+    from mrlkit.stores.pgvector import PgvectorStore
 
     n, dim = x.shape
     print(f"\n== {label} on pgvector: n={n:,} dim={dim} queries={len(q)}", flush=True)

@@ -386,26 +386,3 @@ def _number(token: str) -> int:
     if not (token.isascii() and token.isdigit()):
         raise ValueError(token)
     return int(token)
-
-
-def parse_filters(items: Sequence[str]) -> dict[str, object]:
-    """``key=value`` strings → a filter dict; values that read as JSON (numbers, true,
-    false, null) are typed, others stay strings.
-
-    Example::
-
-        >>> parse_filters(["lang=en", "year=2020"])
-        {'lang': 'en', 'year': 2020}
-    """
-    import json
-
-    out: dict[str, object] = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise InvalidInputError(f"bad filter {item!r}: expected key=value")
-        try:
-            out[key] = json.loads(value)
-        except ValueError:
-            out[key] = value
-    return out

@@ -146,7 +146,8 @@ def train(data: TrainData, output: str | Path, *, base: str = "all-MiniLM-L6-v2"
         from sentence_transformers.training_args import BatchSamplers  # type: ignore[no-redef]
 
     from .providers.sentence_transformers import resolve_model_path
-    from .registry import get_spec, register, save_to_user_catalog
+    from .registry import get_spec, register
+    from .user_catalog import save_to_user_catalog
 
     spec = get_spec(base)
     if spec.provider != "sentence-transformers":

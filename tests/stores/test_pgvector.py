@@ -131,7 +131,8 @@ def test_reindex_keeps_indexes_that_still_fit(pg):
 
 # --- schema and the database's own guards ---------------------------------------------
 def test_migrations_are_recorded_and_applied_once(pg_url):
-    from mrlkit.stores.pgvector import MIGRATIONS, PgvectorStore
+    from mrlkit.stores.pg_schema import MIGRATIONS
+    from mrlkit.stores.pgvector import PgvectorStore
 
     a = PgvectorStore(pg_url)
     b = PgvectorStore(pg_url)  # a second open finds the schema in place

@@ -286,7 +286,7 @@ def search(
 ) -> None:
     """Search a set with a query text, or with every query of a file (--queries)."""
     from ..embedding_set import EmbeddingSet
-    from ..funnel import parse_filters
+    from ..stores import parse_filters
 
     if (query is None) == (queries is None):
         raise typer.BadParameter("give a QUERY or --queries FILE (one of the two)")

@@ -24,69 +24,12 @@ from psycopg import sql
 
 from .. import vectors
 from ..errors import StoreError
-from ..funnel import Adaptive, Funnel, Stage
+from ..funnel import Stage
 from .records import Document
 
 HNSW_MAX_DIMS = {"vector": 2000, "halfvec": 4000, "bit": 64000}
 INLINE_VECTOR_BYTES = 6_000  # a vector this small stays in its row (page: 8 kB)
 Cursor = Any  # psycopg.Cursor[dict[str, Any]]
-
-# --- migrations: append only; each runs once, in order, in one transaction -------------
-MIGRATIONS: list[tuple[int, str]] = [(1, """
-CREATE EXTENSION IF NOT EXISTS vector;
-CREATE TABLE embedding_config (
-    name text PRIMARY KEY,
-    provider text NOT NULL,
-    native_dim integer NOT NULL CHECK (native_dim > 0),
-    supports_mrl boolean NOT NULL,
-    mrl_dimensions integer[],          -- NULL with supports_mrl: any from min_dim up
-    min_dim integer NOT NULL DEFAULT 1,
-    prompts jsonb NOT NULL DEFAULT '{}',
-    spec jsonb NOT NULL);
-CREATE TABLE embedding_set (
-    id serial PRIMARY KEY,
-    name text UNIQUE NOT NULL CHECK (length(btrim(name)) > 0),
-    config text NOT NULL REFERENCES embedding_config,
-    truncate_dim integer CHECK (truncate_dim IS NULL OR truncate_dim > 0),  -- NULL = native
-    stored_dim integer NOT NULL,
-    storage text NOT NULL CHECK (storage IN ('float32', 'float16')),
-    allow_non_mrl boolean NOT NULL DEFAULT false,
-    doc_count bigint NOT NULL DEFAULT 0,
-    indexes jsonb NOT NULL DEFAULT '[]',   -- first stages with an HNSW index
-    created_at timestamptz NOT NULL DEFAULT now());
-CREATE TABLE mrlkit_calibration (
-    set_id integer NOT NULL REFERENCES embedding_set ON DELETE CASCADE,
-    dim integer NOT NULL,
-    params jsonb NOT NULL,
-    PRIMARY KEY (set_id, dim));
-CREATE FUNCTION mrlkit_check_truncate_dim() RETURNS trigger LANGUAGE plpgsql AS $$
-DECLARE c embedding_config;
-BEGIN
-    SELECT * INTO c FROM embedding_config WHERE name = NEW.config;
-    IF NEW.stored_dim <> coalesce(NEW.truncate_dim, c.native_dim) THEN
-        RAISE EXCEPTION 'stored_dim % must equal truncate_dim or the native dimension %',
-            NEW.stored_dim, c.native_dim USING ERRCODE = 'check_violation';
-    END IF;
-    IF NEW.truncate_dim IS NOT NULL AND NEW.truncate_dim > c.native_dim THEN
-        RAISE EXCEPTION 'truncate_dim % exceeds model %''s native dimension %',
-            NEW.truncate_dim, c.name, c.native_dim USING ERRCODE = 'check_violation';
-    END IF;
-    IF NEW.truncate_dim IS NOT NULL AND NEW.truncate_dim <> c.native_dim
-       AND NOT NEW.allow_non_mrl AND NOT (c.supports_mrl AND (
-           (c.mrl_dimensions IS NULL AND NEW.truncate_dim >= c.min_dim)
-           OR NEW.truncate_dim = ANY (c.mrl_dimensions))) THEN
-        RAISE EXCEPTION 'truncate_dim % is not one of model %''s MRL dimensions (%)',
-            NEW.truncate_dim, c.name, coalesce(c.mrl_dimensions::text, 'none')
-            USING ERRCODE = 'check_violation';
-    END IF;
-    RETURN NEW;
-END $$;
-CREATE TRIGGER embedding_set_truncate_dim BEFORE INSERT OR UPDATE ON embedding_set
-    FOR EACH ROW EXECUTE FUNCTION mrlkit_check_truncate_dim();
-"""), (2, """
-ALTER TABLE embedding_set ADD COLUMN transform jsonb;  -- `mrlkit adapt`: x -> x @ matrix
-""")]
-
 
 def ident(set_id: int) -> sql.Identifier:
     return sql.Identifier(f"mrlkit_set_{set_id}")
@@ -164,17 +107,6 @@ def settings(cur: Cursor, use_index: bool, keep: int, ef_search: int,
             sql.Literal(iterative_scan)))
 
 
-def sql_stages(funnel: Funnel, adaptive: Adaptive | None) -> int:
-    """How many of the funnel's stages SQL runs: up to the first int8 stage (SQL has no
-    int8), and only the first when adaptive early exit decides after it."""
-    n = 0
-    for s in funnel.stages:
-        if s.precision == "int8" or (adaptive is not None and n == 1):
-            break
-        n += 1
-    return n
-
-
 def survivors(results: list[list[dict[str, Any]]], stored_dim: int, *, with_vectors: bool
               ) -> tuple[list[np.ndarray], list[np.ndarray], dict[int, Document],
                          np.ndarray | None]:
@@ -231,38 +163,6 @@ def copy(cur: Cursor, table: sql.Identifier, storage: str,
         cp.set_types(["text", "text", "jsonb", column])
         for r, v in zip(rows, data):
             cp.write_row((*r, v))
-
-
-def migrate(cur: Cursor, location: str) -> None:
-    """Apply the migrations this database lacks, once, in order (under an advisory
-    lock, so that two processes opening a new database do not both run them)."""
-    import psycopg
-
-    cur.execute("SELECT pg_advisory_xact_lock(hashtext('mrlkit-migrations'))")
-    cur.execute("CREATE TABLE IF NOT EXISTS mrlkit_schema_version ("
-                "version integer PRIMARY KEY, "
-                "applied_at timestamptz NOT NULL DEFAULT now())")
-    got = cur.execute("SELECT coalesce(max(version), 0) AS v "
-                      "FROM mrlkit_schema_version").fetchone()
-    current, newest = int(got["v"]) if got else 0, MIGRATIONS[-1][0]
-    if current > newest:
-        raise StoreError(f"the database at {location} has mrlkit schema "
-                         f"version {current}; this mrlkit knows up to {newest}: "
-                         "upgrade mrlkit")
-    for version, script in MIGRATIONS:
-        if version > current:
-            try:
-                cur.execute(script)
-            except psycopg.errors.InsufficientPrivilege:
-                raise StoreError(
-                    f"cannot set up mrlkit's schema in {location}: the pgvector "
-                    "extension must be created by a superuser first "
-                    "(CREATE EXTENSION vector)") from None
-            except psycopg.errors.FeatureNotSupported as exc:
-                raise StoreError(f"pgvector is missing at {location}: "
-                                 f"{exc.diag.message_primary}") from None
-            cur.execute("INSERT INTO mrlkit_schema_version (version) VALUES (%s)",
-                        (version,))
 
 
 def table_settings(cur: Cursor, set_id: int, dim: int, storage: str) -> None:

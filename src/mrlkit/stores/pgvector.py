@@ -1,6 +1,7 @@
 """The ``pgvector`` engine: embedding sets in PostgreSQL, funnels run as one SQL statement.
 
-Schema (versioned migrations in :mod:`.pg_sql`, recorded in ``mrlkit_schema_version``):
+Schema (versioned migrations in :mod:`.pg_schema`, recorded in
+``mrlkit_schema_version``):
 
 * ``embedding_config`` — one row per model: native_dim, supports_mrl, mrl_dimensions.
 * ``embedding_set`` — name, config, ``truncate_dim`` (NULL = native), stored dim and
@@ -16,7 +17,6 @@ mrlkit on the survivors.
 Example::
 
     >>> store = PgvectorStore("postgresql://localhost/mrlkit")     # doctest: +SKIP
-    >>> store.create_set("docs", "all-MiniLM-L6-v2")               # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -27,7 +27,6 @@ import re
 import threading
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import Any
 from collections.abc import Callable, Iterator, Mapping
 
@@ -36,13 +35,13 @@ import numpy as np
 from ..errors import InvalidInputError, StoreError
 from ..text import masked
 from ..funnel import Funnel, Stage, StageTiming
-from ..transform import Transform
 from ..vectors import PRECISIONS, Int8Calibration, bytes_per_vector
 from . import faults, pg_sql
 from .core import Store
 from .seam import Calibrate, EngineDefaults, Partial, Scan
 from .plan import Capabilities, Plan
-from .pg_server import start_embedded, stop_embedded  # noqa: F401  (re-exported)
+from .pg_schema import (SET_COLUMNS, PgRecord, Row, insert_set, migrate, pg_errors,
+                        record_of)
 from .records import (Batch, CheckReport, Document, Rebuild, SetRecord, StorageInfo,
                       not_found,
                       ViewInfo)
@@ -55,18 +54,6 @@ try:
 except ImportError:  # pragma: no cover - depends on the install
     psycopg = None  # type: ignore[assignment]
 
-MIGRATIONS = pg_sql.MIGRATIONS
-_SET_COLUMNS = ("id, name, config, truncate_dim, stored_dim, storage, doc_count, "
-                "created_at, allow_non_mrl, indexes, transform::text AS transform")
-
-Row = dict[str, Any]
-
-
-@dataclass(frozen=True, kw_only=True)
-class PgRecord(SetRecord):
-    id: int
-    doc_count: int
-    indexes: tuple[str, ...]  # first stages with an HNSW index, e.g. "64:binary"
 
 
 def PgvectorStore(url: str, *, ef_search: int | None = None,
@@ -123,25 +110,9 @@ class PgvectorEngine(EngineDefaults[PgRecord]):
         self._conn.close()
 
     @contextmanager
-    def _errors(self) -> Iterator[None]:
-        """Database errors become :mod:`mrlkit.errors` errors, one line each."""
-        try:
-            yield
-        except psycopg.errors.DataException as exc:
-            raise InvalidInputError(f"PostgreSQL refused the data: "
-                                    f"{exc.diag.message_primary}") from None
-        except psycopg.errors.IntegrityError as exc:
-            raise StoreError(f"PostgreSQL refused the change: "
-                             f"{exc.diag.message_primary}") from None
-        except psycopg.Error as exc:
-            first = (exc.diag.message_primary if isinstance(exc, psycopg.DatabaseError)
-                     else None) or str(exc).strip().splitlines()[0]
-            raise StoreError(f"PostgreSQL at {self.location}: {first}") from None
-
-    @contextmanager
     def _tx(self) -> Iterator[psycopg.Cursor[Row]]:
         """One transaction."""
-        with self._lock, self._errors():
+        with self._lock, pg_errors(self.location):
             with self._conn.transaction():
                 with self._conn.cursor() as cur:
                     yield cur
@@ -149,7 +120,7 @@ class PgvectorEngine(EngineDefaults[PgRecord]):
 
     def _read(self, query: Any, params: Any = None) -> list[Row]:
         """One read outside a transaction, its errors translated."""
-        with self._lock, self._errors():
+        with self._lock, pg_errors(self.location):
             return self._conn.execute(query, params).fetchall()
 
     def schema_version(self) -> int:
@@ -159,34 +130,25 @@ class PgvectorEngine(EngineDefaults[PgRecord]):
 
     def _migrate(self) -> None:
         with self._tx() as cur:
-            pg_sql.migrate(cur, self.location)
+            migrate(cur, self.location)
 
     # --- records ----------------------------------------------------------------------
-    @staticmethod
-    def _record(r: Row) -> PgRecord:
-        return PgRecord(name=r["name"], model=r["config"], truncate_dim=r["truncate_dim"],
-                        stored_dim=r["stored_dim"], storage=r["storage"],
-                        allow_non_mrl=bool(r["allow_non_mrl"]),
-                        created_at=r["created_at"].isoformat(timespec="seconds"),
-                        transform=Transform.from_json(r["transform"]), id=r["id"],
-                        doc_count=int(r["doc_count"]), indexes=tuple(r["indexes"]))
-
     def _get(self, name: str, cur: psycopg.Cursor[Row] | None = None, *,
              lock: bool = False) -> PgRecord:
-        query = f"SELECT {_SET_COLUMNS} FROM embedding_set WHERE name = %s" + (
+        query = f"SELECT {SET_COLUMNS} FROM embedding_set WHERE name = %s" + (
             " FOR UPDATE" if lock else "")
         got = cur.execute(query, (name,)).fetchall() if cur else self._read(query, (name,))
         if not got:
             known = [k["name"] for k in self._read("SELECT name FROM embedding_set")]
             raise not_found(name, self.location, known)
-        return self._record(got[0])
+        return record_of(got[0])
 
     def record(self, name: str) -> PgRecord:
         return self._get(name)
 
     def records(self) -> list[PgRecord]:
-        return [self._record(r) for r in self._read(
-            f"SELECT {_SET_COLUMNS} FROM embedding_set ORDER BY name")]
+        return [record_of(r) for r in self._read(
+            f"SELECT {SET_COLUMNS} FROM embedding_set ORDER BY name")]
 
     def count(self, rec: PgRecord) -> int:
         return rec.doc_count
@@ -196,27 +158,11 @@ class PgvectorEngine(EngineDefaults[PgRecord]):
     def create(self, rec: SetRecord, first: Stage, build: bool, spec: Mapping[str, Any]
                ) -> bool:
         """The set's row and table; with ``build``, the HNSW index of ``first``."""
-        mrl_dims = spec["mrl_dims"] if isinstance(spec["mrl_dims"], list) else None
         with self._tx() as cur:
             if cur.execute("SELECT 1 FROM embedding_set WHERE name = %s",
                            (rec.name,)).fetchone():
                 return False
-            cur.execute(
-                "INSERT INTO embedding_config (name, provider, native_dim, supports_mrl, "
-                "mrl_dimensions, min_dim, prompts, spec) VALUES (%s, %s, %s, %s, %s, %s, %s, %s) "
-                "ON CONFLICT (name) DO UPDATE SET supports_mrl = excluded.supports_mrl, "
-                "mrl_dimensions = excluded.mrl_dimensions, min_dim = excluded.min_dim, "
-                "prompts = excluded.prompts, spec = excluded.spec",
-                (spec["name"], spec["provider"], spec["native_dim"], spec["supports_mrl"],
-                 mrl_dims, spec["min_dim"],
-                 json.dumps({"query": spec["query_prompt"],
-                             "document": spec["document_prompt"]}), json.dumps(dict(spec))))
-            got = cur.execute(
-                "INSERT INTO embedding_set (name, config, truncate_dim, stored_dim, storage, "
-                "allow_non_mrl) VALUES (%s, %s, %s, %s, %s, %s) RETURNING id",
-                (rec.name, rec.model, rec.truncate_dim, rec.stored_dim, rec.storage,
-                 rec.allow_non_mrl)).fetchone()
-            assert got is not None
+            got = {"id": insert_set(cur, rec, spec)}
             cur.execute(pg_sql.create_table(pg_sql.ident(got["id"]), rec.stored_dim,
                                             rec.storage))
             pg_sql.table_settings(cur, got["id"], rec.stored_dim, rec.storage)

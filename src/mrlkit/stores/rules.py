@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import re
+import json
 import unicodedata
 from typing import Any
 from collections.abc import Mapping, Sequence
@@ -242,6 +243,27 @@ def prepare_queries(rec: SetRecord, queries: np.ndarray) -> np.ndarray:
         raise InvalidInputError(f"query vector {int(zero[0])} is zero: a query needs a "
                                 "direction to score by cosine")
     return prepare(rec, q)
+
+
+def parse_filters(items: Sequence[str]) -> dict[str, object]:
+    """``key=value`` strings → a filter dict; values that read as JSON (numbers, true,
+    false, null) are typed, others stay strings.
+
+    Example::
+
+        >>> parse_filters(["lang=en", "year=2020"])
+        {'lang': 'en', 'year': 2020}
+    """
+    out: dict[str, object] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise InvalidInputError(f"bad filter {item!r}: expected key=value")
+        try:
+            out[key] = json.loads(value)
+        except ValueError:
+            out[key] = value
+    return out
 
 
 def check_filters(filters: Mapping[str, Any] | None) -> dict[str, Any] | None:
