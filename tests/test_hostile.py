@@ -342,11 +342,20 @@ def test_filtered_searches_during_concurrent_adds_never_fail(keyed):
 
 # --- 8: fairness ---------------------------------------------------------------------
 def test_a_small_request_does_not_wait_for_a_large_one(keyed):
-    """--max-batch 16: 300 texts are ~19 model calls; a one-word request sent after it
-    is answered before it (it joins the next call), not after all 19."""
+    """--max-batch 16: 2,000 texts are 125 model calls; a one-word request sent while
+    they are being encoded is answered before them (it joins the next call), not after
+    all of them. It is sent once the server's counter shows the large one under way
+    (however fast this machine encodes)."""
     done: list[str] = []
     lock = threading.Lock()
-    big = [f"document {i} about nested dolls, tea and the moon's orbit" for i in range(300)]
+    big = [f"document {i} about nested dolls, green tea, the moon's orbit and the tides "
+           "it raises twice a day on every coast" for i in range(2000)]
+
+    def embedded() -> float:
+        with keyed.client(READ) as c:
+            text = c.get("/metrics").text
+        return sum(float(line.split()[-1]) for line in text.splitlines()
+                   if line.startswith("mrlkit_embedded_texts_total"))
 
     def send(name: str, texts: list[str]) -> None:
         with keyed.client(READ) as c:
@@ -356,9 +365,12 @@ def test_a_small_request_does_not_wait_for_a_large_one(keyed):
         with lock:
             done.append(name)
 
+    before = embedded()
     large = threading.Thread(target=send, args=("large", big))
     large.start()
-    time.sleep(1.0)  # the large request is being encoded
+    deadline = time.monotonic() + 120
+    while embedded() < before + 16 and time.monotonic() < deadline:
+        time.sleep(0.02)  # until the first of its model calls is done
     small = threading.Thread(target=send, args=("small", ["tea"]))
     small.start()
     small.join(timeout=600)

@@ -44,7 +44,13 @@ def test_the_openai_client_gets_the_librarys_vectors(server):
     lib = mrlkit.embed(texts, dim=128, allow_non_mrl=True)
     assert x.shape == (2, 128) and np.abs(x - lib).max() <= 1e-6
     assert np.allclose(np.linalg.norm(x, axis=1), 1.0, atol=1e-6)
-    assert got.model == "all-MiniLM-L6-v2" and got.usage.total_tokens > 0
+    assert got.model == "all-MiniLM-L6-v2"
+    # usage is the tokenizer's count ([CLS] and [SEP] included), not a count of words
+    from mrlkit.providers import get_provider
+
+    tokenizer = get_provider("all-MiniLM-L6-v2").model.tokenizer
+    assert got.usage.total_tokens == got.usage.prompt_tokens == sum(
+        len(tokenizer(t)["input_ids"]) for t in texts)
     raw = client.embeddings.create(model="all-MiniLM-L6-v2", input=texts[0], dimensions=128,
                                    encoding_format="base64")
     decoded = np.frombuffer(base64.b64decode(raw.data[0].embedding), "<f4")
@@ -138,6 +144,8 @@ def test_sets_end_to_end(server):
         by_vector = c.post("/v1/sets/notes/search", json={"vector": list(np.eye(384)[0]),
                                                           "k": 1}).json()
         assert by_vector["hits"][0][0]["id"] == "c"
+        # what ran is said: the funnel mrlkit chose and the path (3 rows: generic)
+        assert (by_vector["funnel"], by_vector["path"]) == ("384:float32:1", "generic")
         assert c.get("/v1/sets/notes").json()["count"] == 3
         assert c.post("/v1/sets/notes/documents/delete", json={"ids": ["b", "zz"]}
                       ).json() == {"count": 1}
@@ -146,7 +154,7 @@ def test_sets_end_to_end(server):
         truncated = c.post("/v1/sets/notes/truncate",
                            json={"dimensions": 192, "allow_non_mrl": True}).json()
         assert truncated["stored_dim"] == 192
-        assert c.delete("/v1/sets/notes").status_code == 200
+        assert c.delete("/v1/sets/notes").json() == {"count": 2}  # the documents it held
         assert c.get("/v1/sets/notes").status_code == 404
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import threading
 from pathlib import Path
 from collections.abc import Sequence
 
@@ -95,6 +96,8 @@ class SentenceTransformersProvider:
         self.backend = backend
         self._model: Any = None
         self._onnx: Any = None
+        self._counter: Any = None
+        self._count_lock = threading.Lock()
 
     @property
     def model(self) -> Any:
@@ -137,6 +140,26 @@ class SentenceTransformersProvider:
                                      path if Path(path).is_dir() else None,
                                      int8=self.backend == "onnx-int8", threads=cpu_threads())
         return np.asarray(self._onnx.encode(texts, batch_size=self.batch_size))
+
+    def count_tokens(self, texts: Sequence[str], kind: Kind = "document") -> int:
+        """The tokens the model reads for ``texts`` (prompt included, cut at its maximum
+        sequence length, as embedding them cuts them): what an API bills as usage.
+
+        Example::
+
+            >>> SentenceTransformersProvider(get_spec("all-MiniLM-L6-v2")).count_tokens(
+            ...     ["a b"])                                            # doctest: +SKIP
+            4
+        """
+        import copy
+
+        model = self.model
+        with self._count_lock:  # a copy of the tokenizer: the encoder's may be in use
+            if self._counter is None:
+                self._counter = copy.deepcopy(model.tokenizer)
+            got = self._counter(with_prompts(self.spec, list(texts), kind), truncation=True,
+                                max_length=model.max_seq_length)
+        return sum(len(ids) for ids in got["input_ids"])
 
     def embed(self, texts: Sequence[str], *, kind: Kind = "document",
               dim: int | None = None) -> np.ndarray:

@@ -189,7 +189,7 @@ class SearchResponse(BaseModel):
 
 
 class Count(BaseModel):
-    count: int
+    count: int = Field(description="Documents added, deleted, or held by a dropped set.")
 
 
 class Built(BaseModel):

@@ -105,9 +105,13 @@ class Store(Generic[R]):
         rec = self.engine.record(name)
         return rec.info(self.engine.count(rec))
 
-    def drop_set(self, name: str) -> None:
+    def drop_set(self, name: str) -> int:
+        """Remove set ``name`` and everything derived from it; returns the documents it
+        held."""
+        count = self.engine.count(self.engine.record(name))
         self.engine.drop(name)
         self._forget(name)
+        return count
 
     def _forget(self, name: str) -> None:
         self._calibrations = {k: v for k, v in self._calibrations.items() if k[0] != name}
