@@ -20,7 +20,7 @@ def run_pgvector(label: str, x: np.ndarray, q: np.ndarray, *, funnels: list[str]
     binary-COPY ingest, exact SQL scan, pgvector's own HNSW on the full vector, and
     mrlkit funnels whose first stage is an HNSW expression index on a prefix."""
     from mrlkit.stores import start_embedded, stop_embedded
-    from mrlkit.stores.pgvector import PgvectorStore
+    from mrlkit.stores import open_store
 
     n, dim = x.shape
     print(f"\n== {label} on pgvector: n={n:,} dim={dim} queries={len(q)}", flush=True)
@@ -30,7 +30,7 @@ def run_pgvector(label: str, x: np.ndarray, q: np.ndarray, *, funnels: list[str]
     url = url or start_embedded(os.path.join(tmp, "pg"))
     register({"name": f"bench-{dim}", "provider": "openai", "native_dim": dim,
               "supports_mrl": True, "mrl_dims": "any"}, replace=True)
-    store = PgvectorStore(url, native_from=0)
+    store = open_store(url, native_from=0)
     methods: list[dict] = []
     try:
         for name in [s.name for s in store.list_sets() if s.name.startswith("bench")]:
@@ -71,7 +71,7 @@ def run_pgvector(label: str, x: np.ndarray, q: np.ndarray, *, funnels: list[str]
                   f"p95 {p95:8.2f} ms  index {index_mb:7.1f} MB  build {build_s:6.1f} s",
                   flush=True)
 
-        exact_store = PgvectorStore(url, native_from=10**12)
+        exact_store = open_store(url, native_from=10**12)
         add(f"pgvector exact scan @{dim} (SQL)", exact_store, Funnel.exact(dim), 0.0, 0.0)
         exact_store.close()
 
@@ -117,9 +117,9 @@ def run_engine(backend: str, label: str, x: np.ndarray, q: np.ndarray, *,
     tmp = tempfile.mkdtemp(prefix=f"mrlb-{backend}-", dir=os.environ.get("BENCH_TMP"))
     register({"name": f"bench-{dim}", "provider": "openai", "native_dim": dim,
               "supports_mrl": True, "mrl_dims": "any"}, replace=True)
-    from mrlkit.stores.chroma import ChromaStore
+    from mrlkit.stores import open_store
 
-    store = ChromaStore(f"chroma:{tmp}", native_from=0)
+    store = open_store(f"chroma:{tmp}", native_from=0)
     store.create_set("bench", f"bench-{dim}", index=False)
     store.index("bench", Funnel.parse(funnels[0]))
     t0 = time.perf_counter()
@@ -200,11 +200,11 @@ def _folder_mb(path: str) -> float:
 def build_qdrant(task: dict) -> dict:
     """A set on Qdrant Edge through mrlkit: ingest (durable upserts), then Qdrant's
     optimiser (segments merged, HNSW on the first-stage vector) via ``sets index``."""
-    from mrlkit.stores.qdrant import QdrantStore
+    from mrlkit.stores import open_store
 
     x = np.load(task["x"], mmap_mode="r")
     register(task["model"], replace=True)
-    store = QdrantStore(f"qdrant:{task['store']}", native_from=0)
+    store = open_store(f"qdrant:{task['store']}", native_from=0)
     funnel = Funnel.parse(task["funnel"])
     store.create_set("b", task["model"]["name"], storage=task["storage"], index=False,
                      allow_non_mrl=True)  # measured, not served
@@ -266,10 +266,10 @@ def qdrant_searcher(task: dict):
             return [np.array([p.payload["id"] for p in r]) for r in got]
 
         return single, batch
-    from mrlkit.stores.qdrant import QdrantStore
+    from mrlkit.stores import open_store
 
     register(task["model"], replace=True)
-    store = QdrantStore(f"qdrant:{task['store']}", native_from=0)
+    store = open_store(f"qdrant:{task['store']}", native_from=0)
     funnel = Funnel.parse(task["funnel"])
 
     def run(v):

@@ -69,11 +69,11 @@ def build_hnsw(task: dict) -> dict:
 def build_store(task: dict) -> dict:
     from mrlkit import Funnel
     from mrlkit.registry import register
-    from mrlkit.stores.local import LocalStore
+    from mrlkit.stores import open_store
 
     x = np.load(task["x"], mmap_mode="r")
     register(task["model"], replace=True)
-    store = LocalStore(task["store"])
+    store = open_store(task["store"])
     # measured, not served: prefixes of a model not Matryoshka-trained are allowed here
     store.create_set("b", task["model"]["name"], storage=task["storage"], allow_non_mrl=True)
     t0 = time.perf_counter()

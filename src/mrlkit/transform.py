@@ -32,8 +32,7 @@ from . import vectors
 from .errors import InvalidInputError
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .stores.core import Store
-    from .stores.records import SetInfo
+    from .stores import SetInfo, Store
 
 METHODS = ("pca", "adaptor")
 

@@ -76,3 +76,13 @@ def test_the_cli_copies_from_qdrant_edge_to_a_local_store(tmp_path):
     same = subprocess.run([sys.executable, "-m", "mrlkit.cli", "sets", "copy", "s", "--store",
                            local, "--to", local], capture_output=True, text=True, timeout=300)
     assert same.returncode == 2 and "--as" in same.stderr
+
+
+def test_a_set_is_never_copied_into_itself(store):
+    """The guard lives in the API (the CLI's --to only calls it): upserting a set's own
+    documents into itself would silently change nothing and report a copy."""
+    store.create_set("s", MODEL)
+    store.add("s", ids(5), unit(5))
+    with pytest.raises(InvalidInputError, match="into itself"):
+        store.copy_set("s", store)
+    assert store.copy_set("s", store, "s-copy") == 5 and store.get_set("s-copy").count == 5

@@ -230,9 +230,6 @@ def sets_copy(name: SetArg,
     src = _store(store)
     target = as_name or name
     same = src.location == to
-    if same and target == name:
-        raise InvalidInputError(f"--to is the set's own store ({to}): give the copy "
-                                "another name with --as")
     count = src.get_set(name).count
     dst = src if same else _store(to, create=True)
     with Progress(f"copying {name} to {to}", count, unit="documents") as bar:

@@ -31,9 +31,9 @@ from ..transform import Transform
 from ..vectors import Int8Calibration
 from . import rules
 from .plan import Plan, choose_funnel, plan, threshold
-from .records import (CheckReport, Document, Hit, Rebuild, SearchResult, SetInfo,
+from .records import (CheckReport, Document, Rebuild, SearchResult, SetInfo,
                       SetRecord, StorageInfo)
-from .seam import Calibrate, Documents, Engine, Partial, R
+from .seam import Calibrate, Engine, Partial, R, hits_of
 
 
 class Store(Generic[R]):
@@ -123,12 +123,15 @@ class Store(Generic[R]):
         documents copied. Into a set that exists already (same model and dimension)
         documents are upserted, so a copy re-run after an interruption completes it."""
         rec = self.engine.record(name)
+        target = new_name or name
+        if dst is self and target == name:
+            raise InvalidInputError(f"set {name!r} cannot be copied into itself: give the "
+                                    "copy another name, or another store")
         if rec.transform is not None:
             raise InvalidInputError(
                 f"set {name!r} was adapted ({rec.transform.method}): its stored vectors are "
                 "not the model's, and copying the transform is not supported; copy the set "
                 "before adapting it, or re-run `mrlkit adapt` on the copy")
-        target = new_name or name
         try:
             dst.create_set(target, rec.model, rec.truncate_dim, storage=rec.storage,
                            allow_non_mrl=rec.allow_non_mrl)
@@ -347,7 +350,7 @@ class Store(Generic[R]):
                                               adaptive=adaptive, dead=scan.dead,
                                               index=p.index)
         ran = "native" if timings and timings[0].method == "ann" else "generic"
-        return SearchResult(_hits(scan.documents, rows, scores), timings, dims,
+        return SearchResult(hits_of(scan.documents, rows, scores), timings, dims,
                             list(scan.notes), ran, str(p.funnel))
 
     def explain(self, name: str, query: np.ndarray, funnel: Funnel | None = None, *,
@@ -380,23 +383,5 @@ class Store(Generic[R]):
                 final_k=stages[-1].keep or 10, adaptive=adaptive)
             timings += more
             dims = [a + b for a, b in zip(dims, more_dims)]
-        return SearchResult(_hits(part.documents, rows, scores), timings, dims,
+        return SearchResult(hits_of(part.documents, rows, scores), timings, dims,
                             list(part.notes), "native", str(p.funnel))
-
-
-def _hits(documents: Documents, rows: list[np.ndarray], scores: list[np.ndarray]
-          ) -> list[list[Hit]]:
-    if len(rows) == 1:  # one query: its rows are distinct already
-        wanted = np.asarray(rows[0], np.int64)
-    else:
-        wanted = (np.unique(np.concatenate(rows)) if rows else np.empty(0)).astype(np.int64)
-    docs = documents(wanted)
-    out = []
-    for rr, ss in zip(rows, scores):
-        hits = []
-        for r, s in zip(rr.tolist(), ss.tolist()):
-            d = docs.get(r)
-            if d is not None:
-                hits.append(Hit(d.id, float(s), d.text, d.metadata))
-        out.append(hits)
-    return out

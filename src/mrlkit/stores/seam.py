@@ -20,7 +20,7 @@ import numpy as np
 from ..funnel import FunnelSource, Stage, StageTiming
 from ..vectors import Int8Calibration
 from .plan import Capabilities, Plan
-from .records import Batch, CheckReport, Document, Rebuild, SetRecord, StorageInfo
+from .records import Batch, CheckReport, Document, Hit, Rebuild, SetRecord, StorageInfo
 
 R = TypeVar("R", bound=SetRecord)
 Documents = Callable[[np.ndarray], Mapping[int, Document]]
@@ -163,3 +163,22 @@ class Rewrites(Generic[F]):
             new: F = p.record
             self._rewrite(rec, replace(new, first_dim=min(new.first_dim, new.stored_dim)),
                           p.apply)
+
+
+def hits_of(documents: Documents, rows: list[np.ndarray], scores: list[np.ndarray]
+          ) -> list[list[Hit]]:
+    """Per query, its rows and scores as hits, with the documents one lookup returns."""
+    if len(rows) == 1:  # one query: its rows are distinct already
+        wanted = np.asarray(rows[0], np.int64)
+    else:
+        wanted = (np.unique(np.concatenate(rows)) if rows else np.empty(0)).astype(np.int64)
+    docs = documents(wanted)
+    out = []
+    for rr, ss in zip(rows, scores):
+        hits = []
+        for r, s in zip(rr.tolist(), ss.tolist()):
+            d = docs.get(r)
+            if d is not None:
+                hits.append(Hit(d.id, float(s), d.text, d.metadata))
+        out.append(hits)
+    return out
