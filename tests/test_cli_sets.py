@@ -91,6 +91,8 @@ def test_create_index_search_reindex(tmp_path, corpus):
     # what a search without --funnel runs, and why (MiniLM is not Matryoshka-trained)
     assert info["default_funnel"] == "384:float32"
     assert "not Matryoshka-trained" in info["funnel_reason"]
+    # what runs, as the planner says: 6 rows are scanned in mrlkit, not on an index
+    assert info["search_path"] == "generic" and "in mrlkit" in info["path_reason"]
     r = run("sets", "info", "demo", *store, cwd=tmp_path)
     assert "default funnel 384:float32" in " ".join(r.stdout.split())
     r = run("sets", "list", *store, cwd=tmp_path)

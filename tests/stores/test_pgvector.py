@@ -52,7 +52,7 @@ def test_the_first_stage_uses_its_hnsw_expression_index(pg, spec, expression):
     assert expression in plan
     # a small set below the planner's native_from is scanned exactly, index or not
     pg.native_from = 10_000
-    assert pg.plan("s", funnel).why == "an exact scan inside the engine"
+    assert pg.plan("s", funnel).why == "as an exact scan inside the engine"
     assert "Index Scan using mrlkit_set_1_d" not in pg.explain("s", unit(1, seed=3), funnel)
 
 

@@ -115,7 +115,8 @@ def storage_table(info: StorageInfo) -> Table:
     if s.truncate_dim is not None:
         notes.append(f"truncate_dim {s.truncate_dim} of {s.model}'s native length")
     if info.default_funnel:
-        notes.append(f"default funnel {info.default_funnel}: {info.funnel_reason}")
+        notes.append(f"default funnel {info.default_funnel}: {info.funnel_reason}; it runs "
+                     f"{info.path_reason}")
     if notes:
         table.caption = "; ".join(notes)
     return table

@@ -238,8 +238,11 @@ class Store(Generic[R]):
         """The storage summary: count, stored bytes and each view's bytes."""
         rec = self.engine.record(name)
         info = self.engine.storage(rec, self.engine.count(rec))
-        chosen, why = self._default(rec, self.engine.rows(rec), 10)
-        return replace(info, default_funnel=str(chosen), funnel_reason=why)
+        n = self.engine.rows(rec)
+        chosen, why = self._default(rec, n, 10)
+        p = self._plan(rec, n, chosen, 10, None, None)
+        return replace(info, default_funnel=str(chosen), funnel_reason=why,
+                       search_path=p.path, path_reason=p.why)
 
     def _default(self, rec: R, n: int, k: int) -> tuple[Funnel, str]:
         mrl = get_spec(rec.model).supports_mrl or rec.transform is not None

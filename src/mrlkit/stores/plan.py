@@ -143,8 +143,8 @@ def plan(caps: Capabilities, n: int, funnel: Funnel, *, stored_dim: int = 0,
                     "float32", stored_dim)):
             return generic("the engine runs a first stage and one full-vector rerank only")
         done = len(stages)
-    how = (f"the engine's index of the {first} first stage" if index
-           else "an exact scan inside the engine")
+    how = (f"on the engine's own index of its {first} first stage" if index
+           else "as an exact scan inside the engine")
     return Plan(funnel, done, index, how)
 
 

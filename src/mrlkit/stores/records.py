@@ -136,12 +136,15 @@ class StorageInfo:
     details: dict[str, Any] = field(default_factory=dict)
     default_funnel: str = ""    # what a search without --funnel runs at this size
     funnel_reason: str = ""     # and why
+    search_path: str = ""       # native (the engine's own first stage) or generic
+    path_reason: str = ""       # and why (the planner's words)
 
     def as_dict(self) -> dict[str, Any]:
         return {**self.set.as_dict(), "rows": self.rows, "dead_rows": self.dead_rows,
                 "stored_bytes": self.stored_bytes, "bytes_per_vector": self.bytes_per_vector,
                 "views": [dict(v.__dict__) for v in self.views], **self.details,
                 "default_funnel": self.default_funnel, "funnel_reason": self.funnel_reason,
+                "search_path": self.search_path, "path_reason": self.path_reason,
                 "location": self.location}
 
 
