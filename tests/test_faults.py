@@ -106,6 +106,16 @@ def test_embed_output_into_a_missing_folder_fails_before_embedding(tmp_path):
     assert "--force" in one_line(r) and (tmp_path / "mine.npy").read_bytes() == b"keep me"
 
 
+@pytest.mark.parametrize("flag, name", [("--output", "report.json"), ("--csv", "rows.csv"),
+                                        ("--plot", "curve.png")])
+def test_eval_keeps_a_file_that_exists_unless_forced(tmp_path, flag, name):
+    """Refused before the model or the dataset is read (the folder does not even exist)."""
+    (tmp_path / name).write_bytes(b"keep me")
+    r = mrlkit("eval", "similarity", str(tmp_path / "no-sts"), flag, str(tmp_path / name),
+               cwd=tmp_path)
+    assert "--force" in one_line(r) and (tmp_path / name).read_bytes() == b"keep me"
+
+
 @pytest.mark.parametrize("flt", ['g={"a": 1}', "g=[1, 2]", "g=9223372036854775808",
                                  "g=null", "g=NaN"])
 def test_bad_filter_values_are_one_line_before_the_model_loads(tmp_path, flt):

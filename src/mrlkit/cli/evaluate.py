@@ -34,6 +34,16 @@ OutputOpt = Annotated[Optional[Path], typer.Option("--output", "-o",
                                                    help="Write the report as JSON to a file.")]
 CsvOpt = Annotated[Optional[Path], typer.Option("--csv", help="Write the rows as CSV.")]
 PlotOpt = Annotated[Optional[Path], typer.Option(help="PNG path.")]
+ForceOpt = Annotated[bool, typer.Option("--force", help="Overwrite --output, --csv and "
+                                        "--plot files that exist.")]
+
+
+def _keep(force: bool, *paths: Path | None) -> None:
+    """Refuse, before any model loads, to overwrite a file the user has (``--force``)."""
+    there = [str(p) for p in paths if p is not None and p.exists()]
+    if there and not force:
+        raise InvalidInputError(f"{', '.join(there)} exists: pass --force to overwrite, or "
+                                "choose another path")
 
 
 def _save(result: dict[str, Any], json_out: bool, output: Optional[Path],
@@ -91,8 +101,11 @@ def eval_retrieval(
     csv_path: CsvOpt = None,
     plot: Annotated[Optional[Path], typer.Option(help="PNG of the metric by dimension; the "
                     "Pareto plot goes beside it as <name>-pareto.png.")] = None,
+    force: ForceOpt = False,
 ) -> None:
     """nDCG@10, Recall@100, MRR@10, retention, bytes and latency per setting."""
+    _keep(force, output, csv_path, plot, plot.with_name(f"{plot.stem}-pareto{plot.suffix}")
+          if plot else None)
     out.quiet = json_out
     _configure(model, device, batch_size, backend)
     from ..evaluation import report as rep
@@ -132,8 +145,10 @@ def eval_similarity(
     output: OutputOpt = None,
     csv_path: CsvOpt = None,
     plot: PlotOpt = None,
+    force: ForceOpt = False,
 ) -> None:
     """STS-B: Spearman with gold scores and mean pair similarity per dimension."""
+    _keep(force, output, csv_path, plot)
     out.quiet = json_out
     _configure(model, device, batch_size, backend)
     from ..evaluation.similarity import evaluate_similarity
@@ -161,8 +176,10 @@ def eval_classification(
     output: OutputOpt = None,
     csv_path: CsvOpt = None,
     plot: PlotOpt = None,
+    force: ForceOpt = False,
 ) -> None:
     """Logistic-regression accuracy and k-means V-measure per dimension."""
+    _keep(force, output, csv_path, plot)
     out.quiet = json_out
     _configure(model, device, batch_size, backend)
     from ..evaluation.classification import evaluate_classification
@@ -210,8 +227,10 @@ def eval_adapt(
     output: OutputOpt = None,
     csv_path: CsvOpt = None,
     plot: PlotOpt = None,
+    force: ForceOpt = False,
 ) -> None:
     """Retention at each prefix for truncation, PCA rotation, adaptor and a fine-tune."""
+    _keep(force, output, csv_path, plot)
     out.quiet = json_out
     _configure(model, device, batch_size, backend)
     from ..evaluation import report as rep

@@ -321,7 +321,8 @@ def search(
     out.print(table)
     stages = " → ".join(f"{t.precision}@{t.dim} keep {t.keep} ({t.method}) {t.ms:.1f} ms"
                         for t in result.timings)
-    out.print(f"[dim]{stages}; dims used: {result.dims_used[0]}[/]")
+    out.print(f"[dim]funnel {result.funnel} ({result.path}): {stages}; dims used: "
+              f"{result.dims_used[0]}[/]")
     for note in result.notes:  # e.g. an index that could not be written (a full disk)
         err.print(f"note: {note}", markup=False, highlight=False)
 
