@@ -11,10 +11,13 @@ class CountingProvider:
     def __init__(self, spec):
         self.spec = spec
         self.calls = 0
+        self.sizes: list[int] = []
 
     def embed(self, texts, *, kind="document", dim=None):
         self.calls += 1
-        return np.full((len(texts), dim or self.spec.native_dim), float(len(texts)), np.float32)
+        self.sizes.append(len(texts))
+        x = np.random.default_rng(len(texts)).normal(size=(len(texts), dim or self.spec.native_dim))
+        return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
 
 
 def test_second_call_does_not_embed(tmp_path, monkeypatch):
@@ -27,6 +30,37 @@ def test_second_call_does_not_embed(tmp_path, monkeypatch):
     np.testing.assert_array_equal(a, b)
     assert provider.calls == 1
     cache.cached_embed(spec, ["x", "y"], kind="query", dim=64)      # other prompt
-    cache.cached_embed(spec, ["x", "z"], kind="document", dim=64)   # other text
-    cache.cached_embed(spec, ["x", "y"], kind="document", dim=128)  # other setting
-    assert provider.calls == 4
+    assert provider.calls == 2
+    cache.cached_embed(spec, ["x", "z"], kind="document", dim=64)   # one new text
+    assert provider.calls == 3 and provider.sizes[-1] == 1        # only "z" is embedded
+    # another prefix is cut from the kept native vectors, as the provider cuts it
+    wide = cache.cached_embed(spec, ["x", "y"], kind="document", dim=128)
+    assert provider.calls == 3 and wide.shape == (2, 128)
+    np.testing.assert_allclose(np.linalg.norm(wide, axis=1), 1.0, atol=1e-6)
+
+
+def test_add_fills_the_cache_that_eval_reads(tmp_path, monkeypatch):
+    """`mrlkit add` embeds a corpus once: eval and advise on the same texts (read whole,
+    at the native dimension) call the model for none of them."""
+    from mrlkit import EmbeddingSet, open_store
+
+    monkeypatch.setenv("MRLKIT_CACHE", str(tmp_path / "cache"))
+    spec = registry.get_spec("all-MiniLM-L6-v2")
+    provider = CountingProvider(spec)
+    monkeypatch.setattr(cache, "get_provider", lambda s, **kw: provider)
+    store = open_store(tmp_path / "store")
+    store.create_set("s", spec.name, 128, allow_non_mrl=True)
+    texts = [f"document {i}" for i in range(10)]
+    EmbeddingSet(store, "s").add_texts([str(i) for i in range(10)], texts)
+    assert provider.calls == 1
+    full = cache.cached_embed(spec, texts, kind="document")
+    assert provider.calls == 1 and full.shape == (10, spec.native_dim)
+
+
+def test_a_cache_that_cannot_be_written_is_a_miss_not_an_error(tmp_path, monkeypatch):
+    (tmp_path / "file").write_text("not a folder")
+    monkeypatch.setenv("MRLKIT_CACHE", str(tmp_path / "file"))
+    spec = registry.get_spec("nomic-embed-text")
+    provider = CountingProvider(spec)
+    monkeypatch.setattr(cache, "get_provider", lambda s, **kw: provider)
+    assert cache.cached_embed(spec, ["x"], kind="document").shape == (1, 768)

@@ -1,5 +1,12 @@
-"""An on-disk cache of embeddings, keyed by model, settings and the texts' hash, so that
-evaluations and benchmarks never embed the same corpus twice.
+"""An on-disk cache of embeddings, keyed by model, settings and each text's hash, so that
+evaluations, benchmarks and ``mrlkit add`` never embed the same text twice: a corpus
+added to a set is not embedded again by ``eval`` or ``advise`` on the same texts.
+
+Two layers: one file per whole list of texts (one read for a corpus seen before), and
+per text a row in a SQLite file per model and settings (``texts/*.sqlite``), which any
+list containing that text reads. Vectors are kept at the model's native dimension (a
+prefix is cut from them, as the provider would); a model the server cuts itself
+(``server_side_dims``) is kept per dimension.
 
 Location: ``MRLKIT_CACHE`` or ``~/.cache/mrlkit/embeddings``.
 
@@ -16,12 +23,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sqlite3
 from pathlib import Path
 from typing import Any
 from collections.abc import Sequence
 
 import numpy as np
 
+from . import vectors
 from .providers import Kind, get_provider
 from .registry import ModelSpec, get_spec
 
@@ -55,24 +64,73 @@ def cache_key(spec: ModelSpec, texts: Sequence[str], kind: str, dim: int | None)
 
 
 def cached_embed(model: str | ModelSpec, texts: Sequence[str], *, kind: Kind = "document",
-                 dim: int | None = None, **provider_options: Any) -> np.ndarray:
-    """Embed ``texts`` through the cache: the model is called only on a miss."""
+                 dim: int | None = None, whole: bool = True,
+                 **provider_options: Any) -> np.ndarray:
+    """Embed ``texts`` through the cache: the model is called only for texts it has
+    not seen (``whole``: also keep the list's own file, for a corpus read again whole)."""
     spec = get_spec(model)
     texts = list(texts)
     from .providers import backend_of
 
     backend = backend_of(spec, provider_options)
-    key = cache_key(spec, texts, kind, dim)[:32]
     # vectors of a faster encoder never stand in for the model's own (torch keeps its keys)
     tag = "" if backend == "torch" else f"-{backend}"
-    path = cache_dir() / f"{spec.name}-{kind}{tag}-{key}.npy"
+    path = cache_dir() / f"{spec.name}-{kind}{tag}-{cache_key(spec, texts, kind, dim)[:32]}.npy"
     if path.exists():
         out = np.asarray(np.load(path))
         if out.shape[0] == len(texts):
             return out
-    out = get_provider(spec, **provider_options).embed(texts, kind=kind, dim=dim)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".{os.getpid()}.tmp.npy")  # one per process: no clash
-    np.save(tmp, out)
-    os.replace(tmp, path)
+    kept_dim = dim if spec.server_side_dims else None  # per text: native, cut on the way out
+    out = _per_text(spec, texts, kind, tag, kept_dim, provider_options)
+    if dim is not None and kept_dim is None and dim != out.shape[1]:
+        out = vectors.truncate(out, dim)
+    if whole:
+        tmp = path.with_suffix(f".{os.getpid()}.tmp.npy")  # one per process: no clash
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            np.save(tmp, out)
+            os.replace(tmp, path)
+        except OSError:  # a cache that cannot be written costs a later call, nothing else
+            if tmp.parent.is_dir():
+                tmp.unlink(missing_ok=True)
     return out
+
+
+def _per_text(spec: ModelSpec, texts: list[str], kind: Kind, tag: str, dim: int | None,
+              options: dict[str, Any]) -> np.ndarray:
+    """Each text's vector from the per-text file, the misses embedded in one call."""
+    db_path = (cache_dir() / "texts" /
+               f"{spec.name}-{kind}{tag}-{cache_key(spec, [], kind, dim)[:16]}.sqlite")
+    keys = [hashlib.sha256(t.encode()).digest() for t in texts]
+    found: dict[bytes, np.ndarray] = {}
+    try:
+        db_path.parent.mkdir(parents=True, exist_ok=True)
+        db = sqlite3.connect(db_path, timeout=60, isolation_level=None)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("CREATE TABLE IF NOT EXISTS v (h BLOB PRIMARY KEY, x BLOB NOT NULL)")
+        wanted = list(dict.fromkeys(keys))
+        for start in range(0, len(wanted), 900):
+            chunk = wanted[start:start + 900]
+            for h, x in db.execute(f"SELECT h, x FROM v WHERE h IN "
+                                   f"({','.join('?' * len(chunk))})", chunk):
+                found[h] = np.frombuffer(x, np.float32)
+    except (OSError, sqlite3.Error):  # a cache that cannot be read is a miss, not an error
+        db = None
+    miss = [i for i, h in enumerate(keys) if h not in found]
+    if miss:
+        got = np.asarray(get_provider(spec, **options).embed(
+            [texts[i] for i in miss], kind=kind, dim=dim), np.float32)
+        fresh = {keys[i]: got[j] for j, i in enumerate(miss)}
+        found.update(fresh)
+        if db is not None:
+            try:
+                db.executemany("INSERT OR REPLACE INTO v VALUES (?, ?)",
+                               [(h, x.tobytes()) for h, x in fresh.items()])
+            except sqlite3.Error:
+                pass
+    if db is not None:
+        db.close()
+    width = spec.native_dim if dim is None else dim
+    if not texts:
+        return np.empty((0, width), np.float32)
+    return np.stack([found[h] for h in keys])

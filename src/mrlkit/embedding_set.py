@@ -70,6 +70,11 @@ class EmbeddingSet:
         prompt), ready for :meth:`search_vectors` or the store."""
         # the set's current dimension: a reindex may have shrunk it since __init__
         dim = self.store.get_set(self.name).stored_dim
+        if kind == "document":  # kept per text: eval and advise on the same corpus reuse it
+            from .cache import cached_embed
+
+            return cached_embed(self.spec, texts, kind="document", dim=dim, whole=False,
+                                quiet=True, **self._provider_options)
         return np.asarray(self.provider.embed(list(texts), kind=kind,  # type: ignore[arg-type]
                                               dim=dim))
 
