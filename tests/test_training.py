@@ -44,9 +44,13 @@ def test_transforms_are_orthogonal_and_keep_full_dimension_scores(method):
     assert t.mrl_dims == [4, 8, 16] and t.fitted_on == len(x)
 
 
-def test_adaptor_lowers_its_objective():
-    t = fit_transform(clustered(), "adaptor", dims=[4, 8], steps=40)
-    assert t.details["last_loss"] < t.details["first_loss"]
+def test_adaptor_lowers_its_objective_and_says_nothing_of_pytorch(recwarn):
+    seen = []
+    t = fit_transform(clustered(), "adaptor", dims=[4, 8], steps=40,
+                      progress=lambda i, n, loss: seen.append(loss))
+    assert t.details["last_loss"] < t.details["first_loss"] and len(seen) == 40
+    # the progress callback's loss once leaked "Converting a tensor with requires_grad"
+    assert not [w for w in recwarn if "requires_grad" in str(w.message)]
 
 
 def test_pca_orders_directions_by_variance():

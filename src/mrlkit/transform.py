@@ -215,7 +215,7 @@ def _fit_adaptor(x: np.ndarray, rotation: np.ndarray, dims: list[int], *, steps:
         loss.backward()  # type: ignore[no-untyped-call]
         opt.step()
         if progress:
-            progress(step + 1, steps, float(loss))
+            progress(step + 1, steps, float(loss.detach()))
     with torch.no_grad():
         last = float(objective(*probe))
         w = (base @ torch.matrix_exp(skew - skew.T)).numpy().astype(np.float32)
