@@ -68,7 +68,7 @@ class EmbeddingSet:
     def embed(self, texts: Sequence[str], kind: str = "query") -> np.ndarray:
         """Embed texts with the set's model at its stored dimension (``kind`` picks the
         prompt), ready for :meth:`search_vectors` or the store."""
-        # the set's current dimension: a reindex may have shrunk it since __init__
+        # the set's current dimension: a truncate may have shrunk it since __init__
         dim = self.store.get_set(self.name).stored_dim
         if kind == "document":  # kept per text: eval and advise on the same corpus reuse it
             from .cache import cached_embed

@@ -130,7 +130,7 @@ def sets(sh: Shared) -> APIRouter:
     @router.post("/v1/sets/{name}/truncate", tags=["sets"], dependencies=[sh.role("write")],
               responses=ERRORS)
     async def truncate(name: str, body: s.TruncateSet) -> dict[str, Any]:
-        got = await run_in_threadpool(lambda: sh.store().reindex(
+        got = await run_in_threadpool(lambda: sh.store().truncate(
             name, body.dimensions, allow_non_mrl=body.allow_non_mrl))
         return dict(got.as_dict())
 

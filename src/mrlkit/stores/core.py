@@ -168,7 +168,7 @@ class Store(Generic[R]):
         """Delete documents by id; returns how many existed."""
         return self.engine.delete(name, rules.check_ids(ids))
 
-    def reindex(self, name: str, dim: int, *, allow_non_mrl: bool = False) -> SetInfo:
+    def truncate(self, name: str, dim: int, *, allow_non_mrl: bool = False) -> SetInfo:
         """Re-store a set at a smaller allowed prefix, from its own vectors: no model call."""
         def plan(rec: R) -> Rebuild:
             new_dim, truncate, allow = rules.truncation(rec, get_spec(rec.model), dim,
@@ -180,7 +180,7 @@ class Store(Generic[R]):
         self._forget(name)
         return self.get_set(name)
 
-    truncate = reindex  # the name `sets truncate` uses
+    reindex = truncate  # the old name, kept for one release
 
     def adapt(self, name: str, transform: Transform) -> SetInfo:
         """Apply an orthogonal :class:`~mrlkit.transform.Transform` to every stored vector

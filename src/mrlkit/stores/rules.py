@@ -1,7 +1,7 @@
 """Every rule an embedding set obeys, written once for all engines.
 
 Set names, ``truncate_dim`` (None = native, never 0), write batches, query preparation,
-filters, the truncate (reindex) prelude, int8 calibration. Engines never re-check these:
+filters, the truncate prelude, int8 calibration. Engines never re-check these:
 the store core (:mod:`mrlkit.stores.core`) applies them before an engine does any I/O.
 
 Example::
@@ -319,7 +319,7 @@ def check_funnel_dims(rec: SetRecord, spec: ModelSpec, dims: Sequence[int]) -> N
             validate_dim(spec, dim, allow_non_mrl=rec.allow_non_mrl)
 
 
-# --- truncate (reindex) -----------------------------------------------------------
+# --- truncate -------------------------------------------------------------------
 def truncation(rec: SetRecord, spec: ModelSpec, dim: int, allow_non_mrl: bool
                ) -> tuple[int, int | None, bool]:
     """Check a truncation of ``rec`` to ``dim``; return (stored_dim, truncate_dim,
@@ -332,7 +332,7 @@ def truncation(rec: SetRecord, spec: ModelSpec, dim: int, allow_non_mrl: bool
         # queries would need the transform at full length, then a truncation
         raise InvalidInputError(
             f"set {rec.name!r} is adapted ({rec.transform.method}): search its prefixes "
-            f"with a funnel (e.g. 64:float32:200,{rec.stored_dim}); reindexing an adapted "
+            f"with a funnel (e.g. 64:float32:200,{rec.stored_dim}); truncating an adapted "
             "set to a shorter prefix is not supported")
     allow = allow_non_mrl or rec.allow_non_mrl
     new_dim = validate_dim(spec, dim, allow_non_mrl=allow)
