@@ -13,7 +13,7 @@ cluster, where embedding, not writing, is the bottleneck (docs/encoding.md).
 
 Example::
 
-    >>> index_with_ray(store, "sf", records, address="127.0.0.1:6379")   # doctest: +SKIP
+    >>> add_with_ray(store, "sf", records, address="127.0.0.1:6379")   # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -60,7 +60,7 @@ def _fresh(s: EmbeddingSet, records: Iterable[dict[str, Any]], chunk: int = 1_00
     return keep, seen - len(keep)
 
 
-def index_with_ray(store: Any, name: str, records: Iterable[dict[str, Any]], *,
+def add_with_ray(store: Any, name: str, records: Iterable[dict[str, Any]], *,
                    address: str, actors: int = 2, batch_size: int = 256,
                    ray_batch_size: int = 64, upsert: bool = False, total: int | None = None,
                    progress: bool = True, provider_options: dict[str, Any] | None = None
@@ -112,3 +112,6 @@ def index_with_ray(store: Any, name: str, records: Iterable[dict[str, Any]], *,
         if started:
             ray.shutdown()
     return done
+
+
+index_with_ray = add_with_ray  # the old name (it adds documents), kept for one release

@@ -224,11 +224,11 @@ def add(name: SetArg, path: Annotated[str, typer.Argument(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the set's creation already warned about truncation
         if ray:
-            from ..ray_index import index_with_ray
+            from ..ray_index import add_with_ray
 
-            done = index_with_ray(st, name, records, address=ray, actors=actors,
-                                  batch_size=batch_size, ray_batch_size=ray_batch_size,
-                                  upsert=upsert, total=total, progress=not quiet,
+            done = add_with_ray(st, name, records, address=ray, actors=actors,
+                                batch_size=batch_size, ray_batch_size=ray_batch_size,
+                                upsert=upsert, total=total, progress=not quiet,
                                   provider_options=options)
         else:
             try:
