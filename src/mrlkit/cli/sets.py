@@ -229,7 +229,7 @@ def add(name: SetArg, path: Annotated[str, typer.Argument(
             done = add_with_ray(st, name, records, address=ray, actors=actors,
                                 batch_size=batch_size, ray_batch_size=ray_batch_size,
                                 upsert=upsert, total=total, progress=not quiet,
-                                  provider_options=options)
+                                provider_options=options)
         else:
             try:
                 done = s.add_stream(records, total=total, batch_size=batch_size,
