@@ -16,7 +16,7 @@ Example::
 from __future__ import annotations
 
 from typing import Any
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -26,7 +26,7 @@ from .funnel import MAX_KEEP, Adaptive, Funnel
 from .progress import Progress
 from .providers import Provider, get_provider
 from .registry import get_spec
-from .stores import SearchResult, SetInfo, Store
+from .stores import SearchResult, SetInfo, Store, Tuned
 from .stores import check_filters
 
 
@@ -148,8 +148,10 @@ class EmbeddingSet:
 
     def search(self, queries: str | Sequence[str], *, k: int = 10,
                funnel: Funnel | str | None = None, filters: Mapping[str, Any] | None = None,
-               adaptive: Adaptive | bool | None = None) -> SearchResult:
-        """Embed query texts with the query prompt and search the set."""
+               adaptive: Adaptive | bool | None = None,
+               recall: float | None = None) -> SearchResult:
+        """Embed query texts with the query prompt and search the set (without a
+        funnel: the set's tuned plan, for ``recall`` if given)."""
         texts = [queries] if isinstance(queries, str) else list(queries)
         if isinstance(funnel, str):
             funnel = Funnel.parse(funnel)
@@ -161,16 +163,27 @@ class EmbeddingSet:
             raise InvalidInputError(f"k must be 1..{MAX_KEEP:,}, not {k}")
         check_filters(filters)
         q = self.embed(texts, "query")
-        return self.search_vectors(q, k=k, funnel=funnel, filters=filters, adaptive=adaptive)
+        return self.search_vectors(q, k=k, funnel=funnel, filters=filters, adaptive=adaptive,
+                                   recall=recall)
 
     def search_vectors(self, queries: np.ndarray, *, k: int = 10,
                        funnel: Funnel | str | None = None,
                        filters: Mapping[str, Any] | None = None,
-                       adaptive: Adaptive | bool | None = None) -> SearchResult:
+                       adaptive: Adaptive | bool | None = None,
+                       recall: float | None = None) -> SearchResult:
         """Search with prepared query vectors at the set's stored dimension."""
         if isinstance(funnel, str):
             funnel = Funnel.parse(funnel)
         if adaptive is True:
             adaptive = Adaptive()
         return self.store.search(self.name, queries, k=k, funnel=funnel, filters=filters,
-                                 adaptive=adaptive or None)
+                                 adaptive=adaptive or None, recall=recall)
+
+    def tune(self, queries: Sequence[str] | None = None, *, recall: float = 0.95,
+             k: int = 10, probes: int = 200,
+             progress: Callable[[str], None] | None = None) -> Tuned:
+        """Measure and keep the set's cheapest plan for ``recall`` (:meth:`Store.tune`),
+        on your query texts (embedded with the query prompt) or sampled documents."""
+        q = self.embed(list(queries), "query") if queries else None
+        return self.store.tune(self.name, recall=recall, k=k, queries=q, probes=probes,
+                               progress=progress)

@@ -56,11 +56,13 @@ def location(request, monkeypatch):
     ran: list[tuple[str, str, str]] = []
     search = Store.search
 
-    def recorded(self, name, queries, *, k=10, funnel=None, filters=None, adaptive=None):
+    def recorded(self, name, queries, *, k=10, funnel=None, filters=None, adaptive=None,
+                 recall=None):
         res = search(self, name, queries, k=k, funnel=funnel, filters=filters,
-                     adaptive=adaptive)
+                     adaptive=adaptive, recall=recall)
         if res.timings and not res.notes:  # (a note: the planned index could not serve)
-            planned = self.plan(name, funnel, k=k, filters=filters, adaptive=adaptive)
+            planned = self.plan(name, funnel, k=k, filters=filters, adaptive=adaptive,
+                                recall=recall)
             ran.append((planned.path, res.path, res.timings[0].method))
         return res
 

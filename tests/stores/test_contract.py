@@ -693,3 +693,36 @@ def test_kill_9_while_the_index_is_extended_leaves_a_store_that_answers(tmp_path
     res = again.search("s", new[:5], k=1, funnel=GRAPH)
     assert [h[0].id for h in res.hits] == ids(5, 600)
     assert res.timings[0].method == "ann"
+
+
+# --- the recall target: a plan measured on the set's own data -------------------------
+def test_a_tuned_set_keeps_its_target_on_held_out_queries_and_says_how(store):
+    x = fill(store, 2000)
+    tuned = store.tune("s", recall=0.9, probes=100)
+    assert tuned.recall >= 0.9 and tuned.low <= tuned.recall <= tuned.high
+    assert (tuned.probes, tuned.source, tuned.rows, tuned.k) == (100, "documents", 2000, 10)
+    assert any(t["funnel"] == tuned.funnel for t in tuned.tried)
+    # held out: queries near documents the probes were not, searched as a user would
+    q = vectors.normalize(x[1::7][:40] + 0.3 * unit(40, seed=77))
+    res = store.search("s", q, k=10)
+    assert res.funnel.startswith(tuned.funnel.split(",")[0])
+    got = [[int(h.id.split("-")[1]) for h in r] for r in res.hits]
+    held_out = np.mean([len(set(g) & set(t)) / 10 for g, t in zip(got, exact(x, q, 10))])
+    assert held_out >= 0.9 - 0.05, (held_out, tuned.funnel)
+    info = store.info("s").as_dict()
+    assert info["tuned"]["funnel"] == tuned.funnel and info["tuned"]["probes"] == 100
+    assert "tuned: recall@10" in info["funnel_reason"] and "probe documents" in \
+        info["funnel_reason"]
+    # a stricter target picks from the same measurements, never an unmeasured plan
+    strict = store.search("s", q[:2], k=10, recall=0.999)
+    assert strict.funnel.split(",")[0] in {t["funnel"].split(",")[0] for t in tuned.tried
+                                          if t["recall"] >= 0.999} | {"384:float32:10"}
+    # grown ×2: the plan is stale, said so, and measured again
+    store.add("s", ids(2100, 2000), unit(2100, seed=5))
+    assert store.needs_tune("s") is (store.native_from >= 0)
+    assert "stale" in store.info("s").funnel_reason
+    again = store.tune("s", recall=0.9, probes=50)
+    assert again.rows == 4100 and not store.needs_tune("s")
+    # a truncate drops the plan: it was measured on vectors that are gone
+    store.truncate("s", 128, allow_non_mrl=True)
+    assert store.info("s").tuned is None

@@ -18,7 +18,7 @@ from rich.markup import escape
 
 from ..errors import MrlkitError
 # each module registers its commands on ``app``; this order is the order of `--help`
-from . import models, embed, sets, docs, evaluate, train, pg, serve, demo  # noqa: F401,E402
+from . import models, embed, sets, search, docs, evaluate, train, pg, serve, demo  # noqa: F401,E402
 from ._common import app, err
 
 __all__ = ["app", "command", "main"]

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shlex
 import sys
 import warnings
-from typing import Annotated, Any, Optional, TYPE_CHECKING
+from typing import Annotated, Optional, TYPE_CHECKING
 
 import typer
 from rich.markup import escape
@@ -18,7 +19,6 @@ from ._common import (BackendOpt, DeviceOpt, EncodeBatchOpt, StoreOpt, YesOpt, _
                       confirm, err, out, provider_options)
 
 if TYPE_CHECKING:
-    from ..embedding_set import EmbeddingSet
     from ..stores import StorageInfo
 
 
@@ -64,6 +64,48 @@ def sets_index(name: SetArg, funnel: Annotated[str, typer.Option(
     made = _store(store).index(name, Funnel.parse(funnel))
     out.print(f"set {name}: " + (", ".join(made) if made else "nothing to build "
                                  "(the stage reads the stored vectors, or the set is empty)"))
+
+
+@sets_app.command("tune")
+def sets_tune(name: SetArg,
+              queries: Annotated[Optional[str], typer.Option(
+                  "--queries", help="Your own queries to measure on (JSONL with text or "
+                  "query, or one per line): real queries beat documents. Default: 200 of "
+                  "the set's documents, each searched with itself excluded.")] = None,
+              recall: Annotated[float, typer.Option(
+                  help="The recall@k target against exact full-vector search.")] = 0.95,
+              k: Annotated[int, typer.Option("-k", "--k", help="Hits per search.")] = 10,
+              probes: Annotated[int, typer.Option(
+                  help="Documents sampled as probe queries (without --queries).")] = 200,
+              json_out: JsonOpt = False, store: StoreOpt = None) -> None:
+    """Measure, on the set's own data, the cheapest search plan that keeps a recall
+    target, and keep it: searches without --funnel then run it. Every plan tried is
+    shown with its measured recall and p50 latency; the choice with its 95% confidence
+    interval and sample size."""
+    from ..documents import read_queries
+    from ..embedding_set import EmbeddingSet
+
+    texts = [t for _, t in read_queries(queries)] if queries else None
+    if queries and not texts:
+        raise typer.BadParameter(f"{queries} holds no query")
+    s = EmbeddingSet(_store(store), name)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        tuned = s.tune(texts, recall=recall, k=k, probes=probes,
+                       progress=None if json_out else lambda line: err.print(
+                           f"  {line}", markup=False, highlight=False))
+    if json_out:
+        sys.stdout.write(json.dumps(dataclasses.asdict(tuned)) + "\n")
+        return
+    table = Table(title=escape(f"{name}: plans measured for recall@{k} ≥ {recall}"))
+    for col in ("funnel", "recall", "p50 ms", "path"):
+        table.add_column(col, no_wrap=True, justify="left" if col == "funnel" else "right")
+    for t in tuned.tried:
+        mark = " ←" if t["funnel"] == tuned.funnel else ""
+        table.add_row(escape(t["funnel"]) + mark, f"{t['recall']:.3f}", f"{t['p50_ms']}",
+                      t["path"])
+    show(table)
+    out.print(escape(f"set {name}: {tuned.funnel} — {tuned.describe()}; {tuned.why}"))
 
 
 @sets_app.command("list")
@@ -243,10 +285,20 @@ def add(name: SetArg, path: Annotated[str, typer.Argument(
                           f"{shlex.join(['mrlkit', *sys.argv[1:]])}", markup=False,
                           highlight=False, soft_wrap=True)
                 raise typer.Exit(130) from None
+    tuned = None
+    if st.needs_tune(name):  # past the size where a first stage pays, or doubled since
+        err.print(f"tuning {name}: measuring its search plans (`mrlkit sets tune`)",
+                  markup=False, highlight=False)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            tuned = st.tune(name)
     if json_out:
-        sys.stdout.write(json.dumps({"set": name, **done.__dict__,
-                                     "collapsed": collapsed}) + "\n")
+        sys.stdout.write(json.dumps({"set": name, **done.__dict__, "collapsed": collapsed,
+                                     "tuned": dataclasses.asdict(tuned) if tuned else None})
+                         + "\n")
         return
+    if tuned:
+        out.print(escape(f"set {name}: default plan {tuned.funnel} — {tuned.describe()}"))
     out.print(f"added {done.added} documents to {name}"
               + (f" ({done.replaced} replaced by id)" if done.replaced else "")
               + (f"; skipped {done.skipped} already stored with the same text"
@@ -257,110 +309,3 @@ def add(name: SetArg, path: Annotated[str, typer.Argument(
 
 # the old name, kept hidden for one release
 app.command("index", hidden=True)(add)
-
-
-@app.command("search")
-def search(
-    name: SetArg,
-    query: Annotated[Optional[str], typer.Argument(
-        help="The query text (or give --queries FILE).")] = None,
-    queries: Annotated[Optional[str], typer.Option(
-        "--queries", help="A file of queries, searched in batches: JSONL (text or query, "
-                          "id or _id; BEIR's queries.jsonl) or one query per line. "
-                          "Prints one line per query: id, hits and scores (--jsonl: "
-                          "a JSON object per query; --json: one list).")] = None,
-    k: Annotated[int, typer.Option("-k", "--k", help="Number of hits.")] = 10,
-    funnel: Annotated[Optional[str], typer.Option(
-        help="Stages DIM[:PRECISION][:KEEP], e.g. 64:binary:1000,256:int8:100,384.")] = None,
-    filter: Annotated[Optional[list[str]], typer.Option("--filter",
-                      help="Metadata equality key=value (repeatable).")] = None,
-    json_out: Annotated[bool, typer.Option(
-        "--json", help="Print one JSON document on stdout (with --queries: a list of "
-        "every query's hits).")] = False,
-    jsonl: Annotated[bool, typer.Option(
-        "--jsonl", help="With --queries: one JSON object per query, streamed as each "
-        "batch is searched.")] = False,
-    batch_size: Annotated[int, typer.Option(
-        help="Queries embedded and searched together (--queries).")] = 256,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress.")] = False,
-    store: StoreOpt = None,
-) -> None:
-    """Search a set with a query text, or with every query of a file (--queries)."""
-    from ..embedding_set import EmbeddingSet
-    from ..stores import parse_filters
-
-    if (query is None) == (queries is None):
-        raise typer.BadParameter("give a QUERY or --queries FILE (one of the two)")
-    s = EmbeddingSet(_store(store), name)
-    filters = parse_filters(filter or [])
-    if queries is not None:
-        _search_file(s, queries, k=k, funnel=funnel, filters=filters, json_out=json_out,
-                     jsonl=jsonl, batch_size=batch_size, progress=not quiet)
-        return
-    if jsonl:
-        raise typer.BadParameter("--jsonl streams the queries of --queries FILE; for one "
-                                 "query use --json")
-    assert query is not None
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        result = s.search(query, k=k, funnel=funnel, filters=filters)
-    if json_out:
-        sys.stdout.write(json.dumps({"query": query, **result.as_dict()}) + "\n")
-        return
-    hits = result.hits[0]
-    # the id is what a user acts on: shown whole (up to a third of the width), the text
-    # takes what is left and is cut with an ellipsis
-    id_width = min(max([len(h.id) for h in hits] + [2]), max(8, out.width // 3))
-    table = Table(title=escape(f"{name}: {query!r}"), expand=True)
-    table.add_column("#", justify="right", no_wrap=True, min_width=len(str(len(hits))))
-    table.add_column("id", no_wrap=True, min_width=id_width, overflow="fold")
-    table.add_column("score", justify="right", no_wrap=True, min_width=6)
-    table.add_column("text", overflow="ellipsis", no_wrap=True, ratio=1, min_width=10)
-    for rank, h in enumerate(hits, 1):
-        table.add_row(str(rank), h.id, f"{h.score:.4f}", (h.text or "").replace("\n", " "))
-    out.print(table)
-    stages = " → ".join(f"{t.precision}@{t.dim} keep {t.keep} ({t.method}) {t.ms:.1f} ms"
-                        for t in result.timings)
-    out.print(f"[dim]funnel {result.funnel} ({result.path}): {stages}; dims used: "
-              f"{result.dims_used[0]}[/]")
-    for note in result.notes:  # e.g. an index that could not be written (a full disk)
-        err.print(f"note: {note}", markup=False, highlight=False)
-
-
-def _search_file(s: EmbeddingSet, path: str, *, k: int, funnel: str | None,
-                 filters: dict[str, Any], json_out: bool, jsonl: bool, batch_size: int,
-                 progress: bool) -> None:
-    """Every query of a file, ``batch_size`` at a time: one model call and one batched
-    search per batch, results streamed as they come (nothing held for the whole file)."""
-    from ..documents import read_queries
-    from ..progress import Progress
-
-    if json_out and jsonl:
-        raise typer.BadParameter("give --json (one document) or --jsonl (a line per "
-                                 "query), not both")
-    items = read_queries(path)
-    collected: list[dict[str, Any]] = []  # --json: one document, written at the end
-    if not items:
-        raise typer.BadParameter(f"{path} holds no query")
-    if batch_size < 1:
-        raise typer.BadParameter("--batch-size must be at least 1")
-    with Progress("searching", total=len(items), enabled=progress, unit="queries") as bar, \
-            warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        for start in range(0, len(items), batch_size):
-            chunk = items[start:start + batch_size]
-            result = s.search([t for _, t in chunk], k=k, funnel=funnel, filters=filters)
-            for (qid, text), hits in zip(chunk, result.hits):
-                row = {"query_id": qid, "query": text,
-                       "hits": [{"id": h.id, "score": h.score} for h in hits]}
-                if json_out:
-                    collected.append(row)
-                elif jsonl:
-                    sys.stdout.write(json.dumps(row, ensure_ascii=False) + "\n")
-                else:  # plain tab-separated lines: for a pipe more than for a screen
-                    sys.stdout.write(f"{qid}\t" + "  ".join(f"{h.id} ({h.score:.4f})"
-                                                            for h in hits) + "\n")
-            sys.stdout.flush()
-            bar.advance(len(chunk))
-    if json_out:
-        sys.stdout.write(json.dumps(collected, ensure_ascii=False) + "\n")

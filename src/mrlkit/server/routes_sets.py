@@ -115,7 +115,8 @@ def sets(sh: Shared) -> APIRouter:
                                "invalid_request_error", "vector")
         adaptive = Adaptive(body.adaptive) if body.adaptive is not None else None
         res = await run_in_threadpool(lambda: sh.store().search(
-            name, q, k=body.k, funnel=funnel, filters=body.filter, adaptive=adaptive))
+            name, q, k=body.k, funnel=funnel, filters=body.filter, adaptive=adaptive,
+            recall=body.recall))
         for n, t in enumerate(res.timings):
             sh.state.metrics.stage.labels(stage=str(n), method=t.method).observe(t.ms)
         # built as plain JSON: FastAPI re-validating the model costs ~1 ms a search

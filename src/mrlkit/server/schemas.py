@@ -147,6 +147,9 @@ class SearchRequest(Strict):
     adaptive: float | None = Field(None, gt=0, lt=1, description=(
         "Early exit (an experiment, docs/search.md): a query decided by this margin after "
         "a stage skips the rest."))
+    recall: float | None = Field(None, gt=0, le=1, description=(
+        "Without a funnel: the cheapest plan `sets tune` measured to keep this recall@10 "
+        "(default: the set's target); the response's funnel says what ran."))
 
 
 class TruncateSet(Strict):

@@ -176,6 +176,12 @@ class ChromaEngine(Rewrites[ChromaRecord], EngineDefaults[ChromaRecord]):
         self._cache[name] = (stamp, rec, docs)
         return rec
 
+    def save_plan(self, name: str, plan: str | None) -> None:
+        with self._lock:
+            rec = self.record(name)
+            self._docs(name).modify(metadata=_meta(replace(rec, plan=plan)))
+            self._cache.pop(name, None)
+
     def records(self) -> list[ChromaRecord]:
         return [_record(c.metadata, c.count()) for c in self._client.list_collections()
                 if c.name.startswith("mrlkit-s-") and (c.metadata or {}).get("mrlkit")]

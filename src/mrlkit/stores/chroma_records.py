@@ -43,6 +43,8 @@ def _meta(rec: ChromaRecord) -> dict[str, Any]:
         meta["truncate_dim"] = rec.truncate_dim
     if rec.vectors_file:
         meta["vectors_file"] = rec.vectors_file
+    if rec.plan:
+        meta["plan"] = rec.plan
     return meta
 
 
@@ -55,4 +57,4 @@ def _record(meta: Mapping[str, Any], count: int) -> ChromaRecord:
                         created_at=meta["created_at"],
                         transform=Transform.from_json(meta.get("transform") or None),
                         first_dim=meta["first_dim"], count=count,
-                        vectors_file=meta.get("vectors_file"))
+                        vectors_file=meta.get("vectors_file"), plan=meta.get("plan") or None)

@@ -15,6 +15,7 @@ Example::
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 from datetime import datetime, UTC
 from typing import Any, Generic
@@ -34,6 +35,8 @@ from .plan import Plan, choose_funnel, plan, threshold
 from .records import (CheckReport, Document, Rebuild, SearchResult, SetInfo,
                       SetRecord, StorageInfo)
 from .seam import Calibrate, Engine, Partial, R, hits_of
+from .copy import copy_set
+from .tune import Tuned, chosen, tune
 
 
 class Store(Generic[R]):
@@ -122,36 +125,7 @@ class Store(Generic[R]):
         engine) as ``new_name`` (default: the same name), in atomic batches; returns the
         documents copied. Into a set that exists already (same model and dimension)
         documents are upserted, so a copy re-run after an interruption completes it."""
-        rec = self.engine.record(name)
-        target = new_name or name
-        if dst is self and target == name:
-            raise InvalidInputError(f"set {name!r} cannot be copied into itself: give the "
-                                    "copy another name, or another store")
-        if rec.transform is not None:
-            raise InvalidInputError(
-                f"set {name!r} was adapted ({rec.transform.method}): its stored vectors are "
-                "not the model's, and copying the transform is not supported; copy the set "
-                "before adapting it, or re-run `mrlkit adapt` on the copy")
-        try:
-            dst.create_set(target, rec.model, rec.truncate_dim, storage=rec.storage,
-                           allow_non_mrl=rec.allow_non_mrl)
-        except SetExistsError:
-            have = dst.record(target)
-            if (have.model, have.stored_dim) != (rec.model, rec.stored_dim):
-                raise SetExistsError(
-                    f"set {target!r} exists in {dst.location} with {have.model} at "
-                    f"{have.stored_dim} dimensions, not {rec.model} at {rec.stored_dim}"
-                    ) from None
-        ids, x = self.vectors(name)
-        for start in range(0, len(ids), batch):
-            chunk = ids[start:start + batch]
-            docs = self.get(name, chunk)
-            dst.add(target, chunk, x[start:start + batch],
-                    [d.text if d else None for d in docs],
-                    [d.metadata if d else None for d in docs], upsert=True)
-            if progress:
-                progress(len(chunk))
-        return len(ids)
+        return copy_set(self, name, dst, new_name, batch=batch, progress=progress)
 
     # --- writes -----------------------------------------------------------------------
     def add(self, name: str, ids: Sequence[str], embeddings: np.ndarray,
@@ -177,6 +151,7 @@ class Store(Generic[R]):
                                    allow_non_mrl=allow), truncate_to=new_dim)
 
         self.engine.rebuild(name, plan)
+        self.engine.save_plan(name, None)  # measured on vectors that are gone
         self._forget(name)
         return self.get_set(name)
 
@@ -196,6 +171,7 @@ class Store(Generic[R]):
             return Rebuild(replace(rec, transform=total), transform=transform)
 
         self.engine.rebuild(name, plan)
+        self.engine.save_plan(name, None)  # measured on vectors that are gone
         self._forget(name)
         return self.get_set(name)
 
@@ -242,25 +218,50 @@ class Store(Generic[R]):
         chosen, why = self._default(rec, n, 10)
         p = self._plan(rec, n, chosen, 10, None, None)
         return replace(info, default_funnel=str(chosen), funnel_reason=why,
-                       search_path=p.path, path_reason=p.why)
+                       search_path=p.path, path_reason=p.why,
+                       tuned=json.loads(rec.plan) if rec.plan else None)
 
-    def _default(self, rec: R, n: int, k: int) -> tuple[Funnel, str]:
+    def _default(self, rec: R, n: int, k: int, recall: float | None = None
+                 ) -> tuple[Funnel, str]:
+        """The funnel a search without one runs: the set's tuned plan while it is fresh,
+        else the rule's (:func:`.tune.chosen`)."""
         mrl = get_spec(rec.model).supports_mrl or rec.transform is not None
-        return choose_funnel(n, rec.stored_dim, mrl, k, threshold=self.native_from)
+        return chosen(rec, n, k, recall, choose_funnel(n, rec.stored_dim, mrl, k,
+                                                       threshold=self.native_from))
+
+    def tune(self, name: str, *, recall: float = 0.95, k: int = 10,
+             queries: np.ndarray | None = None, probes: int = 200,
+             progress: Callable[[str], None] | None = None) -> Tuned:
+        """Measure the cheapest plan that keeps recall@``k`` ≥ ``recall`` on the set's
+        own data (``queries``: your query vectors; else sampled documents) and keep it:
+        searches without a funnel then run it (:mod:`.tune`)."""
+        rules.check_name(name)
+        return tune(self, name, recall=recall, k=k, queries=queries, probes=probes,
+                    progress=progress)
+
+    def needs_tune(self, name: str) -> bool:
+        """Is set ``name`` past the rows where its engine's own first stage pays, and
+        untuned or doubled since it was tuned?"""
+        rec = self.engine.record(name)
+        n = self.engine.rows(rec)
+        if self.native_from < 0 or n < self.native_from:
+            return False
+        return rec.plan is None or Tuned.from_json(rec.plan).stale(n)
 
     def plan(self, name: str, funnel: Funnel | None = None, *, k: int = 10,
-             filters: Mapping[str, Any] | None = None,
-             adaptive: Adaptive | None = None) -> Plan:
+             filters: Mapping[str, Any] | None = None, adaptive: Adaptive | None = None,
+             recall: float | None = None) -> Plan:
         """How a search of set ``name`` would run (the default funnel when none is
         given): native (the engine's own first stage) or generic, and why."""
         rec = self.engine.record(name)
         return self._plan(rec, self.engine.rows(rec), funnel, k,
-                          rules.check_filters(filters), adaptive)
+                          rules.check_filters(filters), adaptive, recall)
 
     def _plan(self, rec: R, n: int, funnel: Funnel | None, k: int,
-              filters: dict[str, Any] | None, adaptive: Adaptive | None) -> Plan:
+              filters: dict[str, Any] | None, adaptive: Adaptive | None,
+              recall: float | None = None) -> Plan:
         if funnel is None:
-            funnel = self._default(rec, n, k)[0]
+            funnel = self._default(rec, n, k, recall)[0]
         else:  # the caller's prefixes obey the set's dimension rules
             rules.check_funnel_dims(rec, get_spec(rec.model), [s.dim for s in funnel.stages])
         funnel = funnel.check(rec.stored_dim, k)
@@ -326,14 +327,18 @@ class Store(Generic[R]):
 
     def search(self, name: str, queries: np.ndarray, *, k: int = 10,
                funnel: Funnel | None = None, filters: Mapping[str, Any] | None = None,
-               adaptive: Adaptive | None = None) -> SearchResult:
-        """Run a funnel (default: chosen from the set's size and model) for query
-        vectors at the set's stored dimension."""
+               adaptive: Adaptive | None = None, recall: float | None = None
+               ) -> SearchResult:
+        """Run a funnel for query vectors at the set's stored dimension; without one,
+        the set's tuned plan (for ``recall``: the cheapest measured to keep it), else the
+        rule's (see :meth:`info`)."""
+        if recall is not None and not 0 < recall <= 1:
+            raise InvalidInputError(f"recall must be in (0, 1], not {recall}")
         rec = self.engine.record(name)
         q = rules.prepare_queries(rec, queries)
         flt = rules.check_filters(filters)
         n = self.engine.rows(rec)
-        p = self._plan(rec, n, funnel, k, flt, adaptive)
+        p = self._plan(rec, n, funnel, k, flt, adaptive, recall)
         if n == 0:
             return SearchResult.empty(len(q))
         part = None
@@ -388,3 +393,4 @@ class Store(Generic[R]):
             dims = [a + b for a, b in zip(dims, more_dims)]
         return SearchResult(hits_of(part.documents, rows, scores), timings, dims,
                             list(part.notes), "native", str(p.funnel))
+

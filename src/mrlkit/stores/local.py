@@ -142,6 +142,11 @@ class LocalEngine(EngineDefaults[LocalRecord]):
                 cur.row_factory = None
             return cur.execute(sql, params).fetchall()
 
+    def save_plan(self, name: str, plan: str | None) -> None:
+        with self._write() as db:
+            rec = self.record(name)
+            db.execute("UPDATE sets SET plan = ? WHERE id = ?", (plan, rec.id))
+
     def records(self) -> list[LocalRecord]:
         return [record_of(r) for r in self._read("SELECT * FROM sets ORDER BY name")]
 

@@ -33,7 +33,7 @@ CREATE TABLE IF NOT EXISTS sets (
     truncate_dim INTEGER, stored_dim INTEGER NOT NULL, storage TEXT NOT NULL,
     allow_non_mrl INTEGER NOT NULL DEFAULT 0, n_rows INTEGER NOT NULL DEFAULT 0,
     generation INTEGER NOT NULL DEFAULT 0, version INTEGER NOT NULL DEFAULT 0,
-    created_at TEXT NOT NULL, transform TEXT, checksum INTEGER);
+    created_at TEXT NOT NULL, transform TEXT, checksum INTEGER, plan TEXT);
 CREATE TABLE IF NOT EXISTS documents (
     set_id INTEGER NOT NULL REFERENCES sets ON DELETE CASCADE, row INTEGER NOT NULL,
     ext_id TEXT NOT NULL, text TEXT, metadata TEXT NOT NULL DEFAULT '{}',
@@ -63,13 +63,14 @@ def record_of(r: sqlite3.Row) -> LocalRecord:
                        allow_non_mrl=bool(r["allow_non_mrl"]), created_at=r["created_at"],
                        transform=Transform.from_json(r["transform"]), id=r["id"],
                        n_rows=r["n_rows"], generation=r["generation"], version=r["version"],
-                       checksum=r["checksum"])
+                       checksum=r["checksum"],
+                       plan=r["plan"] if "plan" in r.keys() else None)  # read-only: unmigrated
 
 
 def migrate(db: sqlite3.Connection) -> None:
     """Columns stores made by earlier versions lack."""
     columns = {r["name"] for r in db.execute("PRAGMA table_info(sets)")}
-    for column, kind in (("transform", "TEXT"), ("checksum", "INTEGER")):
+    for column, kind in (("transform", "TEXT"), ("checksum", "INTEGER"), ("plan", "TEXT")):
         if column not in columns:
             db.execute(f"ALTER TABLE sets ADD COLUMN {column} {kind}")
 

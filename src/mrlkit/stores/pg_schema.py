@@ -75,10 +75,13 @@ CREATE TRIGGER embedding_set_truncate_dim BEFORE INSERT OR UPDATE ON embedding_s
     FOR EACH ROW EXECUTE FUNCTION mrlkit_check_truncate_dim();
 """), (2, """
 ALTER TABLE embedding_set ADD COLUMN transform jsonb;  -- `mrlkit adapt`: x -> x @ matrix
+"""), (3, """
+ALTER TABLE embedding_set ADD COLUMN plan jsonb;  -- `mrlkit sets tune`: the measured plan
 """)]
 
 SET_COLUMNS = ("id, name, config, truncate_dim, stored_dim, storage, doc_count, "
-                "created_at, allow_non_mrl, indexes, transform::text AS transform")
+                "created_at, allow_non_mrl, indexes, transform::text AS transform, "
+               "plan::text AS plan")
 
 Row = dict[str, Any]
 
@@ -120,7 +123,8 @@ def record_of(r: Row) -> PgRecord:
                     allow_non_mrl=bool(r["allow_non_mrl"]),
                     created_at=r["created_at"].isoformat(timespec="seconds"),
                     transform=Transform.from_json(r["transform"]), id=r["id"],
-                    doc_count=int(r["doc_count"]), indexes=tuple(r["indexes"]))
+                    doc_count=int(r["doc_count"]), indexes=tuple(r["indexes"]),
+                    plan=r["plan"])
 
 
 def migrate(cur: Cursor, location: str) -> None:

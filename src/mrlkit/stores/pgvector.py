@@ -171,6 +171,12 @@ class PgvectorEngine(EngineDefaults[PgRecord]):
                                    required=False)
         return True
 
+    def save_plan(self, name: str, plan: str | None) -> None:
+        with self._tx() as cur:
+            rec = self._get(name, cur, lock=True)
+            cur.execute("UPDATE embedding_set SET plan = %s::jsonb WHERE id = %s",
+                        (plan, rec.id))
+
     def drop(self, name: str) -> None:
         with self._tx() as cur:
             rec = self._get(name, cur, lock=True)

@@ -96,7 +96,7 @@ def _payload(rec: QdrantRecord) -> dict[str, Any]:
             "allow_non_mrl": rec.allow_non_mrl, "first_dim": rec.first_dim,
             "first_precision": rec.first_precision, "generation": rec.generation,
             "transform": rec.transform_json, "filter_fields": list(rec.filter_fields),
-            "created_at": rec.created_at}
+            "created_at": rec.created_at, "plan": rec.plan}
 
 
 def _record(p: Mapping[str, Any], count: int) -> QdrantRecord:
@@ -110,7 +110,8 @@ def _record(p: Mapping[str, Any], count: int) -> QdrantRecord:
                         first_dim=p["first_dim"],
                         first_precision=p.get("first_precision") or "float32",
                         generation=p.get("generation") or 0,
-                        filter_fields=tuple(p.get("filter_fields") or ()), count=count)
+                        filter_fields=tuple(p.get("filter_fields") or ()), count=count,
+                        plan=p.get("plan"))
 
 
 def _document(payload: Mapping[str, Any]) -> Document:
@@ -181,6 +182,10 @@ class QdrantEngine(Rewrites[QdrantRecord], EngineDefaults[QdrantRecord]):
     def _save(self, rec: QdrantRecord) -> None:
         self.db.upsert(CATALOG, [_point_id(rec.name)], None, [_payload(rec)])
         self.db.settle(CATALOG)
+
+    def save_plan(self, name: str, plan: str | None) -> None:
+        with self._lock:
+            self._save(replace(self.record(name), plan=plan))
 
     def create(self, rec: SetRecord, first: Stage, build: bool, spec: Mapping[str, Any]
                ) -> bool:

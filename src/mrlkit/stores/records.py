@@ -58,6 +58,7 @@ class SetRecord:
     allow_non_mrl: bool
     created_at: str
     transform: Transform | None = None
+    plan: str | None = None  # the tuned search plan (JSON, :mod:`.tune`), None: untuned
 
     def info(self, count: int) -> SetInfo:
         t = self.transform
@@ -138,6 +139,7 @@ class StorageInfo:
     funnel_reason: str = ""     # and why
     search_path: str = ""       # native (the engine's own first stage) or generic
     path_reason: str = ""       # and why (the planner's words)
+    tuned: dict[str, Any] | None = None  # the measured plan (`sets tune`), None: untuned
 
     def as_dict(self) -> dict[str, Any]:
         return {**self.set.as_dict(), "rows": self.rows, "dead_rows": self.dead_rows,
@@ -145,6 +147,7 @@ class StorageInfo:
                 "views": [dict(v.__dict__) for v in self.views], **self.details,
                 "default_funnel": self.default_funnel, "funnel_reason": self.funnel_reason,
                 "search_path": self.search_path, "path_reason": self.path_reason,
+                "tuned": self.tuned,
                 "location": self.location}
 
 

@@ -1,0 +1,213 @@
+"""Measure, on a set's own data, the cheapest search plan that keeps a recall target.
+
+A recall target (default recall@10 ≥ 0.95 against exact full-vector search) is the
+contract of a search. :func:`tune` measures candidate funnels — a float32 prefix (on the
+engine's own index past ``native_from`` rows), a binary scan of the whole vector, a
+full-vector index — from cheap to dear on probe queries: the user's own queries when
+given (real queries beat documents), else an even sample of the set's stored vectors,
+each searched with itself excluded (a hit scoring 1 against its probe is the probe).
+The truth is an exact scan. For each kind of first stage the candidates kept grow until
+the target is met; the cheapest of those winners by measured p50 latency is the plan,
+saved with the set: its measured recall and 95% confidence interval, p50, the sample and
+everything tried, so that a search asking another target picks from the same
+measurements.
+
+Example::
+
+    >>> Tuned.from_json(Tuned("384", 1.0, 1.0, 1.0, 1.0, "generic", 0.95, 10, 50,
+    ...                       "documents", 100, [], "exact").to_json()).funnel
+    '384'
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field, replace
+from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+from ..errors import InvalidInputError
+from ..funnel import Funnel
+from ..registry import ModelSpec, get_spec
+from .records import SetRecord
+
+if TYPE_CHECKING:
+    from .core import Store
+
+TARGET = 0.95        # recall@k against exact full-vector search
+PROBES = 200         # probe queries sampled from the set when none are given
+SELF = 1 - 1e-5      # a hit this close to its probe is the probe itself
+_TIMED = 50          # probes timed one at a time for the p50
+_KEEPS = (2, 5, 10, 20, 50, 100)  # × k candidates a first stage keeps, cheap to dear
+
+
+@dataclass(frozen=True)
+class Tuned:
+    """A measured plan, as the set keeps it."""
+
+    funnel: str
+    recall: float
+    low: float            # 95% confidence interval of the mean recall over probes
+    high: float
+    p50_ms: float
+    path: str             # native or generic, as it ran when measured
+    target: float
+    k: int
+    probes: int
+    source: str           # "queries" (the user's) or "documents" (sampled, self excluded)
+    rows: int             # the set's rows when measured
+    tried: list[dict[str, Any]] = field(default_factory=list)
+    why: str = ""
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> Tuned:
+        return cls(**json.loads(text))
+
+    def stale(self, rows: int) -> bool:
+        """Tuned again once the set has doubled (or halved) since."""
+        return rows > 2 * max(1, self.rows) or 2 * rows < self.rows
+
+    def best(self, target: float) -> dict[str, Any] | None:
+        """The cheapest measured candidate meeting ``target`` (None: none did)."""
+        ok = [t for t in self.tried if t["recall"] >= target]
+        return min(ok, key=lambda t: t["p50_ms"]) if ok else None
+
+    def describe(self) -> str:
+        return (f"tuned: recall@{self.k} {self.recall:.3f} (95% CI {self.low:.3f}–"
+                f"{self.high:.3f}) on {self.probes} probe {self.source}, p50 "
+                f"{self.p50_ms:.2f} ms, at {self.rows:,} rows")
+
+
+def candidates(stored_dim: int, prefixes: Sequence[int], n: int, k: int,
+               native: bool) -> list[list[Funnel]]:
+    """Families of funnels (one kind of first stage each), cheap to dear within each."""
+    full = stored_dim
+    keeps = sorted({min(n, m * k) for m in _KEEPS if m * k < n} | ({n} if n <= 100 * k
+                                                                   else set()))
+    families: list[list[Funnel]] = []
+    for p in prefixes:
+        families.append([Funnel.parse(f"{p}:float32:{kk},{full}") for kk in keeps])
+    families.append([Funnel.parse(f"{full}:binary:{kk},{full}") for kk in keeps])
+    if native:  # the engine's index of the whole vector
+        families.append([Funnel.parse(f"{full}:float32:{kk},{full}") for kk in keeps])
+    return [f for f in families if f]
+
+
+def prefixes_of(spec: ModelSpec, stored_dim: int, adapted: bool) -> list[int]:
+    """The prefixes worth a first stage: trained ones (or any, for an adapted set) of
+    64, 128 and 256 dims, shorter than the stored vector."""
+    if not (spec.supports_mrl or adapted):
+        return []
+    out = []
+    for d in (64, 128, 256):
+        if d >= stored_dim:
+            continue
+        if adapted or spec.mrl_dims is None or d in spec.mrl_dims:
+            out.append(d)
+    return out
+
+
+def _recalls(found: list[list[str]], truth: list[list[str]], k: int) -> np.ndarray:
+    return np.array([len(set(f[:k]) & set(t[:k])) / max(1, min(k, len(t)))
+                     for f, t in zip(found, truth)], np.float64)
+
+
+def tune(store: Store[Any], name: str, *, recall: float = TARGET, k: int = 10,
+         queries: np.ndarray | None = None, probes: int = PROBES,
+         progress: Callable[[str], None] | None = None) -> Tuned:
+    """Measure the plans for set ``name`` and save the cheapest that keeps ``recall``."""
+    if not 0 < recall <= 1:
+        raise InvalidInputError(f"recall must be in (0, 1], not {recall}")
+    rec = store.record(name)
+    n = store.engine.rows(rec)
+    if n == 0:
+        raise InvalidInputError(f"set {name!r} is empty: add documents, then tune it")
+    if queries is not None:
+        q, source, skip = np.asarray(queries, np.float32), "queries", 0
+        if q.ndim != 2 or len(q) == 0:
+            raise InvalidInputError("give at least one query vector to tune on")
+    else:
+        rows = np.unique(np.linspace(0, n - 1, min(n, probes)).astype(np.int64))
+        q, source, skip = store.engine.sample(rec, rows), "documents", 1
+    full = Funnel.exact(rec.stored_dim)
+
+    def run(funnel: Funnel, qq: np.ndarray) -> tuple[list[list[str]], str]:
+        res = store.search(name, qq, k=k + skip, funnel=funnel)
+        hits = [[h.id for h in hh if not (skip and h.score >= SELF)][:k] for hh in res.hits]
+        return hits, res.path
+
+    truth, _ = run(full, q)
+    spec = get_spec(rec.model)
+    native = n >= store.native_from >= 0
+    tried: list[dict[str, Any]] = []
+    for family in candidates(rec.stored_dim, prefixes_of(spec, rec.stored_dim,
+                                                         rec.transform is not None),
+                             n, k, native):
+        for funnel in family:
+            found, path = run(funnel, q)
+            r = _recalls(found, truth, k)
+            got = round(float(r.mean()), 4)
+            row: dict[str, Any] = {"funnel": str(funnel), "recall": got,
+                                   "p50_ms": _p50(run, funnel, q), "path": path}
+            tried.append(row)
+            if progress:
+                progress(f"{funnel}: recall@{k} {got:.3f}, p50 {row['p50_ms']} ms")
+            if got >= recall:
+                break
+    exact_row: dict[str, Any] = {"funnel": str(full), "recall": 1.0,
+                 "p50_ms": _p50(run, full, q), "path": "generic"}
+    tried.append(exact_row)
+    ok = [t for t in tried if t["recall"] >= recall]
+    best = min(ok, key=lambda t: t["p50_ms"])
+    found, path = run(Funnel.parse(best["funnel"]), q)
+    r = _recalls(found, truth, k)
+    half = 1.96 * float(r.std(ddof=1)) / np.sqrt(len(r)) if len(r) > 1 else 0.0
+    why = (f"the cheapest of {len(tried)} plans measured to keep recall@{k} ≥ {recall}: "
+           f"{best['p50_ms']} ms p50" + ("" if best is exact_row else
+                                         f" against {exact_row['p50_ms']} ms exact"))
+    tuned = Tuned(best["funnel"], round(float(r.mean()), 4),
+                  round(max(0.0, float(r.mean()) - half), 4),
+                  round(min(1.0, float(r.mean()) + half), 4), best["p50_ms"], path, recall,
+                  k, len(q), source, n, tried, why)
+    store.engine.save_plan(name, tuned.to_json())
+    return tuned
+
+
+def chosen(rec: SetRecord, n: int, k: int, recall: float | None,
+           rule: tuple[Funnel, str]) -> tuple[Funnel, str]:
+    """The set's tuned plan while it is fresh (for ``recall``: the cheapest measured
+    candidate that kept it), else ``rule`` (the planner's default), and why."""
+    if rec.plan is None:
+        return rule
+    tuned = Tuned.from_json(rec.plan)
+    if tuned.stale(n):
+        return rule[0], (f"{rule[1]} (the plan tuned at {tuned.rows:,} rows is stale at "
+                         f"{n:,}: run `mrlkit sets tune {rec.name}`)")
+    target = tuned.target if recall is None else recall
+    best = tuned.best(target)
+    if best is None:
+        return Funnel.exact(rec.stored_dim), (
+            f"an exact scan: no plan measured kept recall@{tuned.k} ≥ {target}")
+    funnel = Funnel.parse(best["funnel"])
+    if k > tuned.k:  # tuned for fewer hits: the candidates scale with k
+        funnel = Funnel(tuple(replace(s, keep=None if s.keep is None else
+                                      -(-s.keep * k // tuned.k)) for s in funnel.stages))
+    return funnel, (f"{tuned.describe()}; measured recall {best['recall']:.3f} for the "
+                    f"target {target}")
+
+
+def _p50(search: Callable[[Funnel, np.ndarray], object], funnel: Funnel,
+         q: np.ndarray) -> float:
+    """The median latency of one-query searches over up to 50 probes (ms)."""
+    times = []
+    for row in q[:_TIMED]:
+        t0 = time.perf_counter()
+        search(funnel, row[None])
+        times.append((time.perf_counter() - t0) * 1000)
+    return round(float(np.median(times)), 3)
