@@ -726,3 +726,31 @@ def test_a_tuned_set_keeps_its_target_on_held_out_queries_and_says_how(store):
     # a truncate drops the plan: it was measured on vectors that are gone
     store.truncate("s", 128, allow_non_mrl=True)
     assert store.info("s").tuned is None
+
+
+INDEX_METHODS = {"ann", "sql:hnsw", "chroma-hnsw", "qdrant query"}
+
+
+def test_nothing_approximate_is_ever_called_exact(store):
+    """An index's walk is approximate: it never serves a one-stage funnel (exact search)
+    and no message that names such a plan says "exact"; what says exact is exact."""
+    x = fill(store, 400)
+    store.index("s", GRAPH)
+    q = x[:5]
+    truth = exact(x, q, 10)
+    for funnel in (None, Funnel.exact(DIM), GRAPH):
+        res = store.search("s", q, k=10, funnel=funnel)
+        p = store.plan("s", funnel)
+        walked = res.timings[0].method in INDEX_METHODS
+        one_stage = len(Funnel.parse(res.funnel).stages) == 1
+        assert not (walked and one_stage), (res.funnel, res.timings[0].method)
+        if walked:
+            assert "exact" not in p.why and "exact" not in res.timings[0].method
+        if one_stage:  # said to be exact, and it is
+            assert [[int(h.id.split("-")[1]) for h in r] for r in res.hits] == \
+                [list(t) for t in truth]
+    info = store.info("s")
+    if "exact scan" in info.funnel_reason:
+        assert len(Funnel.parse(info.default_funnel).stages) == 1
+    else:
+        assert "approximate" in info.funnel_reason or "tuned" in info.funnel_reason
