@@ -245,8 +245,10 @@ def test_index_into_a_log_shows_progress_with_rate_and_eta(tmp_path):
                             + "\n" for i in range(3000)))
     args = [sys.executable, "-m", "mrlkit.cli", "add", "n", str(more), "--batch-size", "64",
             *store]
+    # a cache of its own: texts another run embedded would make the rate the cache's
+    env = {**os.environ, "MRLKIT_PROGRESS_EVERY": "0.2", "MRLKIT_CACHE": str(tmp_path / "c")}
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            cwd=tmp_path, env={**os.environ, "MRLKIT_PROGRESS_EVERY": "0.2"})
+                            cwd=tmp_path, env=env)
     from mrlkit.stores import open_store
 
     deadline = time.time() + 300  # generous: the model loads first
@@ -258,7 +260,7 @@ def test_index_into_a_log_shows_progress_with_rate_and_eta(tmp_path):
     assert "interrupted:" in err and "added in this run" in err and "mrlkit add n" in err
     # the resumed run's rate counts the work of this run, not the skipped documents
     r = subprocess.run(args, capture_output=True, text=True, cwd=tmp_path, timeout=600,
-                       env={**os.environ, "MRLKIT_PROGRESS_EVERY": "0.2"})
+                       env=env)
     assert r.returncode == 0, r.stderr
     lines = [ln for ln in r.stderr.splitlines() if ln.startswith("adding to n: ") and "/s" in ln]
     assert lines and "skipped)" in lines[0], r.stderr
