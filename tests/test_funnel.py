@@ -48,3 +48,15 @@ def test_ann_first_stage_finds_the_neighbours(tmp_path):
     assert recall >= 0.95
     assert all(0 not in r for r in rows)  # deleted rows never come back
     assert (tmp_path / "sets" / "1" / "ann" / "g0-hnsw-d64.faiss").exists()
+
+
+def test_sets_index_builds_the_graph_a_search_will_walk(tmp_path):
+    """Past native_from rows, `sets index` of a float32 first stage builds its graph ahead
+    of the first search (it once built a view: planned as a one-stage funnel, which never
+    walks an index)."""
+    store = LocalStore(tmp_path, native_from=0)
+    store.create_set("s", "text-embedding-3-small", 64)
+    x = vectors.normalize(np.random.default_rng(1).normal(size=(500, 64)))
+    store.add("s", [str(i) for i in range(500)], x)
+    assert store.index("s", Funnel.parse("32:float32:50,64")) == ["HNSW index d32"]
+    assert any(v.kind.startswith("HNSW") for v in store.info("s").views)

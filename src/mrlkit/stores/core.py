@@ -25,7 +25,7 @@ import numpy as np
 
 from .. import vectors
 from ..errors import DimensionError, InvalidInputError, SetExistsError
-from ..funnel import Adaptive, Funnel, MatrixSource, execute, rerank
+from ..funnel import Adaptive, Funnel, MatrixSource, Stage, execute, rerank
 from ..registry import get_spec, validate_dim
 from ..text import masked
 from ..transform import Transform
@@ -186,9 +186,10 @@ class Store(Generic[R]):
                 f"{self.kind} cannot index a {first.precision} first stage (it indexes "
                 f"{', '.join(self.caps.builds)}); a {first.precision} stage "
                 "runs in mrlkit over the stored vectors")
-        p = plan(self.caps, self.engine.rows(rec), Funnel((first,)),
+        # planned as the first stage of a funnel that reranks it (a one-stage funnel never
+        # walks an index): native, the index such a search walks; else what generic reads
+        p = plan(self.caps, self.engine.rows(rec), Funnel((first, Stage(rec.stored_dim))),
                  stored_dim=rec.stored_dim, threshold=self.native_from)
-        # native: the index a search will walk; else what the generic path reads
         return self.engine.index(rec, first, p.index, self._calibrator(rec))
 
     # --- reads ------------------------------------------------------------------------
