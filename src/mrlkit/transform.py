@@ -58,6 +58,18 @@ class Transform:
         """
         return vectors.normalize(vectors.normalize(vectors.as_matrix(x)) @ self.matrix)
 
+    def undo(self, x: np.ndarray) -> np.ndarray:
+        """The rows :meth:`apply` came from (the matrix is orthogonal): a set's stored
+        vectors as the model's, so that used as queries they are not transformed twice.
+
+        Example::
+
+            >>> t = Transform("pca", np.array([[0.0, 1.0], [1.0, 0.0]], np.float32), [1], 2)
+            >>> t.undo(t.apply(np.array([[3.0, 4.0]]))).round(2).tolist()
+            [[0.6, 0.8]]
+        """
+        return vectors.normalize(vectors.as_matrix(x) @ self.matrix.T)
+
     def then(self, new: Transform) -> Transform:
         """This transform followed by ``new`` (what a set keeps after a second adapt).
 

@@ -84,11 +84,12 @@ def check_funnel(name: SetArg,
         sys.stdout.write(json.dumps(result.as_dict()) + "\n")
         return
     table = Table(title=f"{name}: funnel {result.funnel} on {result.sample} of its own "
-                        f"documents as queries")
-    for col in ("recall@k", "k", "funnel p50 ms", "exact p50 ms"):
+                        f"documents as queries (each held out of its own hits)")
+    for col in ("recall@k", "95% CI", "k", "funnel p50 ms", "exact p50 ms"):
         table.add_column(col, justify="right")
-    table.add_row(f"{100 * result.recall:.1f}%", str(result.k), f"{result.p50_ms:.2f}",
-                  f"{result.exact_p50_ms:.2f}")
+    table.add_row(f"{100 * result.recall:.1f}%",
+                  f"{100 * result.low:.1f}–{100 * result.high:.1f}%", str(result.k),
+                  f"{result.p50_ms:.2f}", f"{result.exact_p50_ms:.2f}")
     out.print(table)
 
 

@@ -315,17 +315,24 @@ def _advise_set(name: str, target: float, store: Optional[str], json_out: bool,
     from ..evaluation.selfcheck import advise_set
 
     result = advise_set(_store(store), name, target=target)
-    table = Table(title=f"{name}: funnels on its own documents (recall@10 against exact, "
-                        f"target {target:.0%})")
-    for col in ("funnel", "recall@10", "p50 ms", "exact p50 ms"):
+    sample = result.table[0].sample if result.table else 0
+    table = Table(title=f"{name}: funnels on {sample} of its own documents (recall@10 "
+                        f"against exact, target {target:.0%})")
+    for col in ("funnel", "recall@10", "95% CI", "p50 ms", "exact p50 ms"):
         table.add_column(col, justify="right" if col != "funnel" else "left")
-    for c in result.table:
-        mark = "[bold green]→ " if result.choice is c else ""
-        table.add_row(mark + c.funnel, f"{100 * c.recall:.1f}%", f"{c.p50_ms:.2f}",
-                      f"{c.exact_p50_ms:.2f}")
+    for row in result.table:
+        mark = "[bold green]→ " if result.choice is row else ""
+        table.add_row(mark + row.funnel, f"{100 * row.recall:.1f}%",
+                      f"{100 * row.low:.1f}–{100 * row.high:.1f}%", f"{row.p50_ms:.2f}",
+                      f"{row.exact_p50_ms:.2f}")
     show(table)
-    out.print(f"Advice: [bold]{result.choice.funnel}[/]" if result.choice else
-              f"No funnel tried keeps {target:.0%}: search exactly.")
+    c = result.choice
+    out.print(f"Advice: [bold]{c.funnel}[/] — the fewest bytes scanned per vector among the "
+              f"funnels that kept {target:.0%} (recall {c.recall:.1%}, 95% CI "
+              f"{c.low:.1%}–{c.high:.1%} on {c.sample} documents; p50 {c.p50_ms:.2f} ms "
+              f"against {c.exact_p50_ms:.2f} ms exact)" if c else
+              f"No funnel tried keeps {target:.0%} on {sample} documents: search exactly "
+              "(or `mrlkit sets tune` measures more plans).")
     _save(result.as_dict(), json_out, output)
 
 

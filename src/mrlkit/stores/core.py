@@ -240,6 +240,15 @@ class Store(Generic[R]):
         return tune(self, name, recall=recall, k=k, queries=queries, probes=probes,
                     progress=progress)
 
+    def probes(self, name: str, n: int) -> np.ndarray:
+        """An even sample of up to ``n`` of the set's stored vectors, as queries (an
+        adapted set's undone, so that a search does not transform them twice)."""
+        rec = self.engine.record(name)
+        rows = self.engine.rows(rec)
+        x = self.engine.sample(rec, np.unique(np.linspace(0, max(0, rows - 1),
+                                                          min(rows, n)).astype(np.int64)))
+        return rec.transform.undo(x) if rec.transform is not None and len(x) else x
+
     def needs_tune(self, name: str) -> bool:
         """Is set ``name`` past the rows where its engine's own first stage pays, and
         untuned or doubled since it was tuned?"""

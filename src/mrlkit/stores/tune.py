@@ -133,8 +133,7 @@ def tune(store: Store[Any], name: str, *, recall: float = TARGET, k: int = 10,
         if q.ndim != 2 or len(q) == 0:
             raise InvalidInputError("give at least one query vector to tune on")
     else:
-        rows = np.unique(np.linspace(0, n - 1, min(n, probes)).astype(np.int64))
-        q, source, skip = store.engine.sample(rec, rows), "documents", 1
+        q, source, skip = store.probes(name, probes), "documents", 1
     full = Funnel.exact(rec.stored_dim)
 
     def run(funnel: Funnel, qq: np.ndarray) -> tuple[list[list[str]], str]:
