@@ -65,6 +65,90 @@ def scifact_vectors(model: str = "all-MiniLM-L6-v2"):
     return x, q
 
 
+def _mrl_model(model: str) -> bool:
+    """Register the shared Matryoshka fine-tune (False when it is absent)."""
+    from mrlkit.registry import register
+
+    path = ROOT.parent / "shared" / "models" / model
+    if not path.is_dir():
+        return False
+    spec = json.loads((path / "mrlkit.json").read_text())["spec"]
+    register({**spec, "model_id": str(path)}, replace=True)
+    return True
+
+
+def real_vectors(model: str = "minilm-scifact-mrl"):
+    """Real Matryoshka embeddings of real texts, all that the shared data gives:
+    documents = SciFact's corpus, STS-B's sentences, Banking77's training questions;
+    queries = SciFact's test queries (search queries) and 300 of Banking77's test
+    questions. Embedded once with the shared MRL model and cached (MRLKIT_CACHE).
+    Returns (docs, queries, query_kinds) or None when the data or the model is absent."""
+    import csv
+
+    data = ROOT.parent / "shared" / "datasets"
+    if not all((data / d).is_dir() for d in ("scifact", "stsb", "banking77")) or \
+            not _mrl_model(model):
+        return None
+    from mrlkit.cache import cached_embed
+
+    sci = [json.loads(line) for line in open(data / "scifact" / "corpus.jsonl")]
+    texts = [(d["title"] + " " + d["text"]).strip() for d in sci]
+    sts: dict[str, None] = {}
+    for name in ("sts-train.csv", "sts-dev.csv", "sts-test.csv"):
+        for line in open(data / "stsb" / name, encoding="utf-8"):
+            parts = line.rstrip("\n").split("\t")
+            if len(parts) >= 7:
+                sts.setdefault(parts[5].strip(), None)
+                sts.setdefault(parts[6].strip(), None)
+    with open(data / "banking77" / "train.csv", encoding="utf-8") as fh:
+        bank = [r["text"] for r in csv.DictReader(fh)]
+    with open(data / "banking77" / "test.csv", encoding="utf-8") as fh:
+        bank_q = [r["text"] for r in csv.DictReader(fh)][::10][:300]
+    docs = list(dict.fromkeys(texts + [t for t in sts if t] + bank))
+    test = {line.split("\t")[0] for line in
+            (data / "scifact" / "qrels" / "test.tsv").read_text().splitlines()[1:]}
+    sci_q = [json.loads(line) for line in open(data / "scifact" / "queries.jsonl")]
+    queries = [q["text"] for q in sci_q if q["_id"] in test] + bank_q
+    kinds = ["search"] * (len(queries) - len(bank_q)) + ["question"] * len(bank_q)
+    x = cached_embed(model, docs, kind="document")
+    q = cached_embed(model, queries, kind="query")
+    return x, q, kinds
+
+
+def calibrated(n: int, n_queries: int, *, alpha: float = 0.3, seed: int = 0,
+               real: tuple[np.ndarray, np.ndarray] | None = None):
+    """Vectors as hard as real ones, at any size: real Matryoshka embeddings of real
+    texts (:func:`real_vectors`) drawn ``n`` times (each once while ``n`` allows, then
+    again), each plus noise shaped like the real vectors' own covariance (its principal
+    axes, ``alpha`` × their spread); queries likewise from the real queries. The prefix
+    structure (variance decaying along the dimensions, neighbours that differ only far
+    down the vector) is the real one: benchmarks/calibrate.py checks the prefix-ceiling
+    curve against the real vectors'. Needs the shared data and model (None without)."""
+    if real is None:
+        got = real_vectors()
+        if got is None:
+            return None
+        real = got[0], got[1]
+    x, q = real
+    rng = np.random.default_rng(seed)
+    mean = x.mean(axis=0)
+    cov = np.cov((x - mean).T)
+    eigval, eigvec = np.linalg.eigh(cov)
+    axes = (eigvec * np.sqrt(np.clip(eigval, 0, None))).astype(np.float32)  # dim × dim
+
+    def draw(base: np.ndarray, m: int) -> np.ndarray:
+        rows = rng.permutation(len(base))[:m] if m <= len(base) else \
+            rng.integers(0, len(base), m)
+        out = np.empty((m, base.shape[1]), np.float32)
+        for start in range(0, m, 100_000):
+            r = rows[start:start + 100_000]
+            noise = rng.standard_normal((len(r), base.shape[1]), dtype=np.float32) @ axes.T
+            out[start:start + len(r)] = base[r] + alpha * noise
+        return vectors.normalize(out)
+
+    return draw(x, n), draw(q, n_queries)
+
+
 def exact_truth(x: np.ndarray, q: np.ndarray, k: int = K) -> np.ndarray:
     out = []
     for start in range(0, len(q), 16):
