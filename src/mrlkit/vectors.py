@@ -391,3 +391,15 @@ def damaged_rows(x: np.ndarray, storage: str) -> np.ndarray:
     tol = 2e-2 if storage == "float16" else 1e-3
     return np.asarray(np.flatnonzero(~np.isfinite(x64).all(axis=1)
                                      | ~(np.abs(norms - 1.0) <= tol)))
+
+
+def even_rows(n: int, most: int) -> np.ndarray:
+    """An even spread of up to ``most`` row numbers out of ``n`` (the first rows of a
+    corpus are often one topic).
+
+    Example::
+
+        >>> even_rows(10, 3).tolist()
+        [0, 4, 9]
+    """
+    return np.unique(np.linspace(0, max(0, n - 1), min(n, most)).astype(np.int64))

@@ -36,7 +36,7 @@ from .records import (CheckReport, Document, Rebuild, SearchResult, SetInfo,
                       SetRecord, StorageInfo)
 from .seam import Calibrate, Engine, Partial, R, hits_of
 from .copy import copy_set
-from .tune import Tuned, chosen, tune
+from .tune import Tuned, chosen, needs_tune, tune
 
 
 class Store(Generic[R]):
@@ -148,12 +148,9 @@ class Store(Generic[R]):
             new_dim, truncate, allow = rules.truncation(rec, get_spec(rec.model), dim,
                                                         allow_non_mrl)
             return Rebuild(replace(rec, stored_dim=new_dim, truncate_dim=truncate,
-                                   allow_non_mrl=allow), truncate_to=new_dim)
+                                   allow_non_mrl=allow, plan=None), truncate_to=new_dim)
 
-        self.engine.rebuild(name, plan)
-        self.engine.save_plan(name, None)  # measured on vectors that are gone
-        self._forget(name)
-        return self.get_set(name)
+        return self._rebuild(name, plan)
 
     reindex = truncate  # the old name, kept for one release
 
@@ -168,10 +165,14 @@ class Store(Generic[R]):
                                         f"{transform.matrix.shape[0]}×"
                                         f"{transform.matrix.shape[1]}")
             total = rec.transform.then(transform) if rec.transform else transform
-            return Rebuild(replace(rec, transform=total), transform=transform)
+            return Rebuild(replace(rec, transform=total, plan=None), transform=transform)
 
+        return self._rebuild(name, plan)
+
+    def _rebuild(self, name: str, plan: Callable[[R], Rebuild]) -> SetInfo:
+        # the rebuilt record drops the tuned plan (plan=None above) in the same write: it
+        # was measured on vectors that are gone
         self.engine.rebuild(name, plan)
-        self.engine.save_plan(name, None)  # measured on vectors that are gone
         self._forget(name)
         return self.get_set(name)
 
@@ -244,19 +245,14 @@ class Store(Generic[R]):
         """An even sample of up to ``n`` of the set's stored vectors, as queries (an
         adapted set's undone, so that a search does not transform them twice)."""
         rec = self.engine.record(name)
-        rows = self.engine.rows(rec)
-        x = self.engine.sample(rec, np.unique(np.linspace(0, max(0, rows - 1),
-                                                          min(rows, n)).astype(np.int64)))
+        x = self.engine.sample(rec, vectors.even_rows(self.engine.rows(rec), n))
         return rec.transform.undo(x) if rec.transform is not None and len(x) else x
 
     def needs_tune(self, name: str) -> bool:
         """Is set ``name`` past the rows where its engine's own first stage pays, and
         untuned or doubled since it was tuned?"""
         rec = self.engine.record(name)
-        n = self.engine.rows(rec)
-        if self.native_from < 0 or n < self.native_from:
-            return False
-        return rec.plan is None or Tuned.from_json(rec.plan).stale(n)
+        return needs_tune(rec.plan, self.engine.rows(rec), self.native_from)
 
     def plan(self, name: str, funnel: Funnel | None = None, *, k: int = 10,
              filters: Mapping[str, Any] | None = None, adaptive: Adaptive | None = None,
@@ -313,10 +309,7 @@ class Store(Generic[R]):
     def calibration(self, name: str, dim: int) -> Int8Calibration:
         """The set's int8 calibration at ``dim`` (fitted on an even sample of its rows,
         refitted as the set grows: see :func:`rules.calibration_stale`)."""
-        return self._calibration(self.engine.record(name), dim)
-
-    def _calibration(self, rec: R, dim: int) -> Int8Calibration:
-        return self._calibrated(rec, dim)[0]
+        return self._calibrated(self.engine.record(name), dim)[0]
 
     def _calibrator(self, rec: R) -> Calibrate:
         return lambda dim: self._calibrated(rec, dim)
@@ -387,7 +380,7 @@ class Store(Generic[R]):
 
     def _source(self, rec: R, matrix: np.ndarray | None) -> MatrixSource:
         assert matrix is not None, "an engine's scan gives a source or a matrix"
-        return MatrixSource(matrix, lambda d: self._calibration(rec, d))
+        return MatrixSource(matrix, lambda d: self._calibrated(rec, d)[0])
 
     def _finish(self, rec: R, q: np.ndarray, p: Plan, part: Partial,
                 adaptive: Adaptive | None) -> SearchResult:

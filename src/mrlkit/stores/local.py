@@ -143,9 +143,8 @@ class LocalEngine(EngineDefaults[LocalRecord]):
             return cur.execute(sql, params).fetchall()
 
     def save_plan(self, name: str, plan: str | None) -> None:
-        with self._write() as db:
-            rec = self.record(name)
-            db.execute("UPDATE sets SET plan = ? WHERE id = ?", (plan, rec.id))
+        with self._write() as db:  # the record read under the write lock: not_found
+            db.execute("UPDATE sets SET plan = ? WHERE id = ?", (plan, self.record(name).id))
 
     def records(self) -> list[LocalRecord]:
         return [record_of(r) for r in self._read("SELECT * FROM sets ORDER BY name")]
@@ -280,9 +279,10 @@ class LocalEngine(EngineDefaults[LocalRecord]):
             crc = files.write_next(files.matrix(), p.apply, new.stored_dim)
             faults.point("before_switch")
             db.execute("UPDATE sets SET stored_dim = ?, truncate_dim = ?, allow_non_mrl = ?, "
-                       "transform = ?, generation = ?, checksum = ?, version = version + 1 "
-                       "WHERE id = ?", (new.stored_dim, new.truncate_dim, int(new.allow_non_mrl),
-                                        new.transform_json, rec.generation + 1, crc, rec.id))
+                       "transform = ?, plan = ?, generation = ?, checksum = ?, "
+                       "version = version + 1 WHERE id = ?",
+                       (new.stored_dim, new.truncate_dim, int(new.allow_non_mrl),
+                        new.transform_json, new.plan, rec.generation + 1, crc, rec.id))
         self._cache.clear()
         files.remove_derived(old_gen=rec.generation)
 

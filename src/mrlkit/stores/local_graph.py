@@ -168,7 +168,7 @@ def _new_index(matrix: np.ndarray, dim: int, n_rows: int) -> Any:
     index = faiss.IndexHNSWSQ(dim, faiss.ScalarQuantizer.QT_8bit, M,  # type: ignore[arg-type]
                               faiss.METRIC_INNER_PRODUCT)
     index.hnsw.efConstruction = EF_CONSTRUCTION
-    sample = np.unique(np.linspace(0, n_rows - 1, min(n_rows, _TRAIN)).astype(np.int64))
+    sample = vectors.even_rows(n_rows, _TRAIN)
     index.train(np.ascontiguousarray(vectors.truncate(finite_rows(matrix[sample]), dim)))
     return index
 

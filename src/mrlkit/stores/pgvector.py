@@ -258,9 +258,10 @@ class PgvectorEngine(EngineDefaults[PgRecord]):
             cur.execute(sql.SQL("ALTER TABLE {} RENAME TO {}").format(staging, table))
             pg_sql.table_settings(cur, rec.id, new.stored_dim, new.storage)
             cur.execute("UPDATE embedding_set SET stored_dim = %s, truncate_dim = %s, "
-                        "allow_non_mrl = %s, transform = %s::jsonb, indexes = '[]' "
-                        "WHERE id = %s", (new.stored_dim, new.truncate_dim,
-                                          new.allow_non_mrl, new.transform_json, rec.id))
+                        "allow_non_mrl = %s, transform = %s::jsonb, plan = %s::jsonb, "
+                        "indexes = '[]' WHERE id = %s",
+                        (new.stored_dim, new.truncate_dim, new.allow_non_mrl,
+                         new.transform_json, new.plan, rec.id))
             cur.execute("DELETE FROM mrlkit_calibration WHERE set_id = %s", (rec.id,))
             for text in rec.indexes:
                 stage = Funnel.parse(text).stages[0]

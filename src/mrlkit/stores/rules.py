@@ -349,9 +349,8 @@ def calibration_stale(fitted_on: int, rows: int) -> bool:
 
 
 def sample_rows(n: int) -> np.ndarray:
-    """An even spread of up to ``CALIBRATION_SAMPLE`` row numbers out of ``n`` (the
-    first rows of a corpus are often one topic)."""
-    return np.unique(np.linspace(0, n - 1, min(n, CALIBRATION_SAMPLE)).astype(np.int64))
+    """An even spread of up to ``CALIBRATION_SAMPLE`` row numbers out of ``n``."""
+    return vectors.even_rows(n, CALIBRATION_SAMPLE)
 
 
 def fit_calibration(sample: np.ndarray, dim: int) -> Int8Calibration:

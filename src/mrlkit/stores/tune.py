@@ -178,6 +178,13 @@ def tune(store: Store[Any], name: str, *, recall: float = TARGET, k: int = 10,
     return tuned
 
 
+def needs_tune(plan: str | None, n: int, native_from: int) -> bool:
+    """A set of ``n`` rows past ``native_from`` with no plan, or one it has outgrown."""
+    if native_from < 0 or n < native_from:
+        return False
+    return plan is None or Tuned.from_json(plan).stale(n)
+
+
 def chosen(rec: SetRecord, n: int, k: int, recall: float | None,
            rule: tuple[Funnel, str]) -> tuple[Funnel, str]:
     """The set's tuned plan while it is fresh (for ``recall``: the cheapest measured
