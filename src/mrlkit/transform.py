@@ -65,8 +65,8 @@ class Transform:
         Example::
 
             >>> t = Transform("pca", np.array([[0.0, 1.0], [1.0, 0.0]], np.float32), [1], 2)
-            >>> t.undo(t.apply(np.array([[3.0, 4.0]]))).round(2).tolist()
-            [[0.6, 0.8]]
+            >>> np.allclose(t.undo(t.apply(np.array([[3.0, 4.0]]))), [[0.6, 0.8]])
+            True
         """
         return vectors.normalize(vectors.as_matrix(x) @ self.matrix.T)
 

@@ -19,7 +19,7 @@ import numpy as np
 
 from ..errors import InvalidInputError
 from ..funnel import Funnel
-from ..stores import SELF_SCORE as SELF, Store
+from ..stores import SELF_SCORE as SELF, Store, recall_interval
 
 LATENCY_QUERIES = 50  # single-query timings per method
 
@@ -62,12 +62,9 @@ def funnel_recall(store: Store[Any], name: str, funnel: Funnel, *, sample: int =
     truth = _held_out(store.search(name, q, k=k + 1, funnel=exact).hits, k)
     got = _held_out(store.search(name, q, k=k + 1, funnel=funnel).hits, k)
     recalls = np.array([len(set(a) & set(b)) / max(1, len(b)) for a, b in zip(got, truth)])
-    recall = float(recalls.mean())
-    half = 1.96 * float(recalls.std(ddof=1)) / np.sqrt(len(recalls)) if len(recalls) > 1 \
-        else 0.0
-    return FunnelCheck(name, str(funnel), k, len(q), round(recall, 4),
-                       _p50(store, name, q, k, funnel), _p50(store, name, q, k, exact),
-                       round(max(0.0, recall - half), 4), round(min(1.0, recall + half), 4))
+    recall, low, high = recall_interval(recalls)
+    return FunnelCheck(name, str(funnel), k, len(q), recall, _p50(store, name, q, k, funnel),
+                       _p50(store, name, q, k, exact), low, high)
 
 
 def _held_out(hits: list[list[Any]], k: int) -> list[list[str]]:

@@ -28,12 +28,12 @@ from .plan import Capabilities, Plan
 from .records import (Document, Hit, SearchResult, SetInfo, SetRecord, StorageInfo,
                       ViewInfo)
 from .rules import check_filters, check_ids, check_metadata, parse_filters
-from .tune import SELF as SELF_SCORE, Tuned
+from .tune import SELF as SELF_SCORE, Tuned, recall_interval
 
 __all__ = ["Capabilities", "Document", "Engine", "Hit", "Plan", "SearchResult", "SetInfo",
            "SetRecord", "StageTiming", "StorageInfo", "Store", "View", "ViewInfo",
            "check_filters", "check_ids", "check_metadata", "default_location", "open_store",
-           "parse_filters", "SELF_SCORE", "Tuned",
+           "parse_filters", "recall_interval", "SELF_SCORE", "Tuned",
            "start_embedded", "stop_embedded"]
 
 DEFAULT_LOCATION = "./mrlkit-data"

@@ -175,7 +175,8 @@ def choose_funnel(n: int, stored_dim: int, supports_mrl: bool, k: int = 10, *,
     from ``threshold`` rows (the engine's ``native_from``), an HNSW graph over a short
     prefix proposes 50 candidates (5·k) and the full vector reranks them. Smaller sets
     are scanned exactly. A model that is not Matryoshka-trained loses too much in a
-    short prefix, so its sets are scanned at the full dimension.
+    short prefix, so its first stage is an HNSW graph on the full vector. A set's tuned
+    plan (:mod:`.tune`) replaces this rule while it is fresh.
 
     Example::
 

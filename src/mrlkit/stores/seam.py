@@ -1,7 +1,7 @@
-"""The seam between the store core and an engine: what an engine implements (:class:`Engine`,
-about a dozen I/O primitives), what it hands back (:class:`Scan`, :class:`Partial`), and
-the defaults it may inherit. Nothing here decides anything: the planner
-(:mod:`.plan`) and the core (:mod:`.core`) do.
+"""The seam between the store core and an engine: what an engine implements (:class:`Engine`:
+I/O primitives — records, writes, reads, its own first stage), what it hands back
+(:class:`Scan`, :class:`Partial`), and the defaults it may inherit. Nothing here
+decides anything: the planner (:mod:`.plan`) and the core (:mod:`.core`) do.
 
 Example::
 

@@ -113,6 +113,21 @@ def prefixes_of(spec: ModelSpec, stored_dim: int, adapted: bool) -> list[int]:
     return out
 
 
+def recall_interval(per_query: np.ndarray) -> tuple[float, float, float]:
+    """Mean recall over probe queries and its 95% confidence interval (normal).
+
+    Example::
+
+        >>> recall_interval(np.array([1.0, 1.0, 0.8, 1.0]))
+        (0.95, 0.852, 1.0)
+    """
+    mean = float(per_query.mean())
+    half = (1.96 * float(per_query.std(ddof=1)) / np.sqrt(len(per_query))
+            if len(per_query) > 1 else 0.0)
+    return (round(mean, 4), round(float(max(0.0, mean - half)), 4),
+            round(float(min(1.0, mean + half)), 4))
+
+
 def _recalls(found: list[list[str]], truth: list[list[str]], k: int) -> np.ndarray:
     return np.array([len(set(f[:k]) & set(t[:k])) / max(1, min(k, len(t)))
                      for f, t in zip(found, truth)], np.float64)
@@ -145,12 +160,13 @@ def tune(store: Store[Any], name: str, *, recall: float = TARGET, k: int = 10,
     spec = get_spec(rec.model)
     native = n >= store.native_from >= 0
     tried: list[dict[str, Any]] = []
+    per_query: dict[str, np.ndarray] = {str(full): np.ones(len(q))}  # each probe's recall
     for family in candidates(rec.stored_dim, prefixes_of(spec, rec.stored_dim,
                                                          rec.transform is not None),
                              n, k, native):
         for funnel in family:
             found, path = run(funnel, q)
-            r = _recalls(found, truth, k)
+            r = per_query[str(funnel)] = _recalls(found, truth, k)
             got = round(float(r.mean()), 4)
             row: dict[str, Any] = {"funnel": str(funnel), "recall": got,
                                    "p50_ms": _p50(run, funnel, q), "path": path}
@@ -160,20 +176,16 @@ def tune(store: Store[Any], name: str, *, recall: float = TARGET, k: int = 10,
             if got >= recall:
                 break
     exact_row: dict[str, Any] = {"funnel": str(full), "recall": 1.0,
-                 "p50_ms": _p50(run, full, q), "path": "generic"}
+                                 "p50_ms": _p50(run, full, q), "path": "generic"}
     tried.append(exact_row)
     ok = [t for t in tried if t["recall"] >= recall]
     best = min(ok, key=lambda t: t["p50_ms"])
-    found, path = run(Funnel.parse(best["funnel"]), q)
-    r = _recalls(found, truth, k)
-    half = 1.96 * float(r.std(ddof=1)) / np.sqrt(len(r)) if len(r) > 1 else 0.0
+    mean, low, high = recall_interval(per_query[best["funnel"]])
     why = (f"the cheapest of {len(tried)} plans measured to keep recall@{k} ≥ {recall}: "
            f"{best['p50_ms']} ms p50" + ("" if best is exact_row else
                                          f" against {exact_row['p50_ms']} ms exact"))
-    tuned = Tuned(best["funnel"], round(float(r.mean()), 4),
-                  round(max(0.0, float(r.mean()) - half), 4),
-                  round(min(1.0, float(r.mean()) + half), 4), best["p50_ms"], path, recall,
-                  k, len(q), source, n, tried, why)
+    tuned = Tuned(best["funnel"], mean, low, high, best["p50_ms"], best["path"], recall, k,
+                  len(q), source, n, tried, why)
     store.engine.save_plan(name, tuned.to_json())
     return tuned
 
