@@ -64,3 +64,23 @@ def test_a_cache_that_cannot_be_written_is_a_miss_not_an_error(tmp_path, monkeyp
     provider = CountingProvider(spec)
     monkeypatch.setattr(cache, "get_provider", lambda s, **kw: provider)
     assert cache.cached_embed(spec, ["x"], kind="document").shape == (1, 768)
+
+
+def test_a_repeated_text_is_embedded_once_and_a_damaged_cache_is_a_miss(tmp_path,
+                                                                       monkeypatch):
+    import sqlite3
+
+    monkeypatch.setenv("MRLKIT_CACHE", str(tmp_path))
+    spec = registry.get_spec("nomic-embed-text")
+    provider = CountingProvider(spec)
+    monkeypatch.setattr(cache, "get_provider", lambda s, **kw: provider)
+    x = cache.cached_embed(spec, ["a", "b", "a"], kind="document")
+    assert provider.sizes == [2] and np.array_equal(x[0], x[2])
+    # a row cut short and a whole-list file that is not an array: both read as misses
+    (db,) = (tmp_path / "texts").glob("*.sqlite")
+    with sqlite3.connect(db) as conn:
+        conn.execute("UPDATE v SET x = substr(x, 1, 10)")
+    for f in tmp_path.glob("*.npy"):
+        f.write_bytes(b"damaged")
+    y = cache.cached_embed(spec, ["a", "b", "a"], kind="document")
+    assert y.shape == (3, 768) and provider.sizes == [2, 2]

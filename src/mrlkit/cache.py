@@ -76,10 +76,12 @@ def cached_embed(model: str | ModelSpec, texts: Sequence[str], *, kind: Kind = "
     # vectors of a faster encoder never stand in for the model's own (torch keeps its keys)
     tag = "" if backend == "torch" else f"-{backend}"
     path = cache_dir() / f"{spec.name}-{kind}{tag}-{cache_key(spec, texts, kind, dim)[:32]}.npy"
-    if path.exists():
-        out = np.asarray(np.load(path))
-        if out.shape[0] == len(texts):
-            return out
+    try:  # a damaged file is a miss
+        out = np.asarray(np.load(path)) if path.exists() else None
+    except (OSError, ValueError):
+        out = None
+    if out is not None and out.shape[0] == len(texts):
+        return out
     kept_dim = dim if spec.server_side_dims else None  # per text: native, cut on the way out
     out = _per_text(spec, texts, kind, tag, kept_dim, provider_options)
     if dim is not None and kept_dim is None and dim != out.shape[1]:
@@ -98,29 +100,36 @@ def cached_embed(model: str | ModelSpec, texts: Sequence[str], *, kind: Kind = "
 
 def _per_text(spec: ModelSpec, texts: list[str], kind: Kind, tag: str, dim: int | None,
               options: dict[str, Any]) -> np.ndarray:
-    """Each text's vector from the per-text file, the misses embedded in one call."""
+    """Each text's vector from the per-text file, the misses (each distinct text once)
+    embedded in one call. A row of the wrong size (a damaged file) is a miss."""
     db_path = (cache_dir() / "texts" /
                f"{spec.name}-{kind}{tag}-{cache_key(spec, [], kind, dim)[:16]}.sqlite")
+    width = spec.native_dim if dim is None else dim
     keys = [hashlib.sha256(t.encode()).digest() for t in texts]
+    wanted = list(dict.fromkeys(keys))
     found: dict[bytes, np.ndarray] = {}
+    db = None
     try:
         db_path.parent.mkdir(parents=True, exist_ok=True)
         db = sqlite3.connect(db_path, timeout=60, isolation_level=None)
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("CREATE TABLE IF NOT EXISTS v (h BLOB PRIMARY KEY, x BLOB NOT NULL)")
-        wanted = list(dict.fromkeys(keys))
         for start in range(0, len(wanted), 900):
             chunk = wanted[start:start + 900]
             for h, x in db.execute(f"SELECT h, x FROM v WHERE h IN "
                                    f"({','.join('?' * len(chunk))})", chunk):
-                found[h] = np.frombuffer(x, np.float32)
+                if isinstance(x, bytes) and len(x) == 4 * width:
+                    found[h] = np.frombuffer(x, np.float32)
     except (OSError, sqlite3.Error):  # a cache that cannot be read is a miss, not an error
+        if db is not None:
+            db.close()
         db = None
-    miss = [i for i, h in enumerate(keys) if h not in found]
+    text_of = dict(zip(keys, texts))
+    miss = [h for h in wanted if h not in found]
     if miss:
         got = np.asarray(get_provider(spec, **options).embed(
-            [texts[i] for i in miss], kind=kind, dim=dim), np.float32)
-        fresh = {keys[i]: got[j] for j, i in enumerate(miss)}
+            [text_of[h] for h in miss], kind=kind, dim=dim), np.float32)
+        fresh = dict(zip(miss, got))
         found.update(fresh)
         if db is not None:
             try:
@@ -130,7 +139,6 @@ def _per_text(spec: ModelSpec, texts: list[str], kind: Kind, tag: str, dim: int 
                 pass
     if db is not None:
         db.close()
-    width = spec.native_dim if dim is None else dim
     if not texts:
         return np.empty((0, width), np.float32)
     return np.stack([found[h] for h in keys])
