@@ -3,7 +3,6 @@ prefix and precision."""
 
 from __future__ import annotations
 
-
 from fastapi import APIRouter
 from fastapi.concurrency import run_in_threadpool
 
@@ -17,7 +16,7 @@ def embeddings(sh: Shared) -> APIRouter:
     router = APIRouter()
 
     @router.get("/v1/models", tags=["embeddings"], response_model=s.ModelList,
-             dependencies=[sh.role("read")], responses=ERRORS)
+                dependencies=[sh.role("read")], responses=ERRORS)
     async def models() -> s.ModelList:
         cards = []
         for name in sh.config.models:
@@ -28,7 +27,7 @@ def embeddings(sh: Shared) -> APIRouter:
         return s.ModelList(data=cards)
 
     @router.post("/v1/embeddings", tags=["embeddings"], response_model=s.EmbeddingsResponse,
-              dependencies=[sh.role("read")], responses=ERRORS)
+                 dependencies=[sh.role("read")], responses=ERRORS)
     async def embeddings(body: s.EmbeddingsRequest) -> s.EmbeddingsResponse:
         spec = sh.state.spec(body.model)
         texts = [body.input] if isinstance(body.input, str) else list(body.input)

@@ -21,13 +21,13 @@ def sets(sh: Shared) -> APIRouter:
     router = APIRouter()
 
     @router.get("/v1/sets", tags=["sets"], response_model=s.SetList,
-             dependencies=[sh.role("read")], responses=ERRORS)
+                dependencies=[sh.role("read")], responses=ERRORS)
     async def list_sets() -> s.SetList:
         got = await run_in_threadpool(sh.store().list_sets)
         return s.SetList(data=[i.as_dict() for i in got])
 
     @router.post("/v1/sets", tags=["sets"], status_code=201, dependencies=[sh.role("write")],
-              responses=ERRORS)
+                 responses=ERRORS)
     async def create_set(body: s.CreateSet) -> dict[str, Any]:
         sh.state.spec(body.model)
         got = await run_in_threadpool(lambda: sh.store().create_set(
@@ -36,18 +36,18 @@ def sets(sh: Shared) -> APIRouter:
         return dict(got.as_dict())
 
     @router.get("/v1/sets/{name}", tags=["sets"], dependencies=[sh.role("read")],
-             responses=ERRORS)
+                responses=ERRORS)
     async def get_set(name: str) -> dict[str, Any]:
         info = await run_in_threadpool(sh.store().info, name)
         return dict(info.as_dict())
 
     @router.delete("/v1/sets/{name}", tags=["sets"], response_model=s.Count,
-                dependencies=[sh.role("write")], responses=ERRORS)
+                   dependencies=[sh.role("write")], responses=ERRORS)
     async def drop_set(name: str) -> s.Count:
         return s.Count(count=await run_in_threadpool(sh.store().drop_set, name))
 
     @router.post("/v1/sets/{name}/documents", tags=["sets"], response_model=s.Count,
-              dependencies=[sh.role("write")], responses=ERRORS)
+                 dependencies=[sh.role("write")], responses=ERRORS)
     async def add_documents(name: str, body: s.AddDocuments) -> s.Count:
         docs = body.documents
         if len(docs) > sh.config.limits.documents:
@@ -79,7 +79,7 @@ def sets(sh: Shared) -> APIRouter:
         return s.Count(count=added)
 
     @router.post("/v1/sets/{name}/documents/delete", tags=["sets"], response_model=s.Count,
-              dependencies=[sh.role("write")], responses=ERRORS)
+                 dependencies=[sh.role("write")], responses=ERRORS)
     async def delete_documents(name: str, body: s.DeleteDocuments) -> s.Count:
         if len(body.ids) > sh.config.limits.documents:
             raise ApiError(400, f"at most {sh.config.limits.documents:,} ids per request",
@@ -87,7 +87,7 @@ def sets(sh: Shared) -> APIRouter:
         return s.Count(count=await run_in_threadpool(sh.store().delete, name, body.ids))
 
     @router.post("/v1/sets/{name}/search", tags=["sets"], response_model=s.SearchResponse,
-              dependencies=[sh.role("read")], responses=ERRORS)
+                 dependencies=[sh.role("read")], responses=ERRORS)
     async def search(name: str, body: s.SearchRequest) -> JSONResponse:
         if (body.query is None) == (body.vector is None):
             raise ApiError(400, "give a query (text) or a vector, not both or neither",
@@ -129,14 +129,14 @@ def sets(sh: Shared) -> APIRouter:
             "notes": res.notes})
 
     @router.post("/v1/sets/{name}/truncate", tags=["sets"], dependencies=[sh.role("write")],
-              responses=ERRORS)
+                 responses=ERRORS)
     async def truncate(name: str, body: s.TruncateSet) -> dict[str, Any]:
         got = await run_in_threadpool(lambda: sh.store().truncate(
             name, body.dimensions, allow_non_mrl=body.allow_non_mrl))
         return dict(got.as_dict())
 
     @router.post("/v1/sets/{name}/index", tags=["sets"], response_model=s.Built,
-              dependencies=[sh.role("write")], responses=ERRORS)
+                 dependencies=[sh.role("write")], responses=ERRORS)
     async def index(name: str, body: s.IndexSet) -> s.Built:
         funnel = parse_funnel(body.funnel)
         assert funnel is not None
