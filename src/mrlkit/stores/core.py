@@ -23,7 +23,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
-from .. import vectors
+from .rows import damaged_rows, even_rows
 from ..errors import DimensionError, InvalidInputError, SetExistsError
 from ..funnel import Adaptive, Funnel, MatrixSource, Stage, execute, rerank
 from ..registry import get_spec, validate_dim
@@ -245,7 +245,7 @@ class Store(Generic[R]):
         """An even sample of up to ``n`` of the set's stored vectors, as queries (an
         adapted set's undone, so that a search does not transform them twice)."""
         rec = self.engine.record(name)
-        x = self.engine.sample(rec, vectors.even_rows(self.engine.rows(rec), n))
+        x = self.engine.sample(rec, even_rows(self.engine.rows(rec), n))
         return rec.transform.undo(x) if rec.transform is not None and len(x) else x
 
     def needs_tune(self, name: str) -> bool:
@@ -297,7 +297,7 @@ class Store(Generic[R]):
         if not self.engine.check(rec, report, repair):
             ids, x = self.engine.vectors(rec)
             report.checked.append(f"{len(ids):,} stored vectors: finite and unit norm")
-            bad = [ids[i] for i in vectors.damaged_rows(x, rec.storage)]
+            bad = [ids[i] for i in damaged_rows(x, rec.storage)]
             if bad:
                 problem = f"{len(bad):,} stored vectors are damaged (ids {bad[:5]})"
                 if repair:

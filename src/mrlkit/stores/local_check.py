@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .. import vectors
+from .rows import damaged_rows
 from .local_files import (SetFiles, _view_shape, file_crc, read_sealed, remove_path, row_crcs,
                           storage_dtype, _calibration)
 from .local_graph import verify
@@ -88,7 +88,7 @@ def _check_vectors(engine: LocalEngine, rec: LocalRecord, report: CheckReport,
                 mismatch.append(rows[have][differ])
             if not whole:  # rows written before row checksums: only the norm check
                 unverified.append(rows[~have])
-            broken.append(rows[vectors.damaged_rows(block, rec.storage)])
+            broken.append(rows[damaged_rows(block, rec.storage)])
     mism = _cat(mismatch)
     unver = np.setdiff1d(_cat(unverified), _cat(broken))
     damaged = np.union1d(np.union1d(lost, mism), _cat(broken))

@@ -33,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from .rows import even_rows
 from .. import vectors
 from . import faults
 from .local_files import file_crc, finite_rows, locked, read_sealed, write_sealed
@@ -168,7 +169,7 @@ def _new_index(matrix: np.ndarray, dim: int, n_rows: int) -> Any:
     index = faiss.IndexHNSWSQ(dim, faiss.ScalarQuantizer.QT_8bit, M,  # type: ignore[arg-type]
                               faiss.METRIC_INNER_PRODUCT)
     index.hnsw.efConstruction = EF_CONSTRUCTION
-    sample = vectors.even_rows(n_rows, _TRAIN)
+    sample = even_rows(n_rows, _TRAIN)
     index.train(np.ascontiguousarray(vectors.truncate(finite_rows(matrix[sample]), dim)))
     return index
 

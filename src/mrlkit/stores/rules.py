@@ -21,6 +21,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from .rows import even_rows
 from .. import vectors
 from ..errors import InvalidInputError, ReembedRequiredError
 from ..registry import ModelSpec, validate_dim
@@ -350,7 +351,7 @@ def calibration_stale(fitted_on: int, rows: int) -> bool:
 
 def sample_rows(n: int) -> np.ndarray:
     """An even spread of up to ``CALIBRATION_SAMPLE`` row numbers out of ``n``."""
-    return vectors.even_rows(n, CALIBRATION_SAMPLE)
+    return even_rows(n, CALIBRATION_SAMPLE)
 
 
 def fit_calibration(sample: np.ndarray, dim: int) -> Int8Calibration:
