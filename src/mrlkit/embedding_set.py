@@ -39,6 +39,7 @@ class Added:
     added: int = 0
     skipped: int = 0
     replaced: int = 0
+    tuned: Tuned | None = None  # the plan measured after the add, when the set needed one
 
     def __iadd__(self, other: Added) -> Added:
         self.added += other.added
@@ -80,21 +81,28 @@ class EmbeddingSet:
 
     def add_texts(self, ids: Sequence[str], texts: Sequence[str],
                   metadata: Sequence[Mapping[str, Any] | None] | None = None, *,
-                  upsert: bool = False, embed_texts: Sequence[str] | None = None) -> int:
+                  upsert: bool = False, embed_texts: Sequence[str] | None = None,
+                  tune: bool = True) -> int:
         """Embed ``texts`` (or ``embed_texts``, e.g. title + text) and add them as one
-        atomic batch."""
+        atomic batch; with ``tune``, tuned after it when the set needs it
+        (:meth:`Store.tune_if_needed`)."""
         if len(ids) != len(texts):
             raise InvalidInputError(f"{len(ids)} ids but {len(texts)} texts")
         emb = self.embed(embed_texts if embed_texts is not None else texts, "document")
-        return self.store.add(self.name, ids, emb, texts, metadata, upsert=upsert)
+        added = self.store.add(self.name, ids, emb, texts, metadata, upsert=upsert)
+        if tune:
+            self.store.tune_if_needed(self.name)
+        return added
 
     def add_stream(self, records: Iterable[dict[str, Any]], *, total: int | None = None,
                    batch_size: int = 256, upsert: bool = False,
-                   progress: bool = True) -> Added:
+                   progress: bool = True, tune: bool = True) -> Added:
         """Embed and add ``{"id", "text", "title"?, "metadata"?}`` records in batches;
         each batch is atomic, so an interrupted run keeps every finished batch, and a
         re-run skips documents already stored with the same text and metadata (no model
-        call for them): it resumes where the interrupted one stopped."""
+        call for them): it resumes where the interrupted one stopped. With ``tune``, a
+        set that has passed the rows where a first stage pays (or doubled since its last
+        tune) is tuned at the end (:meth:`Store.tune_if_needed`): ``done.tuned``."""
         done = Added()
         try:
             with Progress(f"adding to {self.name}", total, enabled=progress) as bar:
@@ -113,6 +121,8 @@ class EmbeddingSet:
         except KeyboardInterrupt as stop:  # every finished batch is kept: say how many
             stop.added = done  # type: ignore[attr-defined]
             raise
+        if tune:
+            done.tuned = self.store.tune_if_needed(self.name)
         return done
 
     def fresh(self, batch: list[dict[str, Any]]) -> list[tuple[dict[str, Any],
@@ -179,11 +189,12 @@ class EmbeddingSet:
         return self.store.search(self.name, queries, k=k, funnel=funnel, filters=filters,
                                  adaptive=adaptive or None, recall=recall)
 
-    def tune(self, queries: Sequence[str] | None = None, *, recall: float = 0.95,
+    def tune(self, queries: Sequence[str] | None = None, *, recall: float | None = None,
              k: int = 10, probes: int = 200,
              progress: Callable[[str], None] | None = None) -> Tuned:
-        """Measure and keep the set's cheapest plan for ``recall`` (:meth:`Store.tune`),
-        on your query texts (embedded with the query prompt) or sampled documents."""
+        """Measure and keep the set's cheapest plan for ``recall`` (default: the set's
+        target; :meth:`Store.tune`), on your query texts (embedded with the query
+        prompt) or sampled documents."""
         q = self.embed(list(queries), "query") if queries else None
         return self.store.tune(self.name, recall=recall, k=k, queries=q, probes=probes,
                                progress=progress)

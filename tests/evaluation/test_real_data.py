@@ -53,3 +53,22 @@ def test_banking77_classification_on_a_sample(tmp_path):
     full = report["results"][-1]
     assert full["accuracy"] > 0.5 and 0 < full["v_measure"] <= 1
     assert report["results"][0]["accuracy_retention"] <= 1.05
+
+
+def test_check_mrl_and_advise_state_their_sample_interval_and_reason():
+    """Every verdict says how many queries it stands on and how far they let it move."""
+    from mrlkit.evaluation.advisor import advise, check_mrl
+
+    folder = str(dataset("scifact"))
+    got = check_mrl(folder, "all-MiniLM-L6-v2")
+    assert got["queries"] == 300 and "on 300 queries" in got["verdict"]
+    assert not got["matryoshka_like"]  # MiniLM is not Matryoshka-trained
+    for row in got["curve"]:
+        lo, hi = row["retention_ci"]
+        assert lo <= row["retention"] <= hi and hi - lo < 0.2
+    assert got["settled"] is all(r["decided"] for r in got["curve"] if r["ok"] is not None)
+    a = advise(folder, "all-MiniLM-L6-v2", target=0.95)
+    c = a["choice"]
+    lo, hi = c["retention_ci"]["ndcg@10"]
+    assert lo <= c["metric_retention"] <= hi
+    assert "95% CI" in a["why"] and "300 queries" in a["why"] and "bytes" in a["why"]

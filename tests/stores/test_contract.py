@@ -723,9 +723,29 @@ def test_a_tuned_set_keeps_its_target_on_held_out_queries_and_says_how(store):
     assert "stale" in store.info("s").funnel_reason
     again = store.tune("s", recall=0.9, probes=50)
     assert again.rows == 4100 and not store.needs_tune("s")
-    # a truncate drops the plan: it was measured on vectors that are gone
+    # a truncate drops the measured plan (it was measured on vectors that are gone) and
+    # keeps the set's target
     store.truncate("s", 128, allow_non_mrl=True)
-    assert store.info("s").tuned is None
+    assert store.info("s").tuned == {"target": 0.9}
+
+
+def test_a_set_keeps_its_own_target_and_is_tuned_when_it_needs_it(store):
+    """`sets create --recall`: the target is the set's, every tune keeps it; the
+    automatic tune (tune_if_needed) runs once past the threshold and again at ×2."""
+    with pytest.raises(errors.InvalidInputError, match="recall"):
+        store.create_set("bad", MODEL, recall=1.5)
+    fill(store, 600, recall=0.99)
+    assert store.info("s").tuned == {"target": 0.99}
+    tuned = store.tune_if_needed("s")
+    if store.native_from < 0:  # generic mode: no first stage of the engine ever pays
+        assert tuned is None and not store.needs_tune("s")
+        return
+    assert tuned is not None and tuned.target == 0.99 and tuned.recall >= 0.99
+    assert store.tune_if_needed("s") is None  # fresh: nothing to do
+    store.add("s", ids(700, 600), unit(700, seed=9))  # 1,300 rows: doubled
+    again = store.tune_if_needed("s")
+    assert again is not None and again.rows == 1300 and again.target == 0.99
+    assert store.info("s").tuned["target"] == 0.99
 
 
 INDEX_METHODS = {"ann", "sql:hnsw", "chroma-hnsw", "qdrant query"}

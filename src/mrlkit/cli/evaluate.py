@@ -10,6 +10,7 @@ from typing import Annotated, Any, Optional
 from collections.abc import Callable
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from ..errors import InvalidInputError
@@ -284,13 +285,16 @@ def advise_cmd(
         result = advise(beir_dir, model, target=target, metric=metric, split=split)
     table = Table(title=f"{result['model']} on {result['dataset']}: {metric} retention "
                         f"(target {target:.0%})")
-    for col in ("setting", metric, "retention", "bytes/vec", "p50 ms", "meets target"):
+    for col in ("setting", metric, "retention", "95% CI", "bytes/vec", "p50 ms",
+                "meets target"):
         table.add_column(col, justify="right" if col != "setting" else "left")
     for r in sorted(result["table"], key=lambda r: (r["bytes_per_vector"], r["p50_ms"])):
         setting = r["funnel"] or f"{r['precision']}@{r['dim']}"
         chosen = result["choice"] is r
+        lo, hi = r["retention_ci"][metric]
         table.add_row(("[bold green]→ " if chosen else "") + setting, f"{r[metric]:.4f}",
-                      f"{r['metric_retention']:.1%}", str(r["bytes_per_vector"]),
+                      f"{r['metric_retention']:.1%}", f"{lo:.1%}–{hi:.1%}",
+                      str(r["bytes_per_vector"]),
                       f"{r['p50_ms']:.2f}", "yes" if r["metric_retention"] >= target else "no")
     show(table)
     c = result["choice"]
@@ -304,6 +308,7 @@ def advise_cmd(
                   f"({base['bytes_per_vector'] / c['bytes_per_vector']:.0f}× less), keeping "
                   f"{c['metric_retention']:.1%} of {metric}; keeps "
                   f"{c['disk_bytes_per_vector']} bytes per vector on disk.")
+        out.print(escape(f"Why: {result['why']}."))
         if c.get("non_mrl_truncation"):
             out.print("[yellow]This truncates a model that is not Matryoshka-trained: "
                       "use --allow-non-mrl, knowing the measured loss.[/]")
@@ -358,7 +363,8 @@ def check_mrl_cmd(
         result = check_mrl(beir, model, split=split)
     table = rep.simple_table(f"{result['model']} on {result['dataset']}: nDCG@10 retention "
                              f"(native {result['native_ndcg@10']:.4f})", result["curve"],
-                             ["fraction", "dim", "ndcg@10", "retention", "reference", "ok"])
+                             ["fraction", "dim", "ndcg@10", "retention", "retention_ci",
+                              "reference", "ok"])
     show(table)
     out.print(("[green]" if result["matryoshka_like"] else "[yellow]") + result["verdict"])
     out.print(f"[dim]Reference: {result['reference_source']}[/]")

@@ -43,13 +43,19 @@ def sets_create(
     index: Annotated[bool, typer.Option(
         help="pgvector: create the HNSW index of the default funnel's first stage now "
              "(--no-index loads faster; index after with `sets index`).")] = True,
+    recall: Annotated[Optional[float], typer.Option(
+        help="The set's recall@10 target against exact full-vector search (default "
+             "0.95): its tunes keep it, and a search without --funnel runs the cheapest "
+             "plan measured to keep it.")] = None,
     store: StoreOpt = None,
 ) -> None:
     """Create an embedding set (model and dimension validated by the registry)."""
     info = _store(store, create=True).create_set(name, model, dim, storage=storage,
-                                    allow_non_mrl=allow_non_mrl, index=index)
+                                    allow_non_mrl=allow_non_mrl, index=index,
+                                    recall=recall)
     out.print(f"created set [bold]{info.name}[/]: {info.model} at {info.stored_dim} "
-              f"dimensions, {info.storage}")
+              f"dimensions, {info.storage}"
+              + (f", recall target {recall}" if recall is not None else ""))
 
 
 @sets_app.command("index")
@@ -72,8 +78,9 @@ def sets_tune(name: SetArg,
                   "--queries", help="Your own queries to measure on (JSONL with text or "
                   "query, or one per line): real queries beat documents. Default: 200 of "
                   "the set's documents, each searched with itself excluded.")] = None,
-              recall: Annotated[float, typer.Option(
-                  help="The recall@k target against exact full-vector search.")] = 0.95,
+              recall: Annotated[Optional[float], typer.Option(
+                  help="The recall@k target against exact full-vector search (default: "
+                       "the set's own, 0.95 unless created with another).")] = None,
               k: Annotated[int, typer.Option("-k", "--k", help="Hits per search.")] = 10,
               probes: Annotated[int, typer.Option(
                   help="Documents sampled as probe queries (without --queries).")] = 200,
@@ -97,7 +104,8 @@ def sets_tune(name: SetArg,
     if json_out:
         sys.stdout.write(json.dumps(dataclasses.asdict(tuned)) + "\n")
         return
-    table = Table(title=escape(f"{name}: plans measured for recall@{k} ≥ {recall}"))
+    table = Table(title=escape(f"{name}: plans measured for recall@{k} ≥ {tuned.target} "
+                               f"on {tuned.probes} probe {tuned.source}"))
     for col in ("funnel", "recall", "p50 ms", "path"):
         table.add_column(col, no_wrap=True, justify="left" if col == "funnel" else "right")
     for t in tuned.tried:
@@ -274,8 +282,9 @@ def add(name: SetArg, path: Annotated[str, typer.Argument(
                                 provider_options=options)
         else:
             try:
+                # tuned below, with a word on stderr first
                 done = s.add_stream(records, total=total, batch_size=batch_size,
-                                    upsert=upsert, progress=not quiet)
+                                    upsert=upsert, progress=not quiet, tune=False)
             except KeyboardInterrupt as stop:
                 kept = getattr(stop, "added", None)
                 stored = (f"{kept.added:,} documents added in this run" if kept else
@@ -293,7 +302,9 @@ def add(name: SetArg, path: Annotated[str, typer.Argument(
             warnings.simplefilter("ignore")
             tuned = st.tune(name)
     if json_out:
-        sys.stdout.write(json.dumps({"set": name, **done.__dict__, "collapsed": collapsed,
+        sys.stdout.write(json.dumps({"set": name, "added": done.added,
+                                     "skipped": done.skipped, "replaced": done.replaced,
+                                     "collapsed": collapsed,
                                      "tuned": dataclasses.asdict(tuned) if tuned else None})
                          + "\n")
         return

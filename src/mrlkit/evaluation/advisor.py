@@ -69,8 +69,26 @@ def advise(folder: str, model: str, *, target: float = 0.95, metric: str = "ndcg
         r["metric_retention"] = round(r[metric] / base[metric], 4) if base[metric] else 0.0
     ok = [r for r in results if r["metric_retention"] >= target]
     choice = min(ok, key=lambda r: (r["bytes_per_vector"], r["p50_ms"])) if ok else None
+    n = report.get("queries", 0)
+    if choice is None:
+        why = (f"no setting kept {target:.0%} of {metric} on {n} queries: keep float32 at "
+               "full dimension")
+    else:
+        lo, hi = choice["retention_ci"][metric] if "retention_ci" in choice else (None, None)
+        ties = [r for r in ok if r["bytes_per_vector"] == choice["bytes_per_vector"]]
+        why = (f"the fewest bytes scanned per vector ({choice['bytes_per_vector']}) among "
+               f"the {len(ok)} settings that kept ≥ {target:.0%} of {metric}"
+               + (f", the fastest ({choice['p50_ms']:.2f} ms p50) of the {len(ties)} that "
+                  "scan as few" if len(ties) > 1 else "")
+               + f"; retention {choice['metric_retention']:.1%}"
+               + (f" (95% CI {lo:.1%}–{hi:.1%} on {n} queries)" if lo is not None else
+                  f" on {n} queries"))
+        if lo is not None and lo < target:
+            why += (f"; the lower end of its interval is under the target: {n} queries "
+                    "cannot promise it, measure on more before relying on it")
     return {"model": spec.name, "dataset": report["dataset"], "metric": metric,
-            "target": target, "choice": choice, "baseline": base, "table": results}
+            "target": target, "queries": n, "choice": choice, "why": why, "baseline": base,
+            "table": results}
 
 
 def check_mrl(folder: str, model: str, *, split: str = "test") -> dict[str, Any]:
@@ -89,22 +107,37 @@ def check_mrl(folder: str, model: str, *, split: str = "test") -> dict[str, Any]
         # below the published curve's last point (1/12) the reference is an
         # extrapolation: shown, but not a fact to judge a model by
         published = r["dim"] / native >= min(REFERENCE_CURVE) - 1e-9
+        lo, hi = r["retention_ci"]["ndcg@10"]
+        line = ref - TOLERANCE
         rows.append({"dim": r["dim"], "fraction": f"1/{native // r['dim']}",
                      "ndcg@10": r["ndcg@10"], "retention": r["retention"],
-                     "reference": round(ref, 4),
-                     "ok": (r["retention"] >= ref - TOLERANCE) if published else None})
+                     "retention_ci": [lo, hi], "reference": round(ref, 4),
+                     "ok": (r["retention"] >= line) if published else None,
+                     # does the sample of queries decide it? (the interval on one side)
+                     "decided": (lo >= line or hi < line) if published else None})
     judged = [r for r in rows if r["ok"] is not None]
     matryoshka_like = all(r["ok"] for r in judged)
+    n = report["queries"]
+    sample = f"on {n} queries of {report['dataset']}"
     if matryoshka_like:
-        verdict = (f"{spec.name} behaves like a Matryoshka model on {report['dataset']}: "
-                   "its prefixes keep about as much as published MRL models'.")
+        verdict = (f"{spec.name} behaves like a Matryoshka model {sample}: its prefixes "
+                   "keep about as much as published MRL models'.")
     else:
         worst = min(judged, key=lambda r: r["retention"] - r["reference"])
-        verdict = (f"truncation hurts {spec.name}: at {worst['dim']} dimensions it keeps "
-                   f"{worst['retention']:.0%} of nDCG@10 where MRL models keep about "
-                   f"{worst['reference']:.0%}. Do not truncate it; use binary or int8 at "
-                   "full dimension to save space, or fit a rotation (`mrlkit adapt`) first.")
+        lo, hi = worst["retention_ci"]
+        verdict = (f"truncation hurts {spec.name} {sample}: at {worst['dim']} dimensions it "
+                   f"keeps {worst['retention']:.0%} of nDCG@10 (95% CI {lo:.0%}–{hi:.0%}) "
+                   f"where MRL models keep about {worst['reference']:.0%}. Do not truncate "
+                   "it; use binary or int8 at full dimension to save space, or fit a "
+                   "rotation (`mrlkit adapt`) first.")
+    open_rows = [r for r in judged if not r["decided"]]
+    if open_rows:
+        unsure = ", ".join(str(r["dim"]) for r in open_rows)
+        verdict += (f" Not settled: at {unsure} dimensions the 95% interval of the retention "
+                    f"spans the line (the reference − {TOLERANCE:.0%}); {n} queries cannot "
+                    "tell, measure on more.")
     return {"model": spec.name, "dataset": report["dataset"], "native_dim": native,
+            "queries": n, "settled": not open_rows,
             "native_ndcg@10": next(r["ndcg@10"] for r in report["results"]
                                    if r["dim"] == native),
             "curve": rows, "matryoshka_like": matryoshka_like, "verdict": verdict,

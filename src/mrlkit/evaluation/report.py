@@ -64,6 +64,9 @@ def cell(column: str, value: object) -> str:
         return "—"
     if isinstance(value, bool):
         return "yes" if value else "no"
+    if isinstance(value, list) and len(value) == 2 and "ci" in column:  # an interval
+        lo, hi = (cell(column.replace("_ci", ""), float(v)) for v in value)
+        return f"{lo}–{hi}"
     if isinstance(value, float):
         return f"{value:.1%}" if "retention" in column or column == "reference" \
             else f"{value:.4f}"

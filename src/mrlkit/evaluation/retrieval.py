@@ -47,17 +47,43 @@ def score_run(qrels: dict[str, dict[str, int]], run: dict[str, dict[str, float]]
         >>> score_run({"q": {"d1": 1}}, {"q": {"d1": 0.9, "d2": 0.5}})["mrr@10"]
         1.0
     """
+    return {m: float(v.mean()) for m, v in per_query(qrels, run).items()}
+
+
+def per_query(qrels: dict[str, dict[str, int]], run: dict[str, dict[str, float]]
+              ) -> dict[str, np.ndarray]:
+    """Each judged query's nDCG@10, Recall@100 and MRR@10 (in ``sorted(qrels)`` order; a
+    query with no retrieved document scores 0, as in BEIR)."""
     import pytrec_eval
 
     top10 = {q: dict(sorted(docs.items(), key=lambda kv: -kv[1])[:10])
              for q, docs in run.items()}
     full = pytrec_eval.RelevanceEvaluator(qrels, {"ndcg_cut.10", "recall.100"}).evaluate(run)
     rr = pytrec_eval.RelevanceEvaluator(qrels, {"recip_rank"}).evaluate(top10)
-    n = len(qrels)
-    # a query with no retrieved document counts as 0, as in BEIR
-    return {"ndcg@10": sum(v["ndcg_cut_10"] for v in full.values()) / n,
-            "recall@100": sum(v["recall_100"] for v in full.values()) / n,
-            "mrr@10": sum(v["recip_rank"] for v in rr.values()) / n}
+    ids = sorted(qrels)
+    return {"ndcg@10": np.array([full.get(q, {}).get("ndcg_cut_10", 0.0) for q in ids]),
+            "recall@100": np.array([full.get(q, {}).get("recall_100", 0.0) for q in ids]),
+            "mrr@10": np.array([rr.get(q, {}).get("recip_rank", 0.0) for q in ids])}
+
+
+def retention_interval(part: np.ndarray, full: np.ndarray, *, rounds: int = 2000,
+                       seed: int = 0) -> tuple[float, float]:
+    """95% interval of a retention (mean of ``part`` ÷ mean of ``full``, per query,
+    paired) by the bootstrap over queries: how far the sample of queries lets it move.
+
+    Example::
+
+        >>> lo, hi = retention_interval(np.full(50, 0.5), np.ones(50))
+        >>> (round(lo, 3), round(hi, 3))
+        (0.5, 0.5)
+    """
+    if len(full) < 2:
+        return (0.0, float("inf"))
+    idx = np.random.default_rng(seed).integers(0, len(full), (rounds, len(full)))
+    den = full[idx].mean(axis=1)
+    ratio = np.divide(part[idx].mean(axis=1), den, out=np.zeros(rounds), where=den > 0)
+    lo, hi = np.percentile(ratio, [2.5, 97.5])
+    return (round(float(lo), 4), round(float(hi), 4))
 
 
 def embed_beir(ds: BeirDataset, model: str) -> tuple[np.ndarray, np.ndarray]:
@@ -106,6 +132,7 @@ def evaluate_retrieval(folder: str, model: str, *, dims: Sequence[int] | None = 
     settings += [(None, None, Funnel.parse(f)) for f in funnels]
 
     results: list[dict[str, Any]] = []
+    each: list[dict[str, np.ndarray]] = []  # per-query metrics, for the intervals
     with tempfile.TemporaryDirectory(prefix="mrlkit-eval-") as tmp:
         store = open_store(tmp)
         store.create_set("eval", spec.name, allow_non_mrl=True)  # measuring is the point
@@ -116,7 +143,9 @@ def evaluate_retrieval(folder: str, model: str, *, dims: Sequence[int] | None = 
             for qid, hits in zip(ds.query_ids, res.hits):
                 run[qid] = {h.id: h.score for h in hits
                             if not (ignore_identical_ids and h.id == qid)}
-            metrics = score_run(ds.qrels, run)
+            scored = per_query(ds.qrels, run)
+            metrics = {m: float(v.mean()) for m, v in scored.items()}
+            each.append(scored)
             lat = []
             for i in range(min(LATENCY_QUERIES, len(queries))):
                 t0 = time.perf_counter()
@@ -144,8 +173,11 @@ def evaluate_retrieval(folder: str, model: str, *, dims: Sequence[int] | None = 
         store.close()
     base = next(r for r in results if r["funnel"] is None and r["dim"] == spec.native_dim
                 and r["precision"] == "float32")
-    for r in results:
+    full = each[results.index(base)]
+    for r, scored in zip(results, each):
         r["retention"] = round(r["ndcg@10"] / base["ndcg@10"], 4) if base["ndcg@10"] else None
+        # per metric: how far the sample of queries lets the retention move (95%)
+        r["retention_ci"] = {m: list(retention_interval(scored[m], full[m])) for m in full}
     out = {"model": spec.name, "dataset": ds.name, "split": split,
            "native_dim": spec.native_dim, "supports_mrl": spec.supports_mrl,
            "queries": len(ds.query_ids), "documents": len(ds.doc_ids), "results": results}

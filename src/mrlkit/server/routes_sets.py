@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from fastapi import APIRouter
+from fastapi import APIRouter, BackgroundTasks
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
@@ -32,7 +32,7 @@ def sets(sh: Shared) -> APIRouter:
         sh.state.spec(body.model)
         got = await run_in_threadpool(lambda: sh.store().create_set(
             body.name, body.model, body.dimensions, storage=body.storage,
-            allow_non_mrl=body.allow_non_mrl))
+            allow_non_mrl=body.allow_non_mrl, recall=body.recall))
         return dict(got.as_dict())
 
     @router.get("/v1/sets/{name}", tags=["sets"], dependencies=[sh.role("read")],
@@ -48,7 +48,8 @@ def sets(sh: Shared) -> APIRouter:
 
     @router.post("/v1/sets/{name}/documents", tags=["sets"], response_model=s.Count,
                  dependencies=[sh.role("write")], responses=ERRORS)
-    async def add_documents(name: str, body: s.AddDocuments) -> s.Count:
+    async def add_documents(name: str, body: s.AddDocuments,
+                            background: BackgroundTasks) -> s.Count:
         docs = body.documents
         if len(docs) > sh.config.limits.documents:
             raise ApiError(400, f"at most {sh.config.limits.documents:,} documents per "
@@ -76,6 +77,9 @@ def sets(sh: Shared) -> APIRouter:
         added = await run_in_threadpool(lambda: sh.store().add(
             name, [d.id for d in docs], x, [d.text for d in docs],
             [d.metadata for d in docs], upsert=body.upsert))
+        # after the answer, on a worker thread: a set past the size where a first stage
+        # pays (or doubled since) is tuned, one tune per set at a time
+        background.add_task(sh.tune_later, name)
         return s.Count(count=added)
 
     @router.post("/v1/sets/{name}/documents/delete", tags=["sets"], response_model=s.Count,

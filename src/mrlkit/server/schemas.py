@@ -105,6 +105,9 @@ class CreateSet(Strict):
     dimensions: Dim | None = Field(None, description="truncate_dim")
     storage: Literal["float16", "float32"] = "float16"
     allow_non_mrl: bool = False
+    recall: float | None = Field(None, gt=0, le=1, description=(
+        "The set's recall@10 target against exact search (default 0.95): its tunes "
+        "keep it."))
 
 
 class DocumentIn(Strict):

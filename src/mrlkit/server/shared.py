@@ -10,6 +10,8 @@ Example::
 from __future__ import annotations
 
 import base64
+import logging
+import threading
 from typing import Any
 
 import numpy as np
@@ -26,6 +28,8 @@ from . import schemas as s
 from .batching import MicroBatcher
 from .config import ServerConfig
 from .guard import ApiError, Metrics
+
+log = logging.getLogger("mrlkit.serve")
 
 bearer = HTTPBearer(auto_error=False, description="An API key (`--api-key-file`, "
                     "`MRLKIT_API_KEYS`); none when the server runs without keys.")
@@ -91,6 +95,26 @@ class Shared:
     def __init__(self, config: ServerConfig) -> None:
         self.config = config
         self.state = State(config)
+        self._tuning: set[str] = set()
+        self._tuning_lock = threading.Lock()
+
+    def tune_later(self, name: str) -> None:
+        """Tune set ``name`` if it needs it (:meth:`Store.tune_if_needed`); a second call
+        while one runs for the same set returns at once. Run after an add's answer."""
+        with self._tuning_lock:
+            if name in self._tuning:
+                return
+            self._tuning.add(name)
+        try:
+            tuned = self.store().tune_if_needed(name)
+            if tuned is not None:
+                log.info("set %s tuned: %s", name, tuned.describe())
+        except Exception:  # a tune is an optimisation: the add has been answered
+            log.exception("tuning set %s failed; its searches keep the planner's default",
+                          name)
+        finally:
+            with self._tuning_lock:
+                self._tuning.discard(name)
 
     def role(self, need: str) -> Any:
         config = self.config

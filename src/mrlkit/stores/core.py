@@ -36,7 +36,7 @@ from .records import (CheckReport, Document, Rebuild, SearchResult, SetInfo,
                       SetRecord, StorageInfo)
 from .seam import Calibrate, Engine, Partial, R, hits_of
 from .copy import copy_set
-from .tune import Tuned, chosen, needs_tune, tune
+from .tune import Tuned, check_target, chosen, needs_tune, target_only, tune
 
 
 class Store(Generic[R]):
@@ -79,13 +79,15 @@ class Store(Generic[R]):
     # --- sets -------------------------------------------------------------------------
     def create_set(self, name: str, model: str, truncate_dim: int | None = None, *,
                    storage: str = "float16", allow_non_mrl: bool = False,
-                   index: bool = True) -> SetInfo:
+                   index: bool = True, recall: float | None = None) -> SetInfo:
         """Create an empty set; with ``index``, build ahead what the funnel mrlkit would
         choose for a large set of this model reads first (where the engine indexes).
         ``storage`` float16 (the default) keeps half the bytes of float32 at the same
-        recall@10 (docs/benchmarks.md); scores then carry float16's ~1e-3 rounding."""
+        recall@10 (docs/benchmarks.md); scores then carry float16's ~1e-3 rounding.
+        ``recall``: the set's recall target (default 0.95), which its tunes keep."""
         rules.check_name(name)
         rules.check_storage(storage)
+        target = None if recall is None else check_target(recall)
         spec = get_spec(model)
         dim = validate_dim(spec, truncate_dim, allow_non_mrl=allow_non_mrl)
         rec = SetRecord(name, spec.name, rules.stored_truncate(spec, dim), dim, storage,
@@ -94,6 +96,8 @@ class Store(Generic[R]):
         first = choose_funnel(2**62, dim, spec.supports_mrl)[0].stages[0]
         if not self.engine.create(rec, first, index, spec.as_dict()):
             raise SetExistsError(f"embedding set {name!r} exists already in {self.location}")
+        if target is not None:
+            self.engine.save_plan(name, json.dumps({"target": target}))
         return self.get_set(name)
 
     def record(self, name: str) -> R:
@@ -148,7 +152,8 @@ class Store(Generic[R]):
             new_dim, truncate, allow = rules.truncation(rec, get_spec(rec.model), dim,
                                                         allow_non_mrl)
             return Rebuild(replace(rec, stored_dim=new_dim, truncate_dim=truncate,
-                                   allow_non_mrl=allow, plan=None), truncate_to=new_dim)
+                                   allow_non_mrl=allow, plan=target_only(rec.plan)),
+                           truncate_to=new_dim)
 
         return self._rebuild(name, plan)
 
@@ -165,13 +170,14 @@ class Store(Generic[R]):
                                         f"{transform.matrix.shape[0]}×"
                                         f"{transform.matrix.shape[1]}")
             total = rec.transform.then(transform) if rec.transform else transform
-            return Rebuild(replace(rec, transform=total, plan=None), transform=transform)
+            return Rebuild(replace(rec, transform=total, plan=target_only(rec.plan)),
+                           transform=transform)
 
         return self._rebuild(name, plan)
 
     def _rebuild(self, name: str, plan: Callable[[R], Rebuild]) -> SetInfo:
-        # the rebuilt record drops the tuned plan (plan=None above) in the same write: it
-        # was measured on vectors that are gone
+        # the rebuilt record drops the measured plan (its target alone is kept, above) in
+        # the same write: it was measured on vectors that are gone
         self.engine.rebuild(name, plan)
         self._forget(name)
         return self.get_set(name)
@@ -231,15 +237,24 @@ class Store(Generic[R]):
         return chosen(rec, n, k, recall, choose_funnel(n, rec.stored_dim, mrl, k,
                                                        threshold=self.native_from))
 
-    def tune(self, name: str, *, recall: float = 0.95, k: int = 10,
+    def tune(self, name: str, *, recall: float | None = None, k: int = 10,
              queries: np.ndarray | None = None, probes: int = 200,
              progress: Callable[[str], None] | None = None) -> Tuned:
-        """Measure the cheapest plan that keeps recall@``k`` ≥ ``recall`` on the set's
-        own data (``queries``: your query vectors; else sampled documents) and keep it:
-        searches without a funnel then run it (:mod:`.tune`)."""
+        """Measure the cheapest plan that keeps recall@``k`` ≥ ``recall`` (default: the
+        set's target, 0.95 unless it was created with another) on the set's own data
+        (``queries``: your query vectors; else sampled documents) and keep it: searches
+        without a funnel then run it (:mod:`.tune`)."""
         rules.check_name(name)
         return tune(self, name, recall=recall, k=k, queries=queries, probes=probes,
                     progress=progress)
+
+    def tune_if_needed(self, name: str, *, progress: Callable[[str], None] | None = None
+                       ) -> Tuned | None:
+        """Tune set ``name`` at its target when it has passed the rows where its engine's
+        first stage pays, or doubled since its last tune (:meth:`needs_tune`); None when
+        its plan is fresh. ``EmbeddingSet.add``, ``mrlkit add`` and the server's add call
+        it after a write; ``Store.add`` (the raw vector path) leaves it to the caller."""
+        return self.tune(name, progress=progress) if self.needs_tune(name) else None
 
     def probes(self, name: str, n: int) -> np.ndarray:
         """An even sample of up to ``n`` of the set's stored vectors, as queries (an

@@ -40,6 +40,8 @@ if TYPE_CHECKING:
 TARGET = 0.95        # recall@k against exact full-vector search
 PROBES = 200         # probe queries sampled from the set when none are given
 SELF = 1 - 1e-5      # a hit this close to its probe is the probe itself
+RESERVE = 0.99       # each kind of first stage is measured on until it keeps this too, so
+                     # that a search asking 0.99 picks from measurements, not a guess
 _TIMED = 50          # probes timed one at a time for the p50
 _KEEPS = (2, 5, 10, 20, 50, 100)  # × k candidates a first stage keeps, cheap to dear
 
@@ -82,6 +84,30 @@ class Tuned:
         return (f"tuned: recall@{self.k} {self.recall:.3f} (95% CI {self.low:.3f}–"
                 f"{self.high:.3f}) on {self.probes} probe {self.source}, p50 "
                 f"{self.p50_ms:.2f} ms, at {self.rows:,} rows")
+
+
+def measured(plan: str | None) -> Tuned | None:
+    """The set's measured plan, None when it has none (untuned, or only a target)."""
+    if plan is None:
+        return None
+    got = json.loads(plan)
+    return Tuned(**got) if "funnel" in got else None
+
+
+def target_of(plan: str | None) -> float:
+    """The set's recall target: its own (``sets create --recall``, a tune), else 0.95."""
+    return float(json.loads(plan).get("target", TARGET)) if plan else TARGET
+
+
+def target_only(plan: str | None) -> str | None:
+    """What a set keeps of its plan when its vectors are rebuilt: the target alone."""
+    return None if plan is None else json.dumps({"target": target_of(plan)})
+
+
+def check_target(recall: float) -> float:
+    if not 0 < recall <= 1:
+        raise InvalidInputError(f"recall must be in (0, 1], e.g. 0.95, not {recall}")
+    return float(recall)
 
 
 def candidates(stored_dim: int, prefixes: Sequence[int], n: int, k: int,
@@ -133,13 +159,13 @@ def _recalls(found: list[list[str]], truth: list[list[str]], k: int) -> np.ndarr
                      for f, t in zip(found, truth)], np.float64)
 
 
-def tune(store: Store[Any], name: str, *, recall: float = TARGET, k: int = 10,
+def tune(store: Store[Any], name: str, *, recall: float | None = None, k: int = 10,
          queries: np.ndarray | None = None, probes: int = PROBES,
          progress: Callable[[str], None] | None = None) -> Tuned:
-    """Measure the plans for set ``name`` and save the cheapest that keeps ``recall``."""
-    if not 0 < recall <= 1:
-        raise InvalidInputError(f"recall must be in (0, 1], not {recall}")
+    """Measure the plans for set ``name`` and save the cheapest that keeps ``recall``
+    (default: the set's own target, else 0.95)."""
     rec = store.record(name)
+    recall = check_target(target_of(rec.plan) if recall is None else recall)
     n = store.engine.rows(rec)
     if n == 0:
         raise InvalidInputError(f"set {name!r} is empty: add documents, then tune it")
@@ -173,7 +199,7 @@ def tune(store: Store[Any], name: str, *, recall: float = TARGET, k: int = 10,
             tried.append(row)
             if progress:
                 progress(f"{funnel}: recall@{k} {got:.3f}, p50 {row['p50_ms']} ms")
-            if got >= recall:
+            if got >= max(recall, RESERVE):
                 break
     exact_row: dict[str, Any] = {"funnel": str(full), "recall": 1.0,
                                  "p50_ms": _p50(run, full, q), "path": "generic"}
@@ -194,16 +220,17 @@ def needs_tune(plan: str | None, n: int, native_from: int) -> bool:
     """A set of ``n`` rows past ``native_from`` with no plan, or one it has outgrown."""
     if native_from < 0 or n < native_from:
         return False
-    return plan is None or Tuned.from_json(plan).stale(n)
+    tuned = measured(plan)
+    return tuned is None or tuned.stale(n)
 
 
 def chosen(rec: SetRecord, n: int, k: int, recall: float | None,
            rule: tuple[Funnel, str]) -> tuple[Funnel, str]:
     """The set's tuned plan while it is fresh (for ``recall``: the cheapest measured
     candidate that kept it), else ``rule`` (the planner's default), and why."""
-    if rec.plan is None:
+    tuned = measured(rec.plan)
+    if tuned is None:
         return rule
-    tuned = Tuned.from_json(rec.plan)
     if tuned.stale(n):
         return rule[0], (f"{rule[1]} (the plan tuned at {tuned.rows:,} rows is stale at "
                          f"{n:,}: run `mrlkit sets tune {rec.name}`)")
