@@ -49,7 +49,7 @@ import numpy as np  # noqa: E402
 from data import (K, calibrated, exact_truth, generate, real_vectors, recall,  # noqa: E402
                   split_queries)
 
-HNSW_EFS = (16, 32, 64, 128, 256)
+HNSW_EFS = (16, 32, 64, 128, 256, 512)
 
 
 # --- workers: one process each ------------------------------------------------------

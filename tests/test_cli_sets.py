@@ -294,3 +294,27 @@ def test_search_shows_rank_full_id_score_and_text_at_any_width(tmp_path):
             assert float(cells[2]) == pytest.approx(as_json["hits"][0][rank - 1]["score"],
                                                     abs=1e-4)
             assert cells[3]  # a text snippet
+
+
+def test_a_set_created_with_a_recall_target_is_tuned_to_it(tmp_path, corpus):
+    """`sets create --recall 0.99`, then `mrlkit add` past the threshold: the automatic
+    tune keeps the set's target, and `sets info --json` shows how it was measured."""
+    store = ["--store", str(tmp_path / "store")]
+    r = run("sets", "create", "t", "--model", "all-MiniLM-L6-v2", "--recall", "0.99", *store,
+            cwd=tmp_path)
+    assert r.returncode == 0 and "recall target 0.99" in r.stdout, r.stderr
+    bad = run("sets", "create", "u", "--model", "all-MiniLM-L6-v2", "--recall", "1.5",
+              *store, cwd=tmp_path)
+    assert bad.returncode != 0 and "recall must be in (0, 1]" in bad.stderr
+    env = {**os.environ, "MRLKIT_NATIVE_FROM": "5"}
+    r = subprocess.run([sys.executable, "-m", "mrlkit.cli", "add", "t", str(corpus), *store,
+                        "--json"], capture_output=True, text=True, cwd=tmp_path, env=env,
+                       timeout=600)
+    assert r.returncode == 0, r.stderr
+    tuned = json.loads(r.stdout)["tuned"]
+    assert tuned["target"] == 0.99 and tuned["rows"] == 6 and tuned["recall"] >= 0.99
+    info = subprocess.run([sys.executable, "-m", "mrlkit.cli", "sets", "info", "t", "--json",
+                           *store], capture_output=True, text=True, cwd=tmp_path, env=env)
+    got = json.loads(info.stdout)
+    assert got["tuned"]["probes"] == 6 and got["tuned"]["source"] == "documents"
+    assert "95% CI" in got["funnel_reason"]

@@ -252,3 +252,30 @@ def test_sigterm_lets_an_in_flight_write_finish(tmp_path):
     from mrlkit.stores import open_store
 
     assert open_store(store).get_set("s").count == 300
+
+
+def test_a_set_created_with_a_target_is_tuned_after_an_add(tmp_path, monkeypatch):
+    """The server's add answers first, then tunes a set that has passed the threshold
+    (here 50 rows) at the target it was created with."""
+    monkeypatch.setenv("MRLKIT_NATIVE_FROM", "50")
+    srv = live_server.start(str(tmp_path / "store"), "--allow-non-mrl")
+    try:
+        with srv.client() as c:
+            assert c.post("/v1/sets", json={"name": "t", "model": "all-MiniLM-L6-v2",
+                                            "recall": 0.9}).status_code == 201
+            assert c.get("/v1/sets/t").json()["tuned"] == {"target": 0.9}
+            assert c.post("/v1/sets", json={"name": "u", "model": "all-MiniLM-L6-v2",
+                                            "recall": 2}).status_code == 400
+            x = np.random.default_rng(0).standard_normal((80, 384))
+            docs = [{"id": str(i), "vector": v.tolist()} for i, v in enumerate(x)]
+            assert c.post("/v1/sets/t/documents", json={"documents": docs}).json() == \
+                {"count": 80}
+            deadline = time.time() + 120  # generous: a tune on a busy machine
+            while time.time() < deadline:
+                tuned = c.get("/v1/sets/t").json()["tuned"]
+                if "funnel" in tuned:
+                    break
+                time.sleep(0.5)
+            assert tuned["target"] == 0.9 and tuned["rows"] == 80 and tuned["recall"] >= 0.9
+    finally:
+        srv.stop()

@@ -148,7 +148,7 @@ class EmbeddingSet:
                        for r, _, _ in fresh]
         added = self.add_texts([str(r["id"]) for r, _, _ in fresh],
                                [r["text"] for r, _, _ in fresh], [m for _, m, _ in fresh],
-                               upsert=upsert, embed_texts=embed_texts)
+                               upsert=upsert, embed_texts=embed_texts, tune=False)
         return Added(added, len(batch) - len(fresh),
                        sum(1 for _, _, d in fresh if d is not None))
 

@@ -178,7 +178,8 @@ def tune(store: Store[Any], name: str, *, recall: float | None = None, k: int = 
     full = Funnel.exact(rec.stored_dim)
 
     def run(funnel: Funnel, qq: np.ndarray) -> tuple[list[list[str]], str]:
-        res = store.search(name, qq, k=k + skip, funnel=funnel)
+        # a set smaller than k + 1 gives all it has (and every plan keeps it all)
+        res = store.search(name, qq, k=min(k + skip, n), funnel=funnel)
         hits = [[h.id for h in hh if not (skip and h.score >= SELF)][:k] for hh in res.hits]
         return hits, res.path
 
