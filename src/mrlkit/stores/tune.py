@@ -188,9 +188,17 @@ def tune(store: Store[Any], name: str, *, recall: float | None = None, k: int = 
     native = n >= store.native_from >= 0
     tried: list[dict[str, Any]] = []
     per_query: dict[str, np.ndarray] = {str(full): np.ones(len(q))}  # each probe's recall
+    skipped: list[str] = []
+    reached: int | None = None  # the shortest prefix whose family kept RESERVE
     for family in candidates(rec.stored_dim, prefixes_of(spec, rec.stored_dim,
                                                          rec.transform is not None),
                              n, k, native):
+        first = family[0].stages[0]
+        # a longer float first stage than one that kept RESERVE costs more per candidate
+        # (and its index more to build): not tried. Binary scans are still tried.
+        if reached is not None and first.precision == "float32" and first.dim > reached:
+            skipped.append(f"{first.dim}-d float32")
+            continue
         for funnel in family:
             found, path = run(funnel, q)
             r = per_query[str(funnel)] = _recalls(found, truth, k)
@@ -201,6 +209,8 @@ def tune(store: Store[Any], name: str, *, recall: float | None = None, k: int = 
             if progress:
                 progress(f"{funnel}: recall@{k} {got:.3f}, p50 {row['p50_ms']} ms")
             if got >= max(recall, RESERVE):
+                if first.precision == "float32" and first.dim < rec.stored_dim:
+                    reached = first.dim if reached is None else min(reached, first.dim)
                 break
     exact_row: dict[str, Any] = {"funnel": str(full), "recall": 1.0,
                                  "p50_ms": _p50(run, full, q), "path": "generic"}
@@ -210,7 +220,10 @@ def tune(store: Store[Any], name: str, *, recall: float | None = None, k: int = 
     mean, low, high = recall_interval(per_query[best["funnel"]])
     why = (f"the cheapest of {len(tried)} plans measured to keep recall@{k} ≥ {recall}: "
            f"{best['p50_ms']} ms p50" + ("" if best is exact_row else
-                                         f" against {exact_row['p50_ms']} ms exact"))
+                                         f" against {exact_row['p50_ms']} ms exact")
+           + (f"; not tried: {', '.join(skipped)} first stages (the {reached}-d prefix "
+              f"kept {max(recall, RESERVE)} already, more cheaply per candidate)"
+              if skipped else ""))
     tuned = Tuned(best["funnel"], mean, low, high, best["p50_ms"], best["path"], recall, k,
                   len(q), source, n, tried, why)
     store.engine.save_plan(name, tuned.to_json())
