@@ -250,26 +250,33 @@ def build_qdrant_plain(task: dict) -> dict:
             "disk_mb": _folder_mb(task["store"])}
 
 
+def shard_searcher(store: str, params):
+    """(single, batch) over a plain Qdrant Edge shard of full vectors (payload ``id``:
+    the row), searched with ``params``."""
+    import qdrant_edge as qe
+
+    shard = qe.EdgeShard.load(store)
+
+    def ask(v):
+        return qe.QueryRequest(limit=K, query=qe.Query.Nearest(v.tolist()),
+                               params=params, with_payload=True)
+
+    def single(v):
+        return np.array([p.payload["id"] for p in shard.query(ask(v[0]))])
+
+    def batch(v):
+        got = shard.query_batch(qe.QueryBatchRequest([ask(row) for row in v]))
+        return [np.array([p.payload["id"] for p in r]) for r in got]
+
+    return single, batch
+
+
 def qdrant_searcher(task: dict):
     """(single, batch) for a query process: mrlkit's funnel on Edge, or the plain shard."""
     if task["kind"] == "qdrant-plain":
         import qdrant_edge as qe
 
-        shard = qe.EdgeShard.load(task["store"])
-        params = qe.SearchParams(hnsw_ef=task["ef"])
-
-        def ask(v):
-            return qe.QueryRequest(limit=K, query=qe.Query.Nearest(v.tolist()),
-                                   params=params, with_payload=True)
-
-        def single(v):
-            return np.array([p.payload["id"] for p in shard.query(ask(v[0]))])
-
-        def batch(v):
-            got = shard.query_batch(qe.QueryBatchRequest([ask(row) for row in v]))
-            return [np.array([p.payload["id"] for p in r]) for r in got]
-
-        return single, batch
+        return shard_searcher(task["store"], qe.SearchParams(hnsw_ef=task["ef"]))
     from mrlkit.stores import open_store
 
     register(task["model"], replace=True)

@@ -21,7 +21,7 @@ import time
 
 import numpy as np
 
-from data import K
+from data import K, add_and_save
 
 # (efSearch, k_factor) cheap to dear
 SQ8_SETTINGS = ((32, 2), (64, 2), (64, 4), (128, 4), (256, 4), (256, 8))
@@ -40,11 +40,7 @@ def build_sq8(task: dict) -> dict:
     base.hnsw.efConstruction = 200
     base.train(np.ascontiguousarray(x[:min(len(x), 100_000)]))
     index = faiss.IndexRefineFlat(base)
-    for start in range(0, len(x), 100_000):
-        index.add(np.ascontiguousarray(x[start:start + 100_000]))
-    build = time.perf_counter() - t0
-    faiss.write_index(index, task["index"])
-    return {"build_s": round(build, 2)}
+    return add_and_save(index, x, task["index"], t0)
 
 
 def build_binary(task: dict) -> dict:
@@ -126,21 +122,10 @@ def searcher(task: dict):
     if kind == "qdrant-bq":
         import qdrant_edge as qe
 
-        shard = qe.EdgeShard.load(task["store"])
+        from engines import shard_searcher
+
         ef, over = task["setting"]
-        params = qe.SearchParams(hnsw_ef=ef, quantization=qe.QuantizationSearchParams(
-            ignore=False, rescore=True, oversampling=over))
-
-        def ask(v):
-            return qe.QueryRequest(limit=K, query=qe.Query.Nearest(v.tolist()),
-                                   params=params, with_payload=True)
-
-        def single(v):
-            return np.array([p.payload["id"] for p in shard.query(ask(v[0]))])
-
-        def batch(v):
-            got = shard.query_batch(qe.QueryBatchRequest([ask(row) for row in v]))
-            return [np.array([p.payload["id"] for p in r]) for r in got]
-
-        return single, batch
+        return shard_searcher(task["store"], qe.SearchParams(
+            hnsw_ef=ef, quantization=qe.QuantizationSearchParams(
+                ignore=False, rescore=True, oversampling=over)))
     raise ValueError(kind)

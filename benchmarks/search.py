@@ -46,7 +46,7 @@ START = time.perf_counter()  # a query process's first query is timed from here
 
 import numpy as np  # noqa: E402
 
-from data import (K, calibrated, exact_truth, generate, real_vectors, recall,  # noqa: E402
+from data import (K, add_and_save, calibrated, exact_truth, generate, real_vectors, recall,  # noqa: E402
                   split_queries)
 
 HNSW_EFS = (16, 32, 64, 128, 256, 512)
@@ -72,11 +72,7 @@ def build_hnsw(task: dict) -> dict:
     # 200 as its users build it (hnswlib's default; Qdrant 100, pgvector 64); 40 is
     # faiss's own default, kept as a labelled row
     index.hnsw.efConstruction = task.get("efc", 200)
-    for start in range(0, len(x), 100_000):
-        index.add(np.ascontiguousarray(x[start:start + 100_000]))
-    build = time.perf_counter() - t0
-    faiss.write_index(index, task["index"])
-    return {"build_s": round(build, 2)}
+    return add_and_save(index, x, task["index"], t0)
 
 
 def build_store(task: dict) -> dict:
