@@ -46,6 +46,7 @@ START = time.perf_counter()  # a query process's first query is timed from here
 
 import numpy as np  # noqa: E402
 
+from report import plot_recall_latency, report_targets  # noqa: E402
 from data import (K, add_and_save, calibrated, exact_truth, generate, real_vectors, recall,  # noqa: E402
                   split_queries)
 
@@ -230,7 +231,6 @@ def spawn(task: dict) -> dict:
 # --- one dataset --------------------------------------------------------------------
 TARGET = 0.95   # recall@10 a default search keeps (the set's target)
 HIGH = 0.99     # and with recall=0.99; every sweep goes on until it reaches this
-PEERS = ("faiss HNSW", "faiss HNSW SQ8", "binary + rescore", "Qdrant Edge BQ")
 
 
 def run_dataset(label: str, x: np.ndarray, q: np.ndarray, q_tune: np.ndarray, *,
@@ -344,40 +344,8 @@ def run_dataset(label: str, x: np.ndarray, q: np.ndarray, q_tune: np.ndarray, *,
         shutil.rmtree(store)
     report = {"dataset": label, "n": n, "dim": dim, "queries": len(q),
               "tune_queries": len(q_tune), "methods": methods}
-    report["targets"] = {str(t): targets(methods, t) for t in (TARGET, HIGH)}
+    report["targets"] = {str(t): report_targets(methods, t, TARGET) for t in (TARGET, HIGH)}
     return report
-
-
-def targets(methods: list[dict], target: float) -> dict:
-    """At ``target``: each peer at its first setting reaching it, the fastest of them,
-    and mrlkit's default searches against it and against faiss HNSW-flat."""
-    first = {}
-    for m in methods:
-        fam = m.get("family")
-        if fam in PEERS and fam not in first and m["recall@10"] >= target:
-            first[fam] = m
-    ours_family = "mrlkit default" + ("" if target == TARGET else " 0.99")
-    ours = [m for m in methods if m.get("family") == ours_family]
-    out: dict = {"target": target,
-                 "peers": {f: {k: m[k] for k in ("name", "recall@10", "p50_ms", "qps",
-                                                   "rss_mb")} for f, m in first.items()}}
-    if not first:
-        return out
-    fastest = min(first.values(), key=lambda m: m["p50_ms"])
-    flat = first.get("faiss HNSW")
-    out["fastest_peer"] = fastest["name"]
-    out["mrlkit"] = []
-    for m in ours:
-        row = {"name": m["name"], "ran": m.get("ran"), "recall@10": m["recall@10"],
-               "meets_target": m["recall@10"] >= target,
-               "p50_vs_fastest_peer": round(m["p50_ms"] / fastest["p50_ms"], 2),
-               "qps_vs_fastest_peer": round(m["qps"] / fastest["qps"], 2)}
-        if flat:
-            row.update({"rss_vs_hnsw_flat": round(m["rss_mb"] / flat["rss_mb"], 3),
-                        "qps_vs_hnsw_flat": round(m["qps"] / flat["qps"], 2),
-                        "p50_vs_hnsw_flat": round(m["p50_ms"] / flat["p50_ms"], 2)})
-        out["mrlkit"].append(row)
-    return out
 
 
 def main() -> None:
@@ -466,41 +434,6 @@ def main() -> None:
         plot = args.plot or str(out.with_suffix(".png"))
         plot_recall_latency(report, plot)
         print(f"wrote {plot}")
-
-
-def plot_recall_latency(report: dict, path: str) -> None:
-    """Recall@10 against p50 latency; points are numbered, names and resident memory
-    listed beside the plot (labels next to close points would overlap)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (ax, side) = plt.subplots(1, 2, figsize=(14, 6.5), width_ratios=[3, 2.4])
-    names = []
-    for i, m in enumerate(report["methods"], 1):
-        family = ("qdrant" if "qdrant" in m["name"].lower() else
-                  "mrlkit" if m["name"].startswith("mrlkit") else
-                  "faiss" if m["name"].startswith("faiss") else "numpy")
-        colour = {"mrlkit": "tab:red", "faiss": "tab:blue", "numpy": "tab:gray",
-                  "qdrant": "tab:purple"}[family]
-        ax.scatter(m["p50_ms"], m["recall@10"], color=colour, s=40)
-        ax.annotate(str(i), (m["p50_ms"], m["recall@10"]), fontsize=8, xytext=(3, 3),
-                    textcoords="offset points", color=colour)
-        names.append((i, m["name"] + (f"  [{m['rss_mb']:,.0f} MB]" if "rss_mb" in m else ""),
-                      colour))
-    ax.set_xscale("log")
-    ax.set_xlabel("single-query p50 latency (ms, log scale)")
-    ax.set_ylabel("recall@10 vs exact float32")
-    ax.set_title(f"Recall against latency — n={report['n']:,}, dim={report['dim']}\n"
-                 "(red: mrlkit, blue: faiss, grey: numpy; [resident memory])", fontsize=10)
-    ax.grid(True, alpha=0.3)
-    side.axis("off")
-    for row, (i, name, colour) in enumerate(names):
-        side.text(0, 1 - row / max(len(names), 20), f"{i:>2}  {name}", color=colour,
-                  fontsize=7.5, family="monospace", va="top", transform=side.transAxes)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
 
 
 if __name__ == "__main__":

@@ -210,7 +210,7 @@ def tune(store: Store[Any], name: str, *, recall: float | None = None, k: int = 
                 progress(f"{funnel}: recall@{k} {got:.3f}, p50 {row['p50_ms']} ms")
             if got >= max(recall, RESERVE):
                 if first.precision == "float32" and first.dim < rec.stored_dim:
-                    reached = first.dim if reached is None else min(reached, first.dim)
+                    reached = first.dim  # prefixes come shortest first: set once
                 break
     exact_row: dict[str, Any] = {"funnel": str(full), "recall": 1.0,
                                  "p50_ms": _p50(run, full, q), "path": "generic"}
