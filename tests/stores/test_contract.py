@@ -729,6 +729,22 @@ def test_a_tuned_set_keeps_its_target_on_held_out_queries_and_says_how(store):
     assert store.info("s").tuned == {"target": 0.9}
 
 
+def test_a_plan_that_cannot_be_read_leaves_the_set_untuned_and_searchable(store):
+    x = fill(store, 50)
+    for damaged, shown in (("{not json", None), ('"a string"', None),
+                           ('{"funnel": "384", "unknown": 1}', {"funnel": "384", "unknown": 1}),
+                           ('{"target": "high"}', {"target": "high"})):
+        try:
+            store.engine.save_plan("s", damaged)
+        except errors.StoreError:  # pgvector's jsonb column cannot hold text that is not
+            continue               # JSON: that damage cannot happen there
+        res = store.search("s", x[:2], k=3)
+        assert [h[0].id for h in res.hits] == ids(2)
+        assert store.info("s").tuned == shown
+        assert store.needs_tune("s") is (store.native_from >= 0)
+        assert store.tune("s", probes=20).target == 0.95
+
+
 def test_a_set_keeps_its_own_target_and_is_tuned_when_it_needs_it(store):
     """`sets create --recall`: the target is the set's, every tune keeps it; the
     automatic tune (tune_if_needed) runs once past the threshold and again at ×2."""

@@ -36,7 +36,7 @@ from .records import (CheckReport, Document, Rebuild, SearchResult, SetInfo,
                       SetRecord, StorageInfo)
 from .seam import Calibrate, Engine, Partial, R, hits_of
 from .copy import copy_set
-from .tune import Tuned, check_target, chosen, needs_tune, target_only, tune
+from .tune import Tuned, check_target, chosen, needs_tune, parsed, target_only, tune
 
 
 class Store(Generic[R]):
@@ -227,7 +227,7 @@ class Store(Generic[R]):
         p = self._plan(rec, n, chosen, 10, None, None)
         return replace(info, default_funnel=str(chosen), funnel_reason=why,
                        search_path=p.path, path_reason=p.why,
-                       tuned=json.loads(rec.plan) if rec.plan else None)
+                       tuned=parsed(rec.plan))
 
     def _default(self, rec: R, n: int, k: int, recall: float | None = None
                  ) -> tuple[Funnel, str]:

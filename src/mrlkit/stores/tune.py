@@ -86,17 +86,35 @@ class Tuned:
                 f"{self.p50_ms:.2f} ms, at {self.rows:,} rows")
 
 
-def measured(plan: str | None) -> Tuned | None:
-    """The set's measured plan, None when it has none (untuned, or only a target)."""
+def parsed(plan: str | None) -> dict[str, Any] | None:
+    """A set's plan as kept, None when it has none or it cannot be read (a damaged
+    record, or one written by a version with other fields): the set is then untuned,
+    never unsearchable."""
     if plan is None:
         return None
-    got = json.loads(plan)
-    return Tuned(**got) if "funnel" in got else None
+    try:
+        got = json.loads(plan)
+    except ValueError:
+        return None
+    return got if isinstance(got, dict) else None
+
+
+def measured(plan: str | None) -> Tuned | None:
+    """The set's measured plan, None when it has none (untuned, only a target, or a
+    plan that cannot be read)."""
+    got = parsed(plan)
+    if got is None or "funnel" not in got:
+        return None
+    try:
+        return Tuned(**got)
+    except TypeError:
+        return None
 
 
 def target_of(plan: str | None) -> float:
     """The set's recall target: its own (``sets create --recall``, a tune), else 0.95."""
-    return float(json.loads(plan).get("target", TARGET)) if plan else TARGET
+    got = (parsed(plan) or {}).get("target", TARGET)
+    return float(got) if isinstance(got, (int, float)) and 0 < got <= 1 else TARGET
 
 
 def target_only(plan: str | None) -> str | None:
