@@ -257,9 +257,11 @@ def execute(source: FunnelSource, queries: np.ndarray, funnel: Funnel, *,
         method = "ann"
         if dead is None:
             dead = 0 if live is None else n_rows - int(np.count_nonzero(live))
-        # the index still holds deleted rows: fetch past them, and more when many died
-        fetch = keep + dead if dead < 10 * keep else 2 * keep + dead
-        fetch = min(n_rows, fetch)
+        # an index that still holds deleted rows and cannot skip them in its walk:
+        # fetch past them, and more when many died
+        fetch = keep
+        if not getattr(ann, "masks_dead", False):
+            fetch = min(n_rows, keep + dead if dead < 10 * keep else 2 * keep + dead)
         scores, rows = ann.search(vectors.truncate(q, first.dim), fetch)
         top_rows, top_scores = [], []
         for r, s in zip(rows, scores):

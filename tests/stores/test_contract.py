@@ -695,6 +695,55 @@ def test_kill_9_while_the_index_is_extended_leaves_a_store_that_answers(tmp_path
     assert res.timings[0].method == "ann"
 
 
+def test_graph_work_runs_beside_searches_and_survives_kill_9(tmp_path):
+    """Rows past the graph are scored exactly while a background thread extends it; a
+    graph with many deleted rows is rebuilt without them, in the background too. A
+    process killed mid-compaction leaves the old graph, which serves (never a deleted
+    row), and the next process completes the work."""
+    from pathlib import Path
+
+    from mrlkit.stores import local_graph, open_store
+
+    location = str(tmp_path / "local")
+    store = open_store(location, native_from=0)
+    x = fill(store, 1200)
+    store.index("s", GRAPH)
+    new = unit(local_graph.EXTEND_AT + 200, seed=62)
+    store.add("s", ids(len(new), 1200), new)
+    res = store.search("s", new[:5], k=1, funnel=GRAPH)  # the tail, scored exactly
+    assert [h[0].id for h in res.hits] == ids(5, 1200)
+    assert store.engine.settle(timeout=600)  # generous: a busy machine
+    ann = Path(location) / "sets" / "1" / "ann"
+    meta = json.loads((ann / "g0-hnsw-d384.json").read_text())
+    assert meta["rows"] == 1200 + len(new)  # extended
+    dead = ids(600)  # a quarter of the graph: past COMPACT_AT
+    store.delete("s", dead)
+    store.close()
+    r = _python(f"""
+        import os
+        from mrlkit import Funnel
+        from mrlkit.stores import faults, open_store
+        faults.install(lambda n: n == "graph_before_rename" and os.kill(os.getpid(), 9))
+        s = open_store({location!r}, native_from=0)
+        s.search("s", s.vectors("s")[1][:1], funnel=Funnel.parse({str(GRAPH)!r}))
+        s.engine.settle()
+    """)
+    assert r.returncode == -9, (r.returncode, r.stderr)
+    record = ann / "g0-hnsw-d384.json"
+    assert json.loads(record.read_text())["labels"] is None  # the old graph, on disk
+    again = open_store(location, native_from=0)
+    res = again.search("s", x[:50], k=10, funnel=GRAPH)
+    assert res.timings[0].method == "ann"
+    assert not {h.id for r in res.hits for h in r} & set(dead)
+    assert again.engine.settle(timeout=600)
+    meta = json.loads(record.read_text())  # compacted: the graph holds live rows only
+    assert meta["labels"] and len(list(ann.glob("*.rows"))) == 1
+    assert meta["rows"] == 1200 + len(new)
+    res = again.search("s", x[600:605], k=1, funnel=GRAPH)
+    assert [h[0].id for h in res.hits] == ids(5, 600)
+    assert again.check("s").ok
+
+
 # --- the recall target: a plan measured on the set's own data -------------------------
 def test_a_tuned_set_keeps_its_target_on_held_out_queries_and_says_how(store):
     x = fill(store, 2000)
@@ -814,3 +863,76 @@ def test_check_and_tune_measure_an_adapted_set_as_its_searches_find(store):
     truth, found = held_out(Funnel.exact(DIM)), held_out(short)
     real = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(found, truth)])
     assert abs(checked - real) <= 0.02, (checked, real)
+
+
+# --- a live set: writers, deleters and filtered searchers at once ---------------------
+def test_concurrent_writers_deleters_and_filtered_searchers(store):
+    """For a bounded time (2 writers, 1 deleter, 2 searchers, each a fixed number of
+    steps): no call fails, every search returns live documents of its filter only,
+    every acknowledged write is visible afterwards (and every delete gone), and the
+    set checks clean."""
+    import threading
+
+    fill(store, 400)
+    store.index("s", GRAPH)
+    x = unit(2 * 30 * 8, seed=77)
+    errors: list[BaseException] = []
+    added: list[str] = []
+    deleted: list[str] = []
+    lock = threading.Lock()
+
+    def guarded(step):
+        def run(*args):
+            try:
+                step(*args)
+            except BaseException as exc:  # noqa: BLE001 - collected for the assertion
+                errors.append(exc)
+        return run
+
+    @guarded
+    def writer(w: int) -> None:
+        for b in range(30):
+            start = (w * 30 + b) * 8
+            new = [f"w{w}-{start + i}" for i in range(8)]
+            store.add("s", new, x[start:start + 8], [f"t{start + i}" for i in range(8)],
+                      [{"group": i % 3, "lang": "en"} for i in range(8)])
+            with lock:
+                added.extend(new)
+
+    @guarded
+    def deleter() -> None:
+        for b in range(40):
+            gone = ids(5, 5 * b)
+            store.delete("s", gone)
+            with lock:
+                deleted.extend(gone)
+
+    @guarded
+    def searcher(n: int) -> None:
+        for i in range(40):
+            res = store.search("s", x[(n * 40 + i) % len(x)][None], k=5,
+                               filters={"group": n % 3} if i % 2 else None,
+                               funnel=GRAPH if i % 3 == 0 else None)
+            assert res.hits[0]
+            if i % 2:
+                assert all(h.metadata["group"] == n % 3 for h in res.hits[0])
+
+    threads = [threading.Thread(target=writer, args=(w,)) for w in range(2)] + \
+        [threading.Thread(target=deleter)] + \
+        [threading.Thread(target=searcher, args=(n,)) for n in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=600)  # generous: a busy machine; the steps are bounded
+    assert not any(t.is_alive() for t in threads)
+    assert not errors, errors[:3]
+    assert all(d is not None for d in store.get("s", added))
+    assert all(d is None for d in store.get("s", deleted))
+    assert store.get_set("s").count == 400 + len(added) - len(deleted)
+    res = store.search("s", x[:20], k=1, funnel=Funnel.exact(DIM))
+    assert {h[0].id for h in res.hits} <= set(added)
+    gone = set(deleted)
+    res = store.search("s", unit(20, seed=3), k=10)
+    assert not {h.id for r in res.hits for h in r} & gone
+    report = store.check("s")
+    assert report.ok, report

@@ -40,6 +40,9 @@ def serve(
     max_batch: Annotated[int, typer.Option(help="Texts per model call.")] = 64,
     max_wait_ms: Annotated[float, typer.Option(
         help="How long a model call waits for other requests' texts.")] = 5.0,
+    search_threads: Annotated[Optional[int], typer.Option(
+        min=1, max=256, help="Threads searches run on, in parallel (default: one per "
+        "core); the model has a thread of its own.")] = None,
 ) -> None:
     """Serve OpenAI-compatible /v1/embeddings, embedding sets and their search over HTTP
     (OpenAPI at /docs; /health, /ready, /metrics)."""
@@ -57,6 +60,7 @@ def serve(
     models = [get_spec(m).name for m in (model or ["all-MiniLM-L6-v2"])]
     config = ServerConfig(store=store, models=models, keys=keys, host=host,
                           allow_non_mrl=allow_non_mrl, backend=backend,
+                          search_threads=search_threads,
                           limits=Limits(body_bytes=max_body, inputs=max_inputs,
                                         chars=max_chars, k=max_k, in_flight=max_in_flight,
                                         max_batch=max_batch, max_wait_ms=max_wait_ms,

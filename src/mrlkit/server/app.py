@@ -52,6 +52,7 @@ def create_app(config: ServerConfig) -> FastAPI:
         yield
         state.ready = False
         await state.batcher.close()  # after uvicorn has let in-flight requests finish
+        state.searches.shutdown(wait=True)
         await run_in_threadpool(state.store.close)
 
     app = FastAPI(title="mrlkit", version=__version__, lifespan=lifespan,

@@ -59,8 +59,14 @@ class ServerConfig:
     backend: str = "torch"                               # encoder of local models
     limits: Limits = field(default_factory=Limits)
     host: str = "127.0.0.1"
+    # threads searches run on (the store's reads run in parallel; the encoder has a
+    # thread of its own); None: one per core
+    search_threads: int | None = None
 
     def __post_init__(self) -> None:
+        if self.search_threads is not None and not 1 <= self.search_threads <= 256:
+            raise InvalidInputError(f"search threads must be 1..256, not "
+                                    f"{self.search_threads}")
         if not self.keys and self.host not in LOOPBACK:
             raise InvalidInputError(
                 f"no API key is configured, so the server listens on loopback only, not "

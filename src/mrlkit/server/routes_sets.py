@@ -118,7 +118,7 @@ def sets(sh: Shared) -> APIRouter:
                 raise ApiError(400, f"at most {sh.config.limits.queries} queries per request",
                                "invalid_request_error", "vector")
         adaptive = Adaptive(body.adaptive) if body.adaptive is not None else None
-        res = await run_in_threadpool(lambda: sh.store().search(
+        res = await sh.state.search(lambda: sh.store().search(
             name, q, k=body.k, funnel=funnel, filters=body.filter, adaptive=adaptive,
             recall=body.recall))
         for n, t in enumerate(res.timings):

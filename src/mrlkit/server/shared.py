@@ -9,10 +9,14 @@ Example::
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import logging
+import os
 import threading
-from typing import Any
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
 
 import numpy as np
 from fastapi import Depends, Request
@@ -30,6 +34,7 @@ from .config import ServerConfig
 from .guard import ApiError, Metrics
 
 log = logging.getLogger("mrlkit.serve")
+T = TypeVar("T")
 
 bearer = HTTPBearer(auto_error=False, description="An API key (`--api-key-file`, "
                     "`MRLKIT_API_KEYS`); none when the server runs without keys.")
@@ -50,6 +55,15 @@ class State:
         self.store: Store[Any] | None = None
         self.ready = False
         self._calibrations: dict[tuple[str, int], Any] = {}
+        # searches on a pool of their own, sized to the cores: faiss and NumPy release
+        # the GIL, so they run in parallel, and a burst of searches cannot take the
+        # threads that writes and set operations run on
+        self.searches = ThreadPoolExecutor(config.search_threads or os.cpu_count() or 1,
+                                           thread_name_prefix="mrlkit-search")
+
+    async def search(self, call: Callable[[], T]) -> T:
+        """Run ``call`` (a store search) on the search pool."""
+        return await asyncio.get_running_loop().run_in_executor(self.searches, call)
 
     def _provider(self, model: str) -> Any:
         spec = get_spec(model)

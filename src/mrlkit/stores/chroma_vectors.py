@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +42,10 @@ class FileVectors:
         self._rows: dict[str, int] = {}
         self._read_to = 0  # bytes of the ids file already in ``_rows``
         self._count = 0    # rows they name
+        # threads of one process share this object: the ids are read by one at a time
+        # (two at once counted rows twice: a row past the file's end, or a write
+        # starting past it)
+        self._mutex = threading.Lock()
 
     def write(self, ids: list[str], stored: np.ndarray) -> None:
         """Append ``stored`` (fsynced), then their ids (fsynced)."""
@@ -54,6 +59,10 @@ class FileVectors:
 
     def _refresh(self) -> int:
         """Read ids appended since the last call (by any process); returns the rows."""
+        with self._mutex:
+            return self._refresh_locked()
+
+    def _refresh_locked(self) -> int:
         try:
             with open(self.ids_path, "rb") as fh:
                 fh.seek(self._read_to)

@@ -45,8 +45,9 @@ from .plan import Capabilities
 from .local_files import SetFiles, finite_rows
 from .row_reader import RowReader
 from .local_db import (LocalRecord, catalogue_errors, connect, filter_sql, migrate,
-                       record_of, why)
-from .local_source import LocalSource
+                       read_connection, record_of, why)
+from .local_graph import GraphFiles, Graphs
+from .local_source import LiveMask, LocalSource
 from .records import (Batch, CheckReport, Document, Rebuild, SetRecord, StorageInfo,
                       not_found,
                       ViewInfo)
@@ -82,12 +83,42 @@ class LocalEngine(EngineDefaults[LocalRecord]):
             raise StoreError(f"cannot open the catalogue of {self.root}: {exc}") from None
         if not self.read_only:
             migrate(self._db)
-        self._lock = threading.RLock()
+        self._lock = threading.RLock()   # writers only: readers share no connection
         self._cache: dict[tuple[Any, ...], Any] = {}
-        self._records: dict[str, tuple[tuple[int, int], LocalRecord]] = {}
+        self._masks: dict[int, LiveMask] = {}
+        self._local = threading.local()  # this thread's read connection and records
+        self._readers: list[sqlite3.Connection] = []
+        self.graphs = Graphs(writable=not self.read_only)
+
+    def settle(self, timeout: float | None = None) -> bool:
+        """Wait for the graph work running in the background (extension, compaction);
+        True when none is left. Searches never wait for it: this is for tests, tools
+        and a clean exit."""
+        return self.graphs.settle(timeout)
 
     def close(self) -> None:
-        self._db.close()
+        self.graphs.settle()
+        with self._lock:
+            for db in self._readers:
+                db.close()
+            self._readers.clear()
+            self._db.close()
+
+    def _conn(self) -> sqlite3.Connection:
+        """The connection this thread reads with: inside a write transaction the
+        writer's (it sees its own changes), else a connection of the thread's own, so
+        that concurrent searches share nothing (SQLite's WAL lets readers run beside
+        the one writer, each on the last commit)."""
+        if getattr(self._local, "writing", False):
+            return self._db
+        db: sqlite3.Connection | None = getattr(self._local, "db", None)
+        if db is None:
+            with catalogue_errors(self.root):
+                db = read_connection(self.root / "catalog.sqlite", self.read_only)
+            with self._lock:
+                self._readers.append(db)
+            self._local.db, self._local.records = db, {}
+        return db
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
@@ -100,6 +131,7 @@ class LocalEngine(EngineDefaults[LocalRecord]):
                              "open it again to write)")
         with self._lock, catalogue_errors(self.root):
             self._db.execute("BEGIN IMMEDIATE")
+            self._local.writing = True
             try:
                 yield self._db
             except BaseException as exc:
@@ -108,36 +140,40 @@ class LocalEngine(EngineDefaults[LocalRecord]):
                     raise StoreError(f"cannot write to the store at {self.root}: "
                                      f"{why(exc)}; nothing of this write was kept") from None
                 raise
+            finally:
+                self._local.writing = False
             faults.point("before_commit")
             self._db.execute("COMMIT")
 
     # --- records ----------------------------------------------------------------------
     def record(self, name: str) -> LocalRecord:
         """The set's row, read again only when the catalogue changed: SQLite's
-        ``data_version`` counts other connections' commits, ``total_changes`` this one's
-        (every search starts here, so this saves a query and a record per search)."""
-        with self._lock, catalogue_errors(self.root):  # shared connection: see _read
-            stamp = (self._db.execute("PRAGMA data_version").fetchone()[0],
-                     self._db.total_changes)
-            got = self._records.get(name)
+        ``data_version`` on the thread's read connection counts every other
+        connection's commits (every search starts here, so this saves a query and a
+        record per search)."""
+        db = self._conn()
+        with catalogue_errors(self.root):
+            writing = db is self._db
+            stamp = db.execute("PRAGMA data_version").fetchone()[0]
+            records: dict[str, tuple[int, LocalRecord]] = {} if writing else \
+                self._local.records
+            got = records.get(name)
             if got is not None and got[0] == stamp:
                 return got[1]
-            r = self._db.execute("SELECT * FROM sets WHERE name = ?", (name,)).fetchone()
+            r = db.execute("SELECT * FROM sets WHERE name = ?", (name,)).fetchone()
             if r is None:
-                known = [k["name"] for k in self._db.execute("SELECT name FROM sets")]
+                known = [k["name"] for k in db.execute("SELECT name FROM sets")]
                 raise not_found(name, self.location, known)
             rec = record_of(r)
-            self._records = {name: (stamp, rec)}  # the last set asked for
+            if not writing:
+                self._local.records = {name: (stamp, rec)}  # the last set asked for
             return rec
 
     def _read(self, sql: str, params: Sequence[Any] = (), *, tuples: bool = False
               ) -> list[Any]:
-        """Every row of a query. The store's one SQLite connection is shared by threads
-        (a server's); a statement and its rows are read under the lock a write
-        transaction holds from BEGIN to COMMIT, so no thread reads inside another's
-        transaction or interleaves its cursor with another's."""
-        with self._lock, catalogue_errors(self.root):
-            cur = self._db.cursor()
+        """Every row of a query, on this thread's connection (see :meth:`_conn`)."""
+        with catalogue_errors(self.root):
+            cur = self._conn().cursor()
             if tuples:
                 cur.row_factory = None
             return cur.execute(sql, params).fetchall()
@@ -169,7 +205,8 @@ class LocalEngine(EngineDefaults[LocalRecord]):
                         int(spec["supports_mrl"]), json.dumps(spec["mrl_dims"]),
                         json.dumps(dict(spec))))
             cur = db.execute("INSERT INTO sets (name, model, truncate_dim, stored_dim, storage, "
-                             "allow_non_mrl, created_at, checksum) VALUES (?, ?, ?, ?, ?, ?, ?, 0)",
+                             "allow_non_mrl, created_at, checksum, n_dead) "
+                             "VALUES (?, ?, ?, ?, ?, ?, ?, 0, 0)",
                              (rec.name, rec.model, rec.truncate_dim, rec.stored_dim, rec.storage,
                               int(rec.allow_non_mrl), rec.created_at))
             # files a crashed drop left under this id (stores made before ids were never
@@ -192,6 +229,9 @@ class LocalEngine(EngineDefaults[LocalRecord]):
     def files(self, rec: LocalRecord) -> SetFiles:
         return SetFiles(self._dir(rec.id), rec.id, rec.generation, rec.stored_dim,
                         rec.storage, rec.n_rows)
+
+    def graph_files(self, rec: LocalRecord) -> GraphFiles:
+        return GraphFiles(self._dir(rec.id) / "ann", rec.generation)
 
     def cached(self, kind: str, rec: LocalRecord, extra: tuple[Any, ...],
                make: Callable[[], Any]) -> Any:
@@ -221,11 +261,10 @@ class LocalEngine(EngineDefaults[LocalRecord]):
             batch = prepare(rec)
             existing = self._existing(rec.id, batch.ids)
             batch.accept(existing)
-            crc = self.files(rec).append(batch.vectors, rec.checksum)
+            files = self.files(rec)
+            crc = files.append(batch.vectors, rec.checksum)
             faults.point("after_vectors")
-            if existing:
-                db.executemany("DELETE FROM documents WHERE set_id = ? AND ext_id = ?",
-                               [(rec.id, i) for i in existing])
+            n_dead = self._remove(db, rec, "ext_id", list(existing))
             # a document added again leaves the quarantine a check put it in (asked once
             # per batch: a set without quarantined documents pays one indexed lookup)
             if db.execute("SELECT 1 FROM quarantine WHERE set_id = ? LIMIT 1",
@@ -237,9 +276,36 @@ class LocalEngine(EngineDefaults[LocalRecord]):
                 "VALUES (?, ?, ?, ?, ?)",
                 [(rec.id, rec.n_rows + j, i, t, json.dumps(m, ensure_ascii=False))
                  for j, (i, t, m) in enumerate(zip(batch.ids, batch.texts, batch.metadata))])
-            db.execute("UPDATE sets SET n_rows = ?, checksum = ?, version = version + 1 "
-                       "WHERE id = ?", (rec.n_rows + len(batch), crc, rec.id))
+            db.execute("UPDATE sets SET n_rows = ?, checksum = ?, n_dead = ?, "
+                       "version = version + 1 WHERE id = ?",
+                       (rec.n_rows + len(batch), crc, n_dead, rec.id))
         return len(batch)
+
+    def _remove(self, db: sqlite3.Connection, rec: LocalRecord, key: str,
+                values: Sequence[Any]) -> int:
+        """Delete the documents whose ``key`` is in ``values`` and log their rows as dead
+        (:meth:`SetFiles.append_dead`, before the commit); returns the log's new length,
+        for the write to commit. A set without a log yet (made before it) gets one here,
+        from the catalogue, once."""
+        dead: list[int] = []
+        for start in range(0, len(values), 900):
+            chunk = list(values[start:start + 900])
+            marks = ",".join("?" * len(chunk))
+            dead += [r[0] for r in db.execute(
+                f"DELETE FROM documents WHERE set_id = ? AND {key} IN ({marks}) "
+                "RETURNING row", (rec.id, *chunk))]
+        files = self.files(rec)
+        if rec.n_dead is None:  # no log: every row without a document is dead
+            have = np.fromiter((r[0] for r in db.execute(
+                "SELECT row FROM documents WHERE set_id = ?", (rec.id,))), np.int64)
+            mask = np.ones(rec.n_rows, bool)
+            mask[have[have < rec.n_rows]] = False
+            logged = np.flatnonzero(mask)
+            files.append_dead(logged, 0)
+            return len(logged)
+        if dead:
+            files.append_dead(np.sort(np.asarray(dead, np.int64)), rec.n_dead)
+        return rec.n_dead + len(dead)
 
     def _select_in(self, columns: str, key: str, set_id: int,
                    values: Sequence[Any], *, tuples: bool = False) -> Iterator[Any]:
@@ -262,10 +328,10 @@ class LocalEngine(EngineDefaults[LocalRecord]):
         with self._write() as db:
             rec = self.record(name)
             before = db.total_changes
-            db.executemany("DELETE FROM documents WHERE set_id = ? AND ext_id = ?",
-                           [(rec.id, i) for i in ids])
+            n_dead = self._remove(db, rec, "ext_id", list(dict.fromkeys(ids)))
             removed = db.total_changes - before
-            db.execute("UPDATE sets SET version = version + 1 WHERE id = ?", (rec.id,))
+            db.execute("UPDATE sets SET n_dead = ?, version = version + 1 WHERE id = ?",
+                       (n_dead, rec.id))
         return removed
 
     def rebuild(self, name: str, plan: Callable[[LocalRecord], Rebuild]) -> None:
@@ -301,9 +367,12 @@ class LocalEngine(EngineDefaults[LocalRecord]):
     def _index(self, rec: LocalRecord, first: Stage, native: bool,
                calibrate: Calibrate) -> list[str]:
         files = self.files(rec)
-        if native:
-            files.graph(first.dim)  # built or extended here, errors raised
-            self.uncache("ann", rec, (first.dim,))
+        if native:  # built, extended or compacted here, errors raised; then served
+            self.graphs.settle()
+            got = self.graph_files(rec).open(files.matrix(), first.dim, rec.n_rows,
+                                             live=self._live(rec))
+            assert got is not None
+            self.graphs.install(self.graph_files(rec), first.dim, got.loaded)
             return [f"HNSW index d{first.dim}"]
         if not (first.dim == rec.stored_dim and first.precision in ("float32", rec.storage)):
             files.view(first.dim, first.precision, calibration=calibrate(first.dim)
@@ -335,41 +404,56 @@ class LocalEngine(EngineDefaults[LocalRecord]):
     def calibration(self, rec: LocalRecord, dim: int) -> tuple[Int8Calibration, int] | None:
         return self.files(rec).calibration(dim)  # the int8 view's record holds it
 
-    def _live(self, rec: LocalRecord) -> tuple[np.ndarray | None, int]:
-        """Boolean mask of live rows (None when no row was ever deleted), and the number
-        of dead rows; read once per version of the set."""
-        key = ("live", rec.id, rec.version)
-        with self._lock:  # streamed (1M rows) under the lock _read explains
-            got = self._cache.get(key)
-            if got is None:
-                rows = np.fromiter((r[0] for r in self._db.execute(
-                    "SELECT row FROM documents WHERE set_id = ?", (rec.id,))), dtype=np.int64)
-                # rows a write committed since ``rec`` was read are not this search's
-                rows = rows[rows < rec.n_rows]
-                mask = None
-                if len(rows) != rec.n_rows:
-                    mask = np.zeros(rec.n_rows, bool)
-                    mask[rows] = True
-                self._cache = {k: v for k, v in self._cache.items()
-                               if not (k[0] == "live" and k[1] == rec.id)}
-                got = self._cache[key] = (mask, rec.n_rows - len(rows))
-        return got
+    def _live(self, rec: LocalRecord) -> LiveMask:
+        """The live rows of ``rec``'s snapshot, from the deletion log: the mask a search
+        used before is carried forward by the entries logged since (a write costs the
+        next search its own rows, not a read of the set). A set without a log, or with
+        a damaged one, is read from the catalogue (once per version)."""
+        got = self._masks.get(rec.id)
+        if got is not None and got.at == (rec.generation, rec.n_rows, rec.n_dead):
+            return got
+        new: LiveMask | None = None
+        if rec.n_dead is not None:
+            files = self.files(rec)
+            if got is not None and got.logged is not None and got.at[1] <= rec.n_rows \
+                    and got.logged <= rec.n_dead and got.at[0] == rec.generation:
+                more = files.dead_rows(got.logged, rec.n_dead)
+                if more is not None:
+                    new = got.grown(rec, more)
+            if new is None:
+                dead = files.dead_rows(0, rec.n_dead)
+                if dead is not None:
+                    new = LiveMask.empty(rec).grown(rec, dead)
+        if new is None:
+            rows = np.fromiter((r[0] for r in self._read(
+                "SELECT row FROM documents WHERE set_id = ?", (rec.id,), tuples=True)),
+                dtype=np.int64)
+            # rows a write committed since ``rec`` was read are not this search's
+            rows = rows[rows < rec.n_rows]
+            mask = None
+            if len(rows) != rec.n_rows:
+                mask = np.zeros(rec.n_rows, bool)
+                mask[rows] = True
+            new = LiveMask((rec.generation, rec.n_rows, rec.n_dead), mask,
+                           rec.n_rows - len(rows), None)
+        self._masks[rec.id] = new
+        return new
 
     def _filtered(self, rec: LocalRecord, filters: Mapping[str, Any]) -> np.ndarray:
         # rows a write committed since ``rec`` was read are not this search's (their
         # vectors lie past the snapshot the funnel reads)
         sql, params = filter_sql(rec.id, rec.n_rows, filters)
-        with self._lock:  # see _read
-            return np.fromiter((r[0] for r in self._db.execute(sql, params)), dtype=np.int64)
+        return np.fromiter((r[0] for r in self._read(sql, params, tuples=True)),
+                           dtype=np.int64)
 
     def scan(self, rec: LocalRecord, filters: dict[str, Any] | None,
              calibrate: Calibrate) -> Scan:
-        live, dead = self._live(rec)
+        live = self._live(rec)
         notes: list[str] = []
         return Scan(rec.n_rows, lambda rows: self._documents(rec.id, rows),
-                    source=LocalSource(self, rec, calibrate, notes), live=live,
-                    candidates=self._filtered(rec, filters) if filters else None, dead=dead,
-                    notes=notes)
+                    source=LocalSource(self, rec, calibrate, notes, live), live=live.mask,
+                    candidates=self._filtered(rec, filters) if filters else None,
+                    dead=live.dead, notes=notes)
 
     def _documents(self, set_id: int, rows: np.ndarray) -> dict[int, Document]:
         """The documents of ``rows`` (a search's hits: on every query's path)."""
@@ -384,9 +468,11 @@ class LocalEngine(EngineDefaults[LocalRecord]):
 
     def forget(self) -> None:
         """Drop every cached record, view and index (after a repair changed files)."""
+        self.graphs.forget()
         with self._lock:
             self._cache.clear()
-            self._records.clear()
+            self._masks.clear()
+            self._local.records = {}
 
     def storage(self, rec: LocalRecord, count: int) -> StorageInfo:
         files = self.files(rec)

@@ -239,6 +239,7 @@ def quarantine(engine: LocalEngine, rec: LocalRecord, rows: np.ndarray, reason: 
 
     at = datetime.now(UTC).isoformat(timespec="seconds")
     with engine._write() as db:
+        rec = engine.record(rec.name)
         for start in range(0, len(rows), 900):
             chunk = [int(r) for r in rows[start:start + 900]]
             marks = ",".join("?" * len(chunk))
@@ -246,9 +247,9 @@ def quarantine(engine: LocalEngine, rec: LocalRecord, rows: np.ndarray, reason: 
                        "metadata, row, reason, at) SELECT set_id, ext_id, text, "
                        f"metadata, row, ?, ? FROM documents WHERE set_id = ? AND row IN "
                        f"({marks})", (reason, at, rec.id, *chunk))
-            db.execute(f"DELETE FROM documents WHERE set_id = ? AND row IN ({marks})",
-                       (rec.id, *chunk))
-        db.execute("UPDATE sets SET version = version + 1 WHERE id = ?", (rec.id,))
+        n_dead = engine._remove(db, rec, "row", [int(r) for r in rows])
+        db.execute("UPDATE sets SET n_dead = ?, version = version + 1 WHERE id = ?",
+                   (n_dead, rec.id))
     engine.forget()
     return len(rows)
 
@@ -281,7 +282,10 @@ def reseal(engine: LocalEngine, rec: LocalRecord, readable: int) -> None:
         kept = SetFiles(files.folder, rec.id, rec.generation, rec.stored_dim,
                         rec.storage, readable)
         kept.fill_crcs()
-        db.execute("UPDATE sets SET n_rows = ?, checksum = ?, version = version + 1 "
-                   "WHERE id = ?", (readable, file_crc(path, readable * width), rec.id))
+        # the deletion log starts again from the catalogue at the next write
+        files.dead_path().unlink(missing_ok=True)
+        db.execute("UPDATE sets SET n_rows = ?, checksum = ?, n_dead = NULL, "
+                   "version = version + 1 WHERE id = ?",
+                   (readable, file_crc(path, readable * width), rec.id))
     engine.forget()
     files.remove_derived()

@@ -33,7 +33,8 @@ CREATE TABLE IF NOT EXISTS sets (
     truncate_dim INTEGER, stored_dim INTEGER NOT NULL, storage TEXT NOT NULL,
     allow_non_mrl INTEGER NOT NULL DEFAULT 0, n_rows INTEGER NOT NULL DEFAULT 0,
     generation INTEGER NOT NULL DEFAULT 0, version INTEGER NOT NULL DEFAULT 0,
-    created_at TEXT NOT NULL, transform TEXT, checksum INTEGER, plan TEXT);
+    created_at TEXT NOT NULL, transform TEXT, checksum INTEGER, plan TEXT,
+    n_dead INTEGER DEFAULT 0);
 CREATE TABLE IF NOT EXISTS documents (
     set_id INTEGER NOT NULL REFERENCES sets ON DELETE CASCADE, row INTEGER NOT NULL,
     ext_id TEXT NOT NULL, text TEXT, metadata TEXT NOT NULL DEFAULT '{}',
@@ -54,23 +55,28 @@ class LocalRecord(SetRecord):
     generation: int
     version: int
     checksum: int | None  # CRC-32 of the committed vector file (None: not known)
+    n_dead: int | None = None  # rows in the deletion log, dead.bin (None: no log yet)
 
 
 def record_of(r: sqlite3.Row) -> LocalRecord:
     """A set's record from its ``sets`` row."""
+    keys = r.keys()
     return LocalRecord(name=r["name"], model=r["model"], truncate_dim=r["truncate_dim"],
                        stored_dim=r["stored_dim"], storage=r["storage"],
                        allow_non_mrl=bool(r["allow_non_mrl"]), created_at=r["created_at"],
                        transform=Transform.from_json(r["transform"]), id=r["id"],
                        n_rows=r["n_rows"], generation=r["generation"], version=r["version"],
                        checksum=r["checksum"],
-                       plan=r["plan"] if "plan" in r.keys() else None)  # read-only: unmigrated
+                       plan=r["plan"] if "plan" in keys else None,  # read-only: unmigrated
+                       n_dead=r["n_dead"] if "n_dead" in keys else None)
 
 
 def migrate(db: sqlite3.Connection) -> None:
     """Columns stores made by earlier versions lack."""
     columns = {r["name"] for r in db.execute("PRAGMA table_info(sets)")}
-    for column, kind in (("transform", "TEXT"), ("checksum", "INTEGER"), ("plan", "TEXT")):
+    # n_dead of a set made before the deletion log is NULL: its first write starts one
+    for column, kind in (("transform", "TEXT"), ("checksum", "INTEGER"), ("plan", "TEXT"),
+                         ("n_dead", "INTEGER")):
         if column not in columns:
             db.execute(f"ALTER TABLE sets ADD COLUMN {column} {kind}")
 
@@ -109,24 +115,38 @@ def catalogue_errors(root: Path) -> Iterator[None]:
                          "from a backup") from None
 
 
+def _tuned(db: sqlite3.Connection) -> sqlite3.Connection:
+    db.row_factory = sqlite3.Row
+    # a search reads its hits' rows of `documents`: mapped, they cost no read call
+    db.execute("PRAGMA mmap_size=1073741824")
+    db.execute("PRAGMA foreign_keys=ON")
+    return db
+
+
+def read_connection(path: Path, read_only: bool) -> sqlite3.Connection:
+    """A connection for one thread's reads (``query_only``: a read path that tried to
+    write would fail loudly); on a store opened read-only, immutable as the writer's."""
+    if read_only:
+        return _tuned(sqlite3.connect(f"file:{path}?mode=ro&immutable=1", uri=True,
+                                      timeout=30, isolation_level=None,
+                                      check_same_thread=False))
+    db = _tuned(sqlite3.connect(path, timeout=30, isolation_level=None,
+                                check_same_thread=False))
+    db.execute("PRAGMA query_only=ON")
+    return db
+
+
 def connect(path: Path) -> tuple[sqlite3.Connection, bool]:
     """The catalogue's connection, and whether it is read-only. WAL mode needs its
     side files written to open at all; on a full disk the catalogue is opened
     immutable instead (a clean close leaves everything in the main file), so that
     searches still answer."""
-    def tuned(db: sqlite3.Connection) -> sqlite3.Connection:
-        db.row_factory = sqlite3.Row
-        # a search reads its hits' rows of `documents`: mapped, they cost no read call
-        db.execute("PRAGMA mmap_size=1073741824")
-        db.execute("PRAGMA foreign_keys=ON")
-        return db
-
     db = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
     try:
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=FULL")
         db.executescript(_SCHEMA)
-        return tuned(db), False
+        return _tuned(db), False
     except sqlite3.OperationalError:
         free = os.statvfs(path.parent)
         if not path.exists() or free.f_bavail * free.f_frsize > 1 << 20:
@@ -134,4 +154,4 @@ def connect(path: Path) -> tuple[sqlite3.Connection, bool]:
         db.close()
     ro = sqlite3.connect(f"file:{path}?mode=ro&immutable=1", uri=True, timeout=30,
                          isolation_level=None, check_same_thread=False)
-    return tuned(ro), True
+    return _tuned(ro), True

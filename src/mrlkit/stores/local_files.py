@@ -21,7 +21,7 @@ import shutil
 import zlib
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from collections.abc import Iterator
 
 import numpy as np
@@ -31,9 +31,6 @@ from ..errors import StoreError
 from ..funnel import View
 from ..vectors import Int8Calibration
 from .row_reader import RowReader
-
-if TYPE_CHECKING:
-    from .local_graph import GraphIndex
 
 _BLOCK = 65536
 _DTYPES: dict[str, type[np.generic]] = {"float32": np.float32, "float16": np.float16,
@@ -204,6 +201,34 @@ class SetFiles:
         _fsync_write(path, iter([old[len(have):].tobytes(), row_crcs(data).tobytes()]),
                      offset=len(have) * 4)
 
+    # --- the deletion log ----------------------------------------------------------
+    def dead_path(self) -> Path:
+        """The rows deleted so far, in the order they died (int64, little-endian): the
+        catalogue's ``n_dead`` says how many entries are committed, as ``n_rows`` does
+        for the vector file. Row numbers outlive generations, so one log serves all."""
+        return self.folder / "dead.bin"
+
+    def append_dead(self, rows: np.ndarray, committed: int) -> None:
+        """Log ``rows`` as dead past the ``committed`` entries (dropping what a write that
+        never committed left there), fsynced before the catalogue commits them."""
+        data = np.ascontiguousarray(rows, np.dtype("<i8")).tobytes()
+        _fsync_write(self.dead_path(), iter([data]), offset=committed * 8)
+
+    def dead_rows(self, start: int, stop: int) -> np.ndarray | None:
+        """Entries ``[start, stop)`` of the deletion log (None: the file is shorter or
+        holds a row outside the set: damaged, the caller asks the catalogue instead)."""
+        if stop <= start:
+            return np.empty(0, np.int64)
+        try:
+            got = np.fromfile(self.dead_path(), np.dtype("<i8"), count=stop - start,
+                              offset=start * 8)
+        except (OSError, ValueError):
+            return None
+        if len(got) != stop - start or (len(got) and (got.min() < 0 or
+                                                      got.max() >= self.n_rows)):
+            return None
+        return got.astype(np.int64)
+
     def write_next(self, rows: np.ndarray, apply: Any, dim: int) -> int:
         """The next generation's vector file: every row mapped by ``apply``, at ``dim``;
         returns its CRC-32."""
@@ -301,14 +326,6 @@ class SetFiles:
                 rows < 0 or not isinstance(meta.get("checksum"), int):
             return False
         return bool(file_crc(data_path, rows * row_bytes) == meta["checksum"])
-
-    def graph(self, dim: int, *, persist: bool = True) -> GraphIndex | None:
-        """The HNSW graph index over the ``dim`` prefix of every committed row (see
-        :mod:`.local_graph`; None only without ``persist``, when none is on disk)."""
-        from .local_graph import GraphFiles
-
-        return GraphFiles(self.folder / "ann", self.gen).open(self.matrix(), dim,
-                                                              self.n_rows, persist=persist)
 
     def derived(self) -> list[tuple[int, str, int, str]]:
         """(dim, precision, bytes, kind) of every derived file."""

@@ -9,6 +9,7 @@ Example::
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -30,14 +31,50 @@ if TYPE_CHECKING:
 F32_COPY_BYTES = 256 * 2**20
 
 
+@dataclass(frozen=True)
+class LiveMask:
+    """The live rows of one snapshot of a set: ``at`` (generation, rows, deletion-log
+    entries), the mask (None: every row is live), the dead rows' count, and the log's
+    entries read so far (``log``; None when the mask came from the catalogue)."""
+
+    at: tuple[int, int, int | None]
+    mask: np.ndarray | None
+    dead: int
+    log: np.ndarray | None
+
+    @property
+    def logged(self) -> int | None:
+        return None if self.log is None else len(self.log)
+
+    @classmethod
+    def empty(cls, rec: LocalRecord) -> LiveMask:
+        return cls((rec.generation, 0, 0), None, 0, np.empty(0, np.int64))
+
+    def grown(self, rec: LocalRecord, more: np.ndarray) -> LiveMask:
+        """This mask carried to ``rec``'s snapshot: its new rows live, ``more`` (the
+        deletion-log entries since) dead; a copy (searches may hold this one)."""
+        n = rec.n_rows
+        log = more if self.log is None or not len(self.log) else \
+            np.concatenate([self.log, more])
+        if not len(log):
+            return LiveMask((rec.generation, n, rec.n_dead), None, 0, log)
+        mask = np.ones(n, bool)
+        if self.mask is not None:
+            mask[:len(self.mask)] = self.mask
+        mask[more] = False
+        return LiveMask((rec.generation, n, rec.n_dead), mask,
+                        n - int(np.count_nonzero(mask)), log)
+
+
 class LocalSource:
     """One set's vectors as the generic funnel reads them, pinned to the record read
     once per search (so that the funnel's calls do not query SQLite again)."""
 
     def __init__(self, engine: LocalEngine, rec: LocalRecord, calibrate: Calibrate,
-                 notes: list[str] | None = None) -> None:
+                 notes: list[str] | None = None, live: LiveMask | None = None) -> None:
         self.engine, self.rec, self.calibrate = engine, rec, calibrate
         self.notes = notes if notes is not None else []
+        self.live = live
 
     def view(self, dim: int, precision: str) -> View:
         """The (dim, precision) view (int8: built with the core's calibration); when it
@@ -75,30 +112,30 @@ class LocalSource:
         return self.calibrate(dim)[0]
 
     def ann(self, dim: int) -> Index | None:
-        """The HNSW index of the ``dim`` prefix (None when it cannot be written and none
-        is on disk: said in ``notes``). The planner decides when it is walked."""
+        """The HNSW index of the ``dim`` prefix, as loaded (its tail and the rows
+        deleted since carried to this snapshot; see :class:`.local_graph.Graphs`), or
+        None when it cannot be written and none is on disk: said in ``notes``. The
+        planner decides when it is walked."""
         engine, rec = self.engine, self.rec
-
-        def make() -> tuple[GraphIndex | None, str | None]:
-            files = engine.files(rec)
-            try:
-                return files.graph(dim), None
-            except OSError as exc:
-                graph = files.graph(dim, persist=False)
-                return graph, (
-                    f"the HNSW index of the {dim}-d prefix could not be written "
-                    f"({why(exc)}): " + ("the index on disk was used and the rows past it "
-                                         "scored exactly" if graph is not None
-                                         else "the first stage ran as an exact scan"))
-
-        graph, note = engine.cached("ann", rec, (dim,), make)
-        if note:
-            self.notes.append(note)
+        files = engine.graph_files(rec)
+        matrix = engine.matrix(rec)
+        try:
+            graph = engine.graphs.get(files, matrix, dim, rec.n_rows, self.live)
+        except OSError as exc:
+            graph = engine.graphs.get(files, matrix, dim, rec.n_rows, self.live,
+                                      persist=False)
+            self.notes.append(
+                f"the HNSW index of the {dim}-d prefix could not be written "
+                f"({why(exc)}): " + ("the index on disk was used and the rows past it "
+                                     "scored exactly" if graph is not None
+                                     else "the first stage ran as an exact scan"))
         return None if graph is None else Tuned(graph, engine.ef_search)
 
 
 class Tuned:
     """A graph index searched with the engine's ``ef_search`` (None: the stage's keep)."""
+
+    masks_dead = True  # its answers are live rows only
 
     def __init__(self, graph: GraphIndex, ef: int | None) -> None:
         self.graph, self.ef = graph, ef
