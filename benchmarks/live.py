@@ -292,7 +292,7 @@ def run_engine(task: dict) -> dict:
 
     def deletes(m: int) -> None:
         with lock:
-            live = [i for i in rng.integers(0, truth.next_id, 3 * m).tolist()
+            live = [i for i in dict.fromkeys(rng.integers(0, truth.next_id, 3 * m).tolist())
                     if i in truth.row_of and i not in upserted][:m]
             for i in live:
                 del truth.row_of[i]

@@ -251,8 +251,13 @@ class LocalEngine(EngineDefaults[LocalRecord]):
                             lambda: self.files(rec).matrix())
 
     def reader(self, rec: LocalRecord) -> RowReader:
-        return self.cached("rows", rec, (),  # type: ignore[no-any-return]
-                            lambda: self.files(rec).rows())
+        """The reader of the set's vector file: one per generation (rows are appended,
+        never moved; a read past the file's end is an error it raises)."""
+        key = ("rows", rec.id, rec.generation)
+        got: RowReader | None = self._cache.get(key)
+        if got is None:
+            got = self._cache[key] = self.files(rec).rows()
+        return got
 
     # --- writes -----------------------------------------------------------------------
     def add(self, name: str, prepare: Callable[[LocalRecord], Batch]) -> int:

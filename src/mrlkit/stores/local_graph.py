@@ -40,6 +40,7 @@ import errno
 import os
 import threading
 import zlib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -90,16 +91,18 @@ class Loaded:
         pos: np.ndarray = self._inverse[rows]
         return pos[pos >= 0]
 
-    def tail(self, matrix: np.ndarray, dim: int, n_rows: int) -> np.ndarray:
-        """Rows ``[upto, n_rows)`` at ``dim``: the last one made grown by the rows added
-        since (a write costs the next search its own rows, not the whole tail)."""
+    def tail(self, read: Read, dim: int, n_rows: int) -> np.ndarray:
+        """Rows ``[upto, n_rows)`` at ``dim`` (``read(start, stop)`` gives stored rows):
+        the last one made grown by the rows added since (a write costs the next search
+        its own rows, not the whole tail)."""
         got = self._tail
         if got is not None and got[0] == n_rows:
             return got[1]
         if got is not None and got[0] < n_rows:
-            tail = np.concatenate([got[1], _prefix(matrix, dim, got[0], n_rows)])
+            tail = np.concatenate([got[1], _prefix(read(got[0], n_rows), dim, 0, None)])
         else:
-            tail = _prefix(matrix, dim, min(self.upto, n_rows), n_rows)
+            start = min(self.upto, n_rows)
+            tail = _prefix(read(start, n_rows), dim, 0, None)
         self._tail = (n_rows, tail)
         return tail
 
@@ -131,6 +134,9 @@ class Loaded:
         np.bitwise_and.at(bits, pos >> 3, ~(np.left_shift(1, pos & 7)).astype(np.uint8))
         self._bits = (len(log), bits, count + len(pos))
         return bits, count + len(pos)
+
+
+Read = Callable[[int, int], np.ndarray]  # stored rows [start, stop), as float32
 
 
 class LiveRows(Protocol):
@@ -231,7 +237,8 @@ class GraphFiles:
             loaded = self.refresh(matrix, dim, n_rows, live)
         if loaded is None:
             return None
-        return GraphIndex(loaded, loaded.tail(matrix, dim, n_rows), dim, n_rows, live)
+        return GraphIndex(loaded, loaded.tail(_reader(matrix), dim, n_rows), dim, n_rows,
+                          live)
 
     def refresh(self, matrix: np.ndarray, dim: int, n_rows: int,
                 live: LiveRows | None) -> Loaded:
@@ -289,12 +296,15 @@ class Graphs:
         self._lock = threading.Lock()
         self.errors: list[str] = []
 
-    def get(self, files: GraphFiles, matrix: np.ndarray, dim: int, n_rows: int,
-            live: LiveRows | None, *, persist: bool = True) -> GraphIndex | None:
+    def get(self, files: GraphFiles, matrix: Callable[[], np.ndarray], read: Read,
+            dim: int, n_rows: int, live: LiveRows | None, *, persist: bool = True
+            ) -> GraphIndex | None:
+        """The index for a snapshot of ``n_rows`` rows: ``matrix()`` maps them all (for
+        work on the index), ``read(start, stop)`` reads a few (the tail)."""
         key = (str(files.path(dim)), dim)
         loaded = self._loaded.get(key) or files.load(dim)
         if loaded is None:  # none on disk: built here (a set's first search, once)
-            got = files.open(matrix, dim, n_rows, persist=persist and self.writable,
+            got = files.open(matrix(), dim, n_rows, persist=persist and self.writable,
                              live=live)
             if got is None:
                 return None
@@ -303,8 +313,8 @@ class Graphs:
         self._loaded[key] = loaded
         if self._stale(files.path(dim), loaded) or (
                 self.writable and persist and _due(loaded, n_rows, live) is not None):
-            self._start(key, files, matrix, dim, n_rows, live)
-        return GraphIndex(loaded, loaded.tail(matrix, dim, n_rows), dim, n_rows, live)
+            self._start(key, files, matrix, read, dim, n_rows, live)
+        return GraphIndex(loaded, loaded.tail(read, dim, n_rows), dim, n_rows, live)
 
     def _stale(self, path: Path, loaded: Loaded) -> bool:
         """Did another process replace the file since it was loaded?"""
@@ -314,24 +324,29 @@ class Graphs:
             return False
         return (st.st_ino, st.st_size, st.st_mtime_ns) != loaded.stamp
 
-    def _start(self, key: tuple[str, int], files: GraphFiles, matrix: np.ndarray,
-               dim: int, n_rows: int, live: LiveRows | None) -> None:
+    def _start(self, key: tuple[str, int], files: GraphFiles,
+               matrix: Callable[[], np.ndarray], read: Read, dim: int, n_rows: int,
+               live: LiveRows | None) -> None:
         with self._lock:
             if key in self._busy:
                 return
             worker = threading.Thread(target=self._work, name="mrlkit-graph", daemon=True,
-                                      args=(key, files, matrix, dim, n_rows, live))
+                                      args=(key, files, matrix, read, dim, n_rows, live))
             self._busy[key] = worker
         worker.start()
 
-    def _work(self, key: tuple[str, int], files: GraphFiles, matrix: np.ndarray,
-              dim: int, n_rows: int, live: LiveRows | None) -> None:
+    def _work(self, key: tuple[str, int], files: GraphFiles,
+              matrix: Callable[[], np.ndarray], read: Read, dim: int, n_rows: int,
+              live: LiveRows | None) -> None:
         try:
             loaded = self._loaded.get(key)
             got = files.load(dim)
             if self.writable and (got is None or _due(got, n_rows, live) is not None):
-                got = files.refresh(matrix, dim, n_rows, live)
+                got = files.refresh(matrix(), dim, n_rows, live)
             if got is not None and (loaded is None or got.upto >= loaded.upto):
+                # made ready here, not by the next search: its tail, its walk's bitmap
+                got.tail(read, dim, n_rows)
+                got.blocked(live)
                 self._loaded[key] = got  # swapped in whole: searches see old or new
         except Exception as exc:  # a full disk: searches go on with the old index
             self.errors.append(f"{files.path(dim).name}: {exc}")
@@ -422,9 +437,13 @@ def _read_labels(path: Path, n: int) -> np.ndarray | None:
     return np.frombuffer(data, np.dtype("<i8")).astype(np.int64)
 
 
-def _prefix(matrix: np.ndarray, dim: int, start: int, stop: int) -> np.ndarray:
+def _prefix(matrix: np.ndarray, dim: int, start: int, stop: int | None) -> np.ndarray:
     """Rows ``[start, stop)`` at ``dim``, re-normalised float32 (what the index holds)."""
     return vectors.truncate(finite_rows(matrix[start:stop]), dim)
+
+
+def _reader(matrix: np.ndarray) -> Read:
+    return lambda start, stop: np.asarray(matrix[start:stop], np.float32)
 
 
 def _new_index(matrix: np.ndarray, dim: int, n_rows: int,

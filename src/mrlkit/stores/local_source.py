@@ -61,9 +61,10 @@ class LiveMask:
         mask = np.ones(n, bool)
         if self.mask is not None:
             mask[:len(self.mask)] = self.mask
+        newly = int(np.count_nonzero(mask[more])) if len(np.unique(more)) == len(more) \
+            else len(np.unique(more[mask[more]]))
         mask[more] = False
-        return LiveMask((rec.generation, n, rec.n_dead), mask,
-                        n - int(np.count_nonzero(mask)), log)
+        return LiveMask((rec.generation, n, rec.n_dead), mask, self.dead + newly, log)
 
 
 class LocalSource:
@@ -118,12 +119,16 @@ class LocalSource:
         planner decides when it is walked."""
         engine, rec = self.engine, self.rec
         files = engine.graph_files(rec)
-        matrix = engine.matrix(rec)
+        reader = engine.reader(rec)
+
+        def matrix() -> np.ndarray:
+            return engine.matrix(rec)
         try:
-            graph = engine.graphs.get(files, matrix, dim, rec.n_rows, self.live)
+            graph = engine.graphs.get(files, matrix, reader.block, dim, rec.n_rows,
+                                      self.live)
         except OSError as exc:
-            graph = engine.graphs.get(files, matrix, dim, rec.n_rows, self.live,
-                                      persist=False)
+            graph = engine.graphs.get(files, matrix, reader.block, dim, rec.n_rows,
+                                      self.live, persist=False)
             self.notes.append(
                 f"the HNSW index of the {dim}-d prefix could not be written "
                 f"({why(exc)}): " + ("the index on disk was used and the rows past it "

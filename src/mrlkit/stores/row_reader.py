@@ -39,6 +39,16 @@ class RowReader:
         self.row_bytes = dim * dtype.itemsize
         self._decoder: Any = None
 
+    def block(self, start: int, stop: int) -> np.ndarray:
+        """float32 rows ``[start, stop)``, with one ``pread``."""
+        size = self.row_bytes
+        data = os.pread(self.fd, (stop - start) * size, start * size)
+        if len(data) != (stop - start) * size:
+            raise StoreError("the vector file is shorter than its committed rows: "
+                             "`mrlkit sets check` says what can be recovered")
+        got = np.frombuffer(data, self.dtype).reshape(stop - start, self.dim)
+        return np.asarray(got, np.float32)
+
     def read(self, rows: np.ndarray) -> np.ndarray:
         """float32 rows (in the order given; sorted rows read the file forward)."""
         size, fd = self.row_bytes, self.fd
