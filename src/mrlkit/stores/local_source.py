@@ -58,13 +58,16 @@ class LiveMask:
             np.concatenate([self.log, more])
         if not len(log):
             return LiveMask((rec.generation, n, rec.n_dead), None, 0, log)
-        mask = np.ones(n, bool)
-        if self.mask is not None:
-            mask[:len(self.mask)] = self.mask
-        newly = int(np.count_nonzero(mask[more])) if len(np.unique(more)) == len(more) \
-            else len(np.unique(more[mask[more]]))
+        if self.mask is not None and len(self.mask) == n:
+            mask = self.mask.copy()  # one copy: searches may hold the old mask
+        else:
+            mask = np.ones(n, bool)
+            if self.mask is not None:
+                mask[:len(self.mask)] = self.mask
+        newly = more[mask[more]]
         mask[more] = False
-        return LiveMask((rec.generation, n, rec.n_dead), mask, self.dead + newly, log)
+        newly_dead = len(newly) if len(newly) < 2 else len(np.unique(newly))
+        return LiveMask((rec.generation, n, rec.n_dead), mask, self.dead + newly_dead, log)
 
 
 class LocalSource:

@@ -105,9 +105,33 @@ class PgvectorEngine(EngineDefaults[PgRecord]):
         self._lock = threading.RLock()
         self._migrate()
         register_vector(self._conn)
+        self._url = url
+        self._pool: Any = None
 
     def close(self) -> None:
+        if self._pool is not None:
+            self._pool.close()
         self._conn.close()
+
+    @contextmanager
+    def _search_tx(self) -> Iterator[psycopg.Cursor[Row]]:
+        """One read transaction on a pooled connection (psycopg_pool, up to one per
+        core, opened on first use): searches run in parallel in the server, beside the
+        writers' connection and its lock."""
+        if self._pool is None:
+            from psycopg_pool import ConnectionPool
+
+            with self._lock:
+                if self._pool is None:
+                    self._pool = ConnectionPool(
+                        self._url, min_size=0, max_size=max(2, os.cpu_count() or 1),
+                        max_idle=30,
+                        kwargs={"autocommit": True, "row_factory": dict_row},
+                        configure=register_vector, open=True, name="mrlkit-search")
+        with pg_errors(self.location), self._pool.connection(timeout=60) as conn:
+            with conn.transaction():
+                with conn.cursor() as cur:
+                    yield cur
 
     @contextmanager
     def _tx(self) -> Iterator[psycopg.Cursor[Row]]:
@@ -326,7 +350,7 @@ class PgvectorEngine(EngineDefaults[PgRecord]):
                                      use_index=use_index)
         t0 = time.perf_counter()
         results = []
-        with self._tx() as cur:
+        with self._search_tx() as cur:
             pg_sql.settings(cur, use_index, stages[0].keep or 10, self.ef_search,
                             self.iterative_scan)
             for query in q:
