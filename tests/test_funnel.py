@@ -39,9 +39,10 @@ def test_ann_first_stage_finds_the_neighbours(tmp_path):
     store.delete("s", ["0"])
     q = vectors.normalize(x[:10] + 0.1 * rng.normal(size=(10, 64)))
     rec = store.record("s")
-    source = LocalSource(store.engine, rec, store._calibrator(rec))
+    live = store.engine._live(rec)
+    source = LocalSource(store.engine, rec, store._calibrator(rec), live=live)
     rows, _, timings, _ = funnel.execute(source, q, Funnel.exact(64).check(64, 10), n_rows=3000,
-                                         live=store.engine._live(rec)[0], index=True)
+                                         live=live.mask, index=True)
     assert timings[0].method == "ann"
     truth = vectors.top_k(q @ x[1:].T, 10)[0] + 1
     recall = np.mean([len(set(r) & set(t)) / 10 for r, t in zip(rows, truth)])

@@ -241,6 +241,14 @@ def test_a_keyless_server_refuses_to_listen_beyond_loopback(tmp_path):
         create_app(ServerConfig(store=str(tmp_path), host="0.0.0.0"))
 
 
+def test_search_threads_out_of_range_is_refused(tmp_path):
+    from mrlkit.errors import InvalidInputError
+    from mrlkit.server import ServerConfig
+
+    with pytest.raises(InvalidInputError, match="search threads must be 1..256, not 0"):
+        ServerConfig(store=str(tmp_path), search_threads=0)
+
+
 # --- 6: a lone surrogate -------------------------------------------------------------
 def test_a_lone_surrogate_fails_only_its_own_request(keyed):
     def one(i: int) -> int:

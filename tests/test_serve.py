@@ -28,7 +28,8 @@ WRITE, READ = "write-key-0123", "read-key-0123"
 def server(tmp_path_factory):
     store = str(tmp_path_factory.mktemp("serve-store"))
     srv = live_server.start(store, "--allow-non-mrl", "--max-inputs", "64", "--max-body",
-                            "200000", keys=f"{WRITE}:write,{READ}:read", key=WRITE)
+                            "200000", "--search-threads", "2",
+                            keys=f"{WRITE}:write,{READ}:read", key=WRITE)
     yield srv
     srv.stop()
 

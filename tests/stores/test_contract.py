@@ -744,6 +744,31 @@ def test_graph_work_runs_beside_searches_and_survives_kill_9(tmp_path):
     assert again.check("s").ok
 
 
+def test_the_deletion_log_is_checked_against_the_catalogue(tmp_path):
+    """The local engine's deletion log (dead.bin) is what searches mask by: one that was
+    altered is found by `sets check` and started again from the catalogue."""
+    from pathlib import Path
+
+    from mrlkit.stores import open_store
+
+    store = open_store(str(tmp_path))
+    x = fill(store, 50)
+    store.delete("s", ids(3))
+    log = Path(tmp_path) / "sets" / "1" / "dead.bin"
+    assert np.fromfile(log, "<i8").tolist() == [0, 1, 2]
+    assert store.check("s").ok
+    np.array([0, 1, 7], "<i8").tofile(log)  # row 7 is live: it would vanish from searches
+    report = store.check("s")
+    assert not report.ok and "deletion log" in str(report.problems)
+    assert "deletion log" in str(store.check("s", repair=True).repaired)
+    assert store.check("s").ok
+    res = store.search("s", x[7:8], k=1, funnel=Funnel.exact(DIM))
+    assert res.hits[0][0].id == "doc-7"
+    store.delete("s", ids(1, 10))  # the next write starts the log again
+    assert sorted(np.fromfile(log, "<i8").tolist()) == [0, 1, 2, 10]
+    assert store.check("s").ok
+
+
 # --- the recall target: a plan measured on the set's own data -------------------------
 def test_a_tuned_set_keeps_its_target_on_held_out_queries_and_says_how(store):
     x = fill(store, 2000)

@@ -49,10 +49,40 @@ def check(engine: LocalEngine, rec: LocalRecord, report: CheckReport, repair: bo
                      "a backup; the vector files are intact and are not changed")
         return True
     _check_vectors(engine, rec, report, repair)
+    _check_deletions(engine, engine.record(rec.name), report, repair)
     _check_derived(engine, engine.record(rec.name), report, repair)
     _check_orphans(engine, engine.record(rec.name), report, repair)
     engine.forget()
     return True
+
+
+def _check_deletions(engine: LocalEngine, rec: LocalRecord, report: CheckReport,
+                     repair: bool) -> None:
+    """The deletion log names exactly the rows without a document (the catalogue is
+    the truth: a log that disagrees is started again from it, at the next write, and
+    searches read the catalogue until then)."""
+    if rec.n_dead is None:
+        return
+    report.checked.append(f"deletion log ({rec.n_dead:,} dead rows)")
+    files = engine.files(rec)
+    logged = files.dead_rows(0, rec.n_dead)
+    have = np.fromiter((r[0] for r in engine._read(
+        "SELECT row FROM documents WHERE set_id = ? AND row < ?", (rec.id, rec.n_rows),
+        tuples=True)), np.int64)
+    dead = np.ones(rec.n_rows, bool)
+    dead[have] = False
+    if logged is not None and len(logged) == len(np.unique(logged)) and \
+            np.array_equal(np.sort(logged), np.flatnonzero(dead)):
+        return
+    report.found("the deletion log " + ("cannot be read" if logged is None else
+                                         "disagrees with the catalogue") +
+                 " (searches would mask the wrong rows)",
+                 "started again from the catalogue" if repair else None)
+    if repair:
+        with engine._write() as db:
+            files.dead_path().unlink(missing_ok=True)
+            db.execute("UPDATE sets SET n_dead = NULL, version = version + 1 WHERE id = ?",
+                       (rec.id,))
 
 
 def _check_vectors(engine: LocalEngine, rec: LocalRecord, report: CheckReport,

@@ -159,8 +159,6 @@ class GraphIndex:
     only. An index that another writer extended past this snapshot is used as it is,
     its newer rows left out of the answers."""
 
-    masks_dead = True  # the funnel need not fetch past deleted rows
-
     def __init__(self, loaded: Loaded, tail: np.ndarray, dim: int, n_rows: int,
                  live: LiveRows | None = None) -> None:
         self.loaded, self.index, self.tail, self.dim = loaded, loaded.index, tail, dim

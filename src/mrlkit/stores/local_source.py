@@ -143,10 +143,10 @@ class LocalSource:
 class Tuned:
     """A graph index searched with the engine's ``ef_search`` (None: the stage's keep)."""
 
-    masks_dead = True  # its answers are live rows only
-
     def __init__(self, graph: GraphIndex, ef: int | None) -> None:
         self.graph, self.ef = graph, ef
+        # its answers are live rows only when it was given the live rows
+        self.masks_dead = graph.live is not None
 
     def search(self, x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         return self.graph.search(x, k, self.ef)
