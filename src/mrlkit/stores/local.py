@@ -44,9 +44,10 @@ from .seam import Calibrate, EngineDefaults, Scan
 from .plan import Capabilities
 from .local_files import SetFiles, finite_rows
 from .row_reader import RowReader
-from .local_db import (LocalRecord, catalogue_errors, connect, filter_sql, migrate,
-                       read_connection, record_of, why)
-from .local_graph import GraphFiles, Graphs
+from .local_db import (LocalRecord, catalogue_errors, connect, filter_sql, in_chunks,
+                       live_rows, migrate, read_connection, record_of, why)
+from .local_graph import GraphFiles
+from .local_graph_work import Graphs
 from .local_source import LiveMask, LocalSource
 from .records import (Batch, CheckReport, Document, Rebuild, SetRecord, StorageInfo,
                       not_found,
@@ -293,19 +294,14 @@ class LocalEngine(EngineDefaults[LocalRecord]):
         for the write to commit. A set without a log yet (made before it) gets one here,
         from the catalogue, once."""
         dead: list[int] = []
-        for start in range(0, len(values), 900):
-            chunk = list(values[start:start + 900])
-            marks = ",".join("?" * len(chunk))
+        for chunk, marks in in_chunks(values):
             dead += [r[0] for r in db.execute(
                 f"DELETE FROM documents WHERE set_id = ? AND {key} IN ({marks}) "
                 "RETURNING row", (rec.id, *chunk))]
         files = self.files(rec)
         if rec.n_dead is None:  # no log: every row without a document is dead
-            have = np.fromiter((r[0] for r in db.execute(
-                "SELECT row FROM documents WHERE set_id = ?", (rec.id,))), np.int64)
-            mask = np.ones(rec.n_rows, bool)
-            mask[have[have < rec.n_rows]] = False
-            logged = np.flatnonzero(mask)
+            logged = np.flatnonzero(~live_rows((r[0] for r in db.execute(
+                "SELECT row FROM documents WHERE set_id = ?", (rec.id,))), rec.n_rows))
             files.append_dead(logged, 0)
             return len(logged)
         if dead:
@@ -317,10 +313,7 @@ class LocalEngine(EngineDefaults[LocalRecord]):
         """``SELECT columns FROM documents WHERE set_id = ? AND key IN (values)``, in
         chunks below SQLite's parameter limit; rows by name, or plain tuples (cheaper:
         a search's hits are read this way)."""
-        values = list(values)
-        for start in range(0, len(values), 900):
-            chunk = values[start:start + 900]
-            marks = ",".join("?" * len(chunk))
+        for chunk, marks in in_chunks(values):
             yield from self._read(f"SELECT {columns} FROM documents "
                                   f"WHERE set_id = ? AND {key} IN ({marks})",
                                   (set_id, *chunk), tuples=tuples)
@@ -430,17 +423,13 @@ class LocalEngine(EngineDefaults[LocalRecord]):
                 if dead is not None:
                     new = LiveMask.empty(rec).grown(rec, dead)
         if new is None:
-            rows = np.fromiter((r[0] for r in self._read(
-                "SELECT row FROM documents WHERE set_id = ?", (rec.id,), tuples=True)),
-                dtype=np.int64)
             # rows a write committed since ``rec`` was read are not this search's
-            rows = rows[rows < rec.n_rows]
-            mask = None
-            if len(rows) != rec.n_rows:
-                mask = np.zeros(rec.n_rows, bool)
-                mask[rows] = True
-            new = LiveMask((rec.generation, rec.n_rows, rec.n_dead), mask,
-                           rec.n_rows - len(rows), None)
+            mask = live_rows((r[0] for r in self._read(
+                "SELECT row FROM documents WHERE set_id = ?", (rec.id,), tuples=True)),
+                rec.n_rows)
+            n_dead = rec.n_rows - int(np.count_nonzero(mask))
+            new = LiveMask((rec.generation, rec.n_rows, rec.n_dead),
+                           mask if n_dead else None, n_dead, None)
         self._masks[rec.id] = new
         return new
 

@@ -26,6 +26,7 @@ import numpy as np
 from .rows import damaged_rows
 from .local_files import (SetFiles, _view_shape, file_crc, read_sealed, remove_path, row_crcs,
                           storage_dtype, _calibration)
+from .local_db import in_chunks, live_rows
 from .local_graph import verify
 from .records import CheckReport
 
@@ -66,13 +67,10 @@ def _check_deletions(engine: LocalEngine, rec: LocalRecord, report: CheckReport,
     report.checked.append(f"deletion log ({rec.n_dead:,} dead rows)")
     files = engine.files(rec)
     logged = files.dead_rows(0, rec.n_dead)
-    have = np.fromiter((r[0] for r in engine._read(
-        "SELECT row FROM documents WHERE set_id = ? AND row < ?", (rec.id, rec.n_rows),
-        tuples=True)), np.int64)
-    dead = np.ones(rec.n_rows, bool)
-    dead[have] = False
+    live = live_rows((r[0] for r in engine._read(
+        "SELECT row FROM documents WHERE set_id = ?", (rec.id,), tuples=True)), rec.n_rows)
     if logged is not None and len(logged) == len(np.unique(logged)) and \
-            np.array_equal(np.sort(logged), np.flatnonzero(dead)):
+            np.array_equal(np.sort(logged), np.flatnonzero(~live)):
         return
     report.found("the deletion log " + ("cannot be read" if logged is None else
                                          "disagrees with the catalogue") +
@@ -270,9 +268,7 @@ def quarantine(engine: LocalEngine, rec: LocalRecord, rows: np.ndarray, reason: 
     at = datetime.now(UTC).isoformat(timespec="seconds")
     with engine._write() as db:
         rec = engine.record(rec.name)
-        for start in range(0, len(rows), 900):
-            chunk = [int(r) for r in rows[start:start + 900]]
-            marks = ",".join("?" * len(chunk))
+        for chunk, marks in in_chunks([int(r) for r in rows]):
             db.execute("INSERT OR REPLACE INTO quarantine (set_id, ext_id, text, "
                        "metadata, row, reason, at) SELECT set_id, ext_id, text, "
                        f"metadata, row, ?, ? FROM documents WHERE set_id = ? AND row IN "

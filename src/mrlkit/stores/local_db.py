@@ -17,7 +17,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+
+import numpy as np
 
 from ..errors import StoreError
 from ..transform import Transform
@@ -95,6 +97,24 @@ def filter_sql(set_id: int, n_rows: int, filters: Mapping[str, Any]
                 " AND json_extract(metadata, ?) = ?")
         params += [path, *types, path, int(value) if isinstance(value, bool) else value]
     return sql + " ORDER BY row", params
+
+
+def in_chunks(values: Sequence[Any]) -> Iterator[tuple[list[Any], str]]:
+    """``values`` in chunks below SQLite's parameter limit, each with its ``?`` marks
+    (for ``... IN ({marks})``)."""
+    values = list(values)
+    for start in range(0, len(values), 900):
+        chunk = values[start:start + 900]
+        yield chunk, ",".join("?" * len(chunk))
+
+
+def live_rows(rows: Iterable[int], n_rows: int) -> np.ndarray:
+    """The mask of rows ``[0, n_rows)`` that hold a document, from the rows of the
+    documents (the catalogue's answer when no deletion log can be trusted)."""
+    have = np.fromiter(rows, np.int64)
+    mask = np.zeros(n_rows, bool)
+    mask[have[(have >= 0) & (have < n_rows)]] = True
+    return mask
 
 
 def why(exc: OSError) -> str:

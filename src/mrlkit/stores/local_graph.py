@@ -6,8 +6,9 @@ the pages a query walks become resident). A search never waits for the index to 
 
 - rows added after the index was written are scored exactly beside the graph (the
   "tail"); once :data:`EXTEND_AT` of them have accumulated, a background thread of the
-  process (:class:`Graphs`) reads the graph, inserts them, and replaces the file
-  atomically (write, fsync, rename), then swaps the new index in: searches meanwhile
+  process (:class:`.local_graph_work.Graphs`) reads the graph, inserts them, and
+  replaces the file atomically (write, fsync, rename), then swaps the new index in:
+  searches meanwhile
   use the old one and its tail;
 - deleted rows stay in the graph, skipped during the walk (a faiss ID selector over the
   live rows, kept up to date from the set's deletion log), so the walk's breadth does
@@ -38,7 +39,6 @@ from __future__ import annotations
 
 import errno
 import os
-import threading
 import zlib
 from collections.abc import Callable
 from pathlib import Path
@@ -231,7 +231,7 @@ class GraphFiles:
         a set's first search run. With ``persist`` False nothing is written: the
         verified index on disk (rows past it scored exactly), or None."""
         loaded = self.load(dim)
-        if persist and (loaded is None or _due(loaded, n_rows, live) is not None):
+        if persist and (loaded is None or due(loaded, n_rows, live) is not None):
             loaded = self.refresh(matrix, dim, n_rows, live)
         if loaded is None:
             return None
@@ -247,7 +247,7 @@ class GraphFiles:
         path = self.path(dim)
         with locked(path.with_suffix(".lock")):
             old = _verified(path, 0, dim)
-            work = None if old is None else _due(old, n_rows, live)
+            work = None if old is None else due(old, n_rows, live)
             if old is None or work == "compact":
                 keep = None
                 if live is not None and live.mask is not None:
@@ -270,7 +270,7 @@ class GraphFiles:
         return got
 
 
-def _due(loaded: Loaded, n_rows: int, live: LiveRows | None) -> str | None:
+def due(loaded: Loaded, n_rows: int, live: LiveRows | None) -> str | None:
     """What an index needs for a snapshot: "extend", "compact" or None."""
     if live is not None and loaded.ntotal and \
             loaded.blocked(live)[1] > COMPACT_AT * loaded.ntotal:
@@ -278,94 +278,6 @@ def _due(loaded: Loaded, n_rows: int, live: LiveRows | None) -> str | None:
     if n_rows - loaded.upto > EXTEND_AT or loaded.ntotal == 0 < n_rows:
         return "extend"
     return None
-
-
-class Graphs:
-    """The loaded graph indexes of one engine, brought up to date off the search
-    path: :meth:`get` answers with what is loaded (its tail grown by the new rows) and
-    hands the work an index needs (extend, compact, or load the file another process
-    wrote) to one background thread per index. The index is loaded on a search only
-    when none is (a set's first search builds it, as ``sets index`` does)."""
-
-    def __init__(self, writable: bool) -> None:
-        self.writable = writable
-        self._loaded: dict[tuple[str, int], Loaded] = {}
-        self._busy: dict[tuple[str, int], threading.Thread] = {}
-        self._lock = threading.Lock()
-        self.errors: list[str] = []
-
-    def get(self, files: GraphFiles, matrix: Callable[[], np.ndarray], read: Read,
-            dim: int, n_rows: int, live: LiveRows | None, *, persist: bool = True
-            ) -> GraphIndex | None:
-        """The index for a snapshot of ``n_rows`` rows: ``matrix()`` maps them all (for
-        work on the index), ``read(start, stop)`` reads a few (the tail)."""
-        key = (str(files.path(dim)), dim)
-        loaded = self._loaded.get(key) or files.load(dim)
-        if loaded is None:  # none on disk: built here (a set's first search, once)
-            got = files.open(matrix(), dim, n_rows, persist=persist and self.writable,
-                             live=live)
-            if got is None:
-                return None
-            self._loaded[key] = got.loaded
-            return got
-        self._loaded[key] = loaded
-        if self._stale(files.path(dim), loaded) or (
-                self.writable and persist and _due(loaded, n_rows, live) is not None):
-            self._start(key, files, matrix, read, dim, n_rows, live)
-        return GraphIndex(loaded, loaded.tail(read, dim, n_rows), dim, n_rows, live)
-
-    def _stale(self, path: Path, loaded: Loaded) -> bool:
-        """Did another process replace the file since it was loaded?"""
-        try:
-            st = path.stat()
-        except OSError:
-            return False
-        return (st.st_ino, st.st_size, st.st_mtime_ns) != loaded.stamp
-
-    def _start(self, key: tuple[str, int], files: GraphFiles,
-               matrix: Callable[[], np.ndarray], read: Read, dim: int, n_rows: int,
-               live: LiveRows | None) -> None:
-        with self._lock:
-            if key in self._busy:
-                return
-            worker = threading.Thread(target=self._work, name="mrlkit-graph", daemon=True,
-                                      args=(key, files, matrix, read, dim, n_rows, live))
-            self._busy[key] = worker
-        worker.start()
-
-    def _work(self, key: tuple[str, int], files: GraphFiles,
-              matrix: Callable[[], np.ndarray], read: Read, dim: int, n_rows: int,
-              live: LiveRows | None) -> None:
-        try:
-            loaded = self._loaded.get(key)
-            got = files.load(dim)
-            if self.writable and (got is None or _due(got, n_rows, live) is not None):
-                got = files.refresh(matrix(), dim, n_rows, live)
-            if got is not None and (loaded is None or got.upto >= loaded.upto):
-                # made ready here, not by the next search: its tail, its walk's bitmap
-                got.tail(read, dim, n_rows)
-                got.blocked(live)
-                self._loaded[key] = got  # swapped in whole: searches see old or new
-        except Exception as exc:  # a full disk: searches go on with the old index
-            self.errors.append(f"{files.path(dim).name}: {exc}")
-            del self.errors[:-10]
-        finally:
-            with self._lock:
-                self._busy.pop(key, None)
-
-    def install(self, files: GraphFiles, dim: int, loaded: Loaded) -> None:
-        """Serve ``loaded`` (an index just brought up to date by ``sets index``)."""
-        self._loaded[(str(files.path(dim)), dim)] = loaded
-
-    def settle(self, timeout: float | None = None) -> bool:
-        """Wait for the background work started so far (True: none is left)."""
-        for worker in list(self._busy.values()):
-            worker.join(timeout)
-        return not self._busy
-
-    def forget(self) -> None:
-        self.settle()
-        self._loaded.clear()
 
 
 # (inode, size, mtime) of index files whose CRC-32 this process has checked

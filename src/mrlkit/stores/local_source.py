@@ -117,7 +117,7 @@ class LocalSource:
 
     def ann(self, dim: int) -> Index | None:
         """The HNSW index of the ``dim`` prefix, as loaded (its tail and the rows
-        deleted since carried to this snapshot; see :class:`.local_graph.Graphs`), or
+        deleted since carried to this snapshot; see :class:`.local_graph_work.Graphs`), or
         None when it cannot be written and none is on disk: said in ``notes``. The
         planner decides when it is walked."""
         engine, rec = self.engine, self.rec
