@@ -407,29 +407,11 @@ class LocalEngine(EngineDefaults[LocalRecord]):
         used before is carried forward by the entries logged since (a write costs the
         next search its own rows, not a read of the set). A set without a log, or with
         a damaged one, is read from the catalogue (once per version)."""
-        got = self._masks.get(rec.id)
-        if got is not None and got.at == (rec.generation, rec.n_rows, rec.n_dead):
-            return got
-        new: LiveMask | None = None
-        if rec.n_dead is not None:
-            files = self.files(rec)
-            if got is not None and got.logged is not None and got.at[1] <= rec.n_rows \
-                    and got.logged <= rec.n_dead and got.at[0] == rec.generation:
-                more = files.dead_rows(got.logged, rec.n_dead)
-                if more is not None:
-                    new = got.grown(rec, more)
-            if new is None:
-                dead = files.dead_rows(0, rec.n_dead)
-                if dead is not None:
-                    new = LiveMask.empty(rec).grown(rec, dead)
-        if new is None:
-            # rows a write committed since ``rec`` was read are not this search's
-            mask = live_rows((r[0] for r in self._read(
+        def catalogue() -> np.ndarray:
+            return live_rows((r[0] for r in self._read(
                 "SELECT row FROM documents WHERE set_id = ?", (rec.id,), tuples=True)),
                 rec.n_rows)
-            n_dead = rec.n_rows - int(np.count_nonzero(mask))
-            new = LiveMask((rec.generation, rec.n_rows, rec.n_dead),
-                           mask if n_dead else None, n_dead, None)
+        new = LiveMask.of(rec, self._masks.get(rec.id), self.files(rec), catalogue)
         self._masks[rec.id] = new
         return new
 

@@ -9,6 +9,7 @@ Example::
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -23,6 +24,7 @@ from .seam import Calibrate
 if TYPE_CHECKING:
     from .local import LocalEngine
     from .local_db import LocalRecord
+    from .local_files import SetFiles
 
 
 # a float16 set's exact scan scores a float32 copy kept in memory up to this size: NumPy
@@ -47,8 +49,27 @@ class LiveMask:
         return None if self.log is None else len(self.log)
 
     @classmethod
-    def empty(cls, rec: LocalRecord) -> LiveMask:
-        return cls((rec.generation, 0, 0), None, 0, np.empty(0, np.int64))
+    def of(cls, rec: LocalRecord, last: LiveMask | None, files: SetFiles,
+           catalogue: Callable[[], np.ndarray]) -> LiveMask:
+        """The mask of ``rec``'s snapshot: ``last`` (the one a search used before)
+        carried forward by the deletion-log entries since, or the whole log, or — no
+        log, or a damaged one — ``catalogue()`` (the rows holding a document)."""
+        if last is not None and last.at == (rec.generation, rec.n_rows, rec.n_dead):
+            return last
+        if rec.n_dead is not None:
+            if last is not None and last.logged is not None and last.at[1] <= rec.n_rows \
+                    and last.logged <= rec.n_dead and last.at[0] == rec.generation:
+                more = files.dead_rows(last.logged, rec.n_dead)
+                if more is not None:
+                    return last.grown(rec, more)
+            dead = files.dead_rows(0, rec.n_dead)
+            if dead is not None:
+                return cls((rec.generation, 0, 0), None, 0,
+                           np.empty(0, np.int64)).grown(rec, dead)
+        mask = catalogue()
+        n_dead = rec.n_rows - int(np.count_nonzero(mask))
+        return cls((rec.generation, rec.n_rows, rec.n_dead), mask if n_dead else None,
+                   n_dead, None)
 
     def grown(self, rec: LocalRecord, more: np.ndarray) -> LiveMask:
         """This mask carried to ``rec``'s snapshot: its new rows live, ``more`` (the
