@@ -10,13 +10,18 @@ Example::
 
 from __future__ import annotations
 
+import logging
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
 from .local_graph import GraphFiles, GraphIndex, LiveRows, Loaded, Read, due
+
+log = logging.getLogger("mrlkit.stores")
+RETRY_AFTER = 30  # seconds before work that failed (a full disk) is tried again
 
 
 class Graphs:
@@ -31,7 +36,7 @@ class Graphs:
         self._loaded: dict[tuple[str, int], Loaded] = {}
         self._busy: dict[tuple[str, int], threading.Thread] = {}
         self._lock = threading.Lock()
-        self.errors: list[str] = []
+        self._failed: dict[tuple[str, int], float] = {}  # when the work last failed
 
     def get(self, files: GraphFiles, matrix: Callable[[], np.ndarray], read: Read,
             dim: int, n_rows: int, live: LiveRows | None, *, persist: bool = True
@@ -65,7 +70,8 @@ class Graphs:
                matrix: Callable[[], np.ndarray], read: Read, dim: int, n_rows: int,
                live: LiveRows | None) -> None:
         with self._lock:
-            if key in self._busy:
+            if key in self._busy or \
+                    time.monotonic() - self._failed.get(key, -RETRY_AFTER) < RETRY_AFTER:
                 return
             worker = threading.Thread(target=self._work, name="mrlkit-graph", daemon=True,
                                       args=(key, files, matrix, read, dim, n_rows, live))
@@ -86,8 +92,10 @@ class Graphs:
                 got.blocked(live)
                 self._loaded[key] = got  # swapped in whole: searches see old or new
         except Exception as exc:  # a full disk: searches go on with the old index
-            self.errors.append(f"{files.path(dim).name}: {exc}")
-            del self.errors[:-10]
+            self._failed[key] = time.monotonic()
+            log.warning("the graph index %s could not be brought up to date (%s): "
+                        "searches go on with the one loaded; tried again in %d s",
+                        files.path(dim), exc, RETRY_AFTER)
         finally:
             with self._lock:
                 self._busy.pop(key, None)
