@@ -11,7 +11,6 @@ Example::
 
 from __future__ import annotations
 
-import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -20,8 +19,8 @@ import numpy as np
 from ..errors import InvalidInputError
 from ..funnel import Funnel
 from ..stores import SELF_SCORE as SELF, Store, recall_interval
+from ..stores.tune import p50
 
-LATENCY_QUERIES = 50  # single-query timings per method
 
 
 @dataclass(frozen=True)
@@ -63,22 +62,16 @@ def funnel_recall(store: Store[Any], name: str, funnel: Funnel, *, sample: int =
     got = _held_out(store.search(name, q, k=k + 1, funnel=funnel).hits, k)
     recalls = np.array([len(set(a) & set(b)) / max(1, len(b)) for a, b in zip(got, truth)])
     recall, low, high = recall_interval(recalls)
-    return FunnelCheck(name, str(funnel), k, len(q), recall, _p50(store, name, q, k, funnel),
-                       _p50(store, name, q, k, exact), low, high)
+    def timed(f: Funnel) -> float:
+        return p50(lambda row: store.search(name, row, k=k, funnel=f), q)
+
+    return FunnelCheck(name, str(funnel), k, len(q), recall, timed(funnel), timed(exact),
+                       low, high)
 
 
 def _held_out(hits: list[list[Any]], k: int) -> list[list[str]]:
     """Each probe's hits without the probe itself (a hit scoring 1 against it)."""
     return [[h.id for h in hh if h.score < SELF][:k] for hh in hits]
-
-
-def _p50(store: Store[Any], name: str, q: np.ndarray, k: int, funnel: Funnel) -> float:
-    lat = []
-    for row in q[:LATENCY_QUERIES]:
-        t0 = time.perf_counter()
-        store.search(name, row[None], k=k, funnel=funnel)
-        lat.append((time.perf_counter() - t0) * 1000)
-    return round(float(np.median(lat)), 3)
 
 
 @dataclass(frozen=True)
