@@ -26,9 +26,10 @@ lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/mypy --strict src/mrlkit
 
-# two workers (pytest-xdist): most of the run is CLI subprocesses waiting on imports
+# two workers (pytest-xdist): most of the run is CLI subprocesses waiting on imports;
+# loadgroup keeps tests that share one costly cache fill on one worker (xdist_group)
 test: lint
-	$(BIN)/python -m pytest -q -n 2
+	$(BIN)/python -m pytest -q -n 2 --dist loadgroup
 
 # docs/results: every table and plot of docs/evaluation.md, from the shared datasets
 DATA := ../shared/datasets

@@ -11,6 +11,13 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("MRLKIT_CATALOG", "")  # never read a developer's own catalog
 
 ROOT = Path(__file__).resolve().parents[1]
+# embeddings the tests compute are cached in the checkout (kept between runs, shared by
+# the xdist workers), never in the user's own ~/.cache/mrlkit
+os.environ.setdefault("MRLKIT_CACHE", str(ROOT / ".pytest_cache" / "mrlkit-embeddings"))
+# tests that embed all of SciFact with MiniLM (minutes on 2 cores) run on one worker, one
+# after the other: the first fills the cache, the others read it (make test: --dist
+# loadgroup)
+SCIFACT_MINILM = pytest.mark.xdist_group("scifact-minilm")
 DATASETS = Path(os.environ.get("MRLKIT_DATASETS", ROOT.parent / "shared" / "datasets"))
 
 

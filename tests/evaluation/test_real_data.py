@@ -8,9 +8,10 @@ import csv
 
 import pytest
 
-from tests.conftest import dataset
+from tests.conftest import SCIFACT_MINILM, dataset
 
 
+@SCIFACT_MINILM
 def test_scifact_reproduces_the_published_ndcg():
     from mrlkit.evaluation.retrieval import evaluate_retrieval
 
@@ -55,6 +56,7 @@ def test_banking77_classification_on_a_sample(tmp_path):
     assert report["results"][0]["accuracy_retention"] <= 1.05
 
 
+@SCIFACT_MINILM
 def test_check_mrl_and_advise_state_their_sample_interval_and_reason():
     """Every verdict says how many queries it stands on and how far they let it move."""
     from mrlkit.evaluation.advisor import advise, check_mrl
