@@ -59,13 +59,13 @@ def test_create_list_info_drop(store):
     assert (info.name, info.model, info.truncate_dim, info.stored_dim, info.count) == \
         ("a", MODEL, None, 384, 0)
     store.create_set("b", MODEL, 128, allow_non_mrl=True, storage="float16")
-    assert [s.name for s in store.list_sets()] == ["a", "b"]
+    assert [s.name for s in store.list_sets()] == ["a", "b"] == store.set_names()
     b = store.get_set("b")
     assert (b.truncate_dim, b.stored_dim, b.storage) == (128, 128, "float16")
     with pytest.raises(errors.SetExistsError):
         store.create_set("a", MODEL)
     store.drop_set("a")
-    assert [s.name for s in store.list_sets()] == ["b"]
+    assert [s.name for s in store.list_sets()] == ["b"] == store.set_names()
     with pytest.raises(errors.SetNotFoundError, match="'a'"):
         store.get_set("a")
 

@@ -55,7 +55,7 @@ def sets(sh: Shared) -> APIRouter:
             raise ApiError(400, f"at most {sh.config.limits.documents:,} documents per "
                            f"request, not {len(docs):,}", "invalid_request_error",
                            "documents")
-        info = await run_in_threadpool(sh.store().get_set, name)
+        info = await run_in_threadpool(sh.store().record, name)  # not a count: see search
         spec = sh.state.spec(info.model)
         x = np.zeros((len(docs), info.stored_dim), np.float32)
         to_embed = [i for i, d in enumerate(docs) if d.vector is None]
@@ -100,7 +100,9 @@ def sets(sh: Shared) -> APIRouter:
             raise ApiError(400, f"k must be 1..{sh.config.limits.k:,}, not {body.k}",
                            "invalid_request_error", "k")
         funnel = parse_funnel(body.funnel)
-        info = await run_in_threadpool(sh.store().get_set, name)  # 404 before a shape's 400
+        # 404 before a shape's 400; the record, not get_set: its count of documents is a
+        # scan of the set's rows (12 ms of every search at 100,000 rows)
+        info = await run_in_threadpool(sh.store().record, name)
         if body.query is not None:
             texts = [body.query] if isinstance(body.query, str) else list(body.query)
             check_texts(texts, sh.config, most=min(sh.config.limits.queries,

@@ -108,6 +108,11 @@ class Store(Generic[R]):
         return sorted((r.info(self.engine.count(r)) for r in self.engine.records()),
                       key=lambda s: s.name)
 
+    def set_names(self) -> list[str]:
+        """The names of the sets, without counting their documents (a count is a scan
+        of each set's rows)."""
+        return sorted(r.name for r in self.engine.records())
+
     def get_set(self, name: str) -> SetInfo:
         rec = self.engine.record(name)
         return rec.info(self.engine.count(rec))
