@@ -148,16 +148,20 @@ def test_a_killed_driver_is_completed_by_a_rerun_without_duplicates(cluster, cor
                                "--store", store, "-q", "--ray", cluster.ensure(),
                                "--batch-size",
                                "100", "--ray-batch-size", "32"],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ENV)
+                              stdout=subprocess.DEVNULL, stderr=open(tmp_path / "driver.err",
+                                                                     "w"), env=ENV)
     deadline, count = time.time() + 600, 0
     while time.time() < deadline and driver.poll() is None:
         count = open_store(store).get_set("s").count
         if count >= 100:
             break
         time.sleep(0.2)
+    ended = driver.poll()  # before the kill: a driver that ended by itself says why
     driver.send_signal(signal.SIGKILL)
     driver.wait()
-    assert 0 < count < 2_000, f"the driver was to die midway, at {count} documents"
+    assert 0 < count < 2_000, (f"the driver was to die midway, at {count} documents; it "
+                               f"ended by itself with {ended}: "
+                               f"{(tmp_path / 'driver.err').read_text()[-3000:]}")
     rerun = _on_ray(cluster, "add", "s", str(corpus), "--store", store, "-q")
     assert rerun.returncode == 0, rerun.stderr
     ids, _ = open_store(store).vectors("s")
