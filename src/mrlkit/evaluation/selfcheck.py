@@ -22,7 +22,6 @@ from ..stores import SELF_SCORE as SELF, Store, recall_interval
 from ..stores.tune import p50
 
 
-
 @dataclass(frozen=True)
 class FunnelCheck:
     """recall@k of ``funnel`` against exact search, over ``sample`` of the set's own
@@ -62,6 +61,7 @@ def funnel_recall(store: Store[Any], name: str, funnel: Funnel, *, sample: int =
     got = _held_out(store.search(name, q, k=k + 1, funnel=funnel).hits, k)
     recalls = np.array([len(set(a) & set(b)) / max(1, len(b)) for a, b in zip(got, truth)])
     recall, low, high = recall_interval(recalls)
+
     def timed(f: Funnel) -> float:
         return p50(lambda row: store.search(name, row, k=k, funnel=f), q)
 
