@@ -77,6 +77,17 @@ def wait_ready(url: str, proc: subprocess.Popen, path: str = "/ready") -> None:
     raise SystemExit(f"{url} not ready")
 
 
+def run_threads(target, n: int) -> float:
+    """``target(i)`` on ``n`` threads at once; the seconds until all have ended."""
+    t0 = time.perf_counter()
+    threads = [threading.Thread(target=target, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return time.perf_counter() - t0
+
+
 def load(url: str, body_of, *, clients: int, seconds: float, path: str) -> dict:
     """``clients`` threads posting ``body_of(i)`` to ``path`` for ``seconds``."""
     import httpx
@@ -102,13 +113,7 @@ def load(url: str, body_of, *, clients: int, seconds: float, path: str) -> dict:
                     errors[0] += not ok
                 i += 1
 
-    t0 = time.perf_counter()
-    threads = [threading.Thread(target=client, args=(c,)) for c in range(clients)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    took = time.perf_counter() - t0
+    took = run_threads(client, clients)
     return {"requests": done[0], "requests_per_s": round(done[0] / took, 1),
             "p50_ms": round(float(np.percentile(lat, 50)), 2),
             "p99_ms": round(float(np.percentile(lat, 99)), 2),
@@ -165,13 +170,8 @@ def threads_qps(store, q: np.ndarray, seconds: float) -> dict:
                 done[t] += 1
                 i += threads
 
-        t0 = time.perf_counter()
-        workers = [threading.Thread(target=loop, args=(t,)) for t in range(threads)]
-        for w in workers:
-            w.start()
-        for w in workers:
-            w.join()
-        return sum(done) / (time.perf_counter() - t0)
+        took = run_threads(loop, threads)
+        return sum(done) / took
 
     one, many = run(1), run(os.cpu_count() or 1)
     return {"qps_one_thread": round(one, 1), "qps_threads_per_core": round(many, 1),
