@@ -24,6 +24,18 @@ log = logging.getLogger("mrlkit.stores")
 RETRY_AFTER = 30  # seconds before work that failed (a full disk) is tried again
 
 
+def _leave_a_core() -> None:
+    """The work on this thread uses one core fewer than the machine has (at least one):
+    faiss's OpenMP team of a graph build on every core left a search waiting for a core
+    for tens of milliseconds. OpenMP's thread count is per calling thread, so the
+    searches' own stays as it is."""
+    import os
+
+    import faiss
+
+    faiss.omp_set_num_threads(max(1, (os.cpu_count() or 1) - 1))
+
+
 class Graphs:
     """The loaded graph indexes of one engine, brought up to date off the search
     path: :meth:`get` answers with what is loaded (its tail grown by the new rows) and
@@ -82,6 +94,7 @@ class Graphs:
               matrix: Callable[[], np.ndarray], read: Read, dim: int, n_rows: int,
               live: LiveRows | None) -> None:
         try:
+            _leave_a_core()
             loaded = self._loaded.get(key)
             got = files.load(dim)
             if self.writable and (got is None or due(got, n_rows, live) is not None):
