@@ -12,7 +12,9 @@ through its public API, in phases:
    added, the automatic tune; Qdrant: one Edge shard, HNSW at its defaults, optimised);
 2. static: single-query searches on one thread (p50, p99, max; recall@10 against an
    exact scan of the live rows);
-3. after a write: one upsert (or one delete), then one search, timed, 30 times each;
+3. after a write: one upsert (or one delete), then one search, timed, 30 times each,
+   interleaved with a control (a search after an fsync of an unrelated file: what
+   waiting on the disk costs any search);
 4. threads: searches per second on one thread and on two;
 5. live: a writer upserting ``--upserts`` a second (a tenth of them edits of existing
    documents), a deleter deleting ``--deletes`` a second, and a searcher, for
@@ -219,13 +221,28 @@ def run_engine(task: dict) -> dict:
         engine.delete([i])
         del truth.row_of[i]
 
-    after = {}
+    scratch = os.open(os.path.join(task["folder"], "scratch.bin"), os.O_WRONLY | os.O_CREAT)
+
+    def unrelated_fsync() -> None:
+        # the control: a 4 KB write and fsync of another file, the engine untouched; a
+        # search after it pays what waiting on the disk costs any process (a core gone
+        # idle, its caches cold), so the gap to it is what the engine's write costs
+        os.write(scratch, b"\0" * 4096)
+        os.fsync(scratch)
+
+    after: dict = {}
     for name, write in (("upsert", one_upsert), ("delete", one_delete)):
-        ms = []
-        for j in range(30):
+        ms, control = [], []
+        for j in range(30):  # interleaved, so that a drifting machine moves both alike
+            unrelated_fsync()
+            control.append(timed_search(j))
             write()
             ms.append(timed_search(j))
         after[name] = percentiles(ms)
+        after[name]["control_p50_ms"] = percentiles(control)["p50_ms"]
+        after[name]["over_control_ms"] = round(after[name]["p50_ms"] -
+                                               after[name]["control_p50_ms"], 3)
+    os.close(scratch)
     out["after_one_write"] = after
     engine.settle()
     print(f"[{engine.label}] after one write {after}", file=sys.stderr, flush=True)
@@ -447,8 +464,9 @@ def main() -> None:
     for r in results:
         s, a, live, th = r["static"], r["after_one_write"], r["live"], r["threads"]
         print(f"{r['engine']}\n  static p50 {s['p50_ms']} p99 {s['p99_ms']} recall "
-              f"{s['recall@10']}\n  after one upsert p50 {a['upsert']['p50_ms']}, one "
-              f"delete p50 {a['delete']['p50_ms']}\n  threads ×{th['ratio']}\n  live p50 "
+              f"{s['recall@10']}\n  after one upsert p50 {a['upsert']['p50_ms']} "
+              f"({a['upsert']['over_control_ms']:+} ms over the control), one delete "
+              f"p50 {a['delete']['p50_ms']} ({a['delete']['over_control_ms']:+} ms)\n  threads ×{th['ratio']}\n  live p50 "
               f"{live['p50_ms']} p99 {live['p99_ms']} max {live['max_ms']} (p99 ×"
               f"{live['p99_ms'] / s['p99_ms']:.2f} static), over 50 ms: "
               f"{live['over_50ms']}, recall {live['recall@10_after']}, errors "
