@@ -44,13 +44,15 @@ def _port() -> int:
         return s.getsockname()[1]
 
 
-def _ray_start(*args: str) -> None:
-    """`ray start ...`; a failure says what ray printed (a bare exit status hid why a
-    second node once failed to start)."""
+def _ray_start(*args: str) -> str:
+    """`ray start ...`; what ray printed when it failed (a bare exit status hid why a
+    second node once failed to start), "" when it started."""
     got = subprocess.run([RAY, "start", *args], capture_output=True, text=True, env=ENV,
                          timeout=300)
-    assert got.returncode == 0, (f"ray start {' '.join(args)} exited {got.returncode}:\n"
-                                 f"{got.stdout[-2000:]}\n{got.stderr[-3000:]}")
+    if got.returncode == 0:
+        return ""
+    return (f"ray start {' '.join(args)} exited {got.returncode}:\n"
+            f"{got.stdout[-2000:]}\n{got.stderr[-3000:]}")
 
 
 class Cluster:
@@ -63,14 +65,25 @@ class Cluster:
         self.start()
 
     def start(self) -> None:
-        subprocess.run([RAY, "stop", "--force"], capture_output=True, env=ENV, timeout=180)
-        port = _port()
-        common = ["--num-cpus", "1", "--disable-usage-stats"]
-        _ray_start("--head", "--port", str(port), "--node-ip-address", "127.0.0.1",
-                   "--include-dashboard", "false", *common)
-        _ray_start("--address", f"127.0.0.1:{port}", "--node-ip-address", "127.0.0.1",
-                   *common)
-        self.address = f"127.0.0.1:{port}"
+        """Up to three tries: a node's raylet has 30 s (fixed inside Ray) to register
+        with the GCS, and on CI, beside another test worker, a second node once missed
+        it ("The current node timed out during startup")."""
+        failures = []
+        for _ in range(3):
+            subprocess.run([RAY, "stop", "--force"], capture_output=True, env=ENV,
+                           timeout=180)
+            port = _port()
+            common = ["--num-cpus", "1", "--disable-usage-stats"]
+            failed = (_ray_start("--head", "--port", str(port), "--node-ip-address",
+                                 "127.0.0.1", "--include-dashboard", "false", *common)
+                      or _ray_start("--address", f"127.0.0.1:{port}", "--node-ip-address",
+                                    "127.0.0.1", *common))
+            if not failed:
+                self.address = f"127.0.0.1:{port}"
+                return
+            failures.append(failed)
+        pytest.fail("a two-node Ray cluster did not start in three tries:\n"
+                    + "\n---\n".join(failures))
 
     def alive(self) -> bool:
         r = subprocess.run([RAY, "status", "--address", self.address], capture_output=True,
