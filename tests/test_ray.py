@@ -22,6 +22,9 @@ from mrlkit.stores import open_store
 from tests.conftest import dataset
 
 pytest.importorskip("ray")
+# one worker runs this module, so one cluster: each cluster's start stops every Ray
+# process of the machine (`ray stop --force`), a cluster of another worker included
+pytestmark = pytest.mark.xdist_group("ray")
 RAY = shutil.which("ray", path=os.path.dirname(sys.executable)) or shutil.which("ray")
 # Ray's head enables token authentication; its other nodes and drivers must say so and
 # share the token (given here, so that nothing depends on ~/.ray of the machine)
@@ -47,8 +50,11 @@ def _port() -> int:
 def _ray_start(*args: str) -> str:
     """`ray start ...`; what ray printed when it failed (a bare exit status hid why a
     second node once failed to start), "" when it started."""
-    got = subprocess.run([RAY, "start", *args], capture_output=True, text=True, env=ENV,
-                         timeout=300)
+    try:
+        got = subprocess.run([RAY, "start", *args], capture_output=True, text=True,
+                             env=ENV, timeout=300)
+    except subprocess.TimeoutExpired as exc:
+        return f"ray start {' '.join(args)} did not end in 300 s:\n{exc.stderr!r:.3000}"
     if got.returncode == 0:
         return ""
     return (f"ray start {' '.join(args)} exited {got.returncode}:\n"
