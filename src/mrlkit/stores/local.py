@@ -87,6 +87,8 @@ class LocalEngine(EngineDefaults[LocalRecord]):
         self._lock = threading.RLock()   # writers only: readers share no connection
         self._cache: dict[tuple[Any, ...], Any] = {}
         self._masks: dict[int, LiveMask] = {}
+        self._dirs: dict[int, Path] = {}
+        self._graph_files: dict[tuple[int, int], GraphFiles] = {}
         self._local = threading.local()  # this thread's read connection and records
         self._readers: list[sqlite3.Connection] = []
         self.graphs = Graphs(writable=not self.read_only)
@@ -225,14 +227,22 @@ class LocalEngine(EngineDefaults[LocalRecord]):
 
     # --- files ------------------------------------------------------------------------
     def _dir(self, set_id: int) -> Path:
-        return self.root / "sets" / str(set_id)
+        got = self._dirs.get(set_id)  # every search asks: a path built once per set
+        if got is None:
+            got = self._dirs[set_id] = self.root / "sets" / str(set_id)
+        return got
 
     def files(self, rec: LocalRecord) -> SetFiles:
         return SetFiles(self._dir(rec.id), rec.id, rec.generation, rec.stored_dim,
                         rec.storage, rec.n_rows)
 
     def graph_files(self, rec: LocalRecord) -> GraphFiles:
-        return GraphFiles(self._dir(rec.id) / "ann", rec.generation)
+        key = (rec.id, rec.generation)
+        got = self._graph_files.get(key)
+        if got is None:
+            got = self._graph_files[key] = GraphFiles(self._dir(rec.id) / "ann",
+                                                      rec.generation)
+        return got
 
     def cached(self, kind: str, rec: LocalRecord, extra: tuple[Any, ...],
                make: Callable[[], Any]) -> Any:

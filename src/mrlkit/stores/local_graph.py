@@ -212,9 +212,13 @@ class GraphFiles:
 
     def __init__(self, folder: Path, gen: int) -> None:
         self.folder, self.gen = folder, gen
+        self._paths: dict[int, Path] = {}
 
     def path(self, dim: int) -> Path:
-        return self.folder / f"g{self.gen}-hnsw-d{dim}.faiss"
+        got = self._paths.get(dim)  # asked twice by every search
+        if got is None:
+            got = self._paths[dim] = self.folder / f"g{self.gen}-hnsw-d{dim}.faiss"
+        return got
 
     def load(self, dim: int) -> Loaded | None:
         """The verified index on disk, memory-mapped (None: none, or unusable)."""

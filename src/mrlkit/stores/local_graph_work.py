@@ -24,16 +24,26 @@ log = logging.getLogger("mrlkit.stores")
 RETRY_AFTER = 30  # seconds before work that failed (a full disk) is tried again
 
 
-def _leave_a_core() -> None:
-    """The work on this thread uses one core fewer than the machine has (at least one):
-    faiss's OpenMP team of a graph build on every core left a search waiting for a core
-    for tens of milliseconds. OpenMP's thread count is per calling thread, so the
-    searches' own stays as it is."""
+NICE = 10  # the graph thread's niceness: a search (at 0) outweighs it ~100 to 1 for a core
+
+
+def _yield_to_searches() -> None:
+    """The work on this thread gives way to searches: it uses one core fewer than the
+    machine has (at least one; faiss's OpenMP team of a graph build on every core left a
+    search waiting for a core for tens of milliseconds; OpenMP's thread count is per
+    calling thread, so the searches' own stays as it is), and it runs niced (Linux
+    schedules threads one by one): on 2 cores, the searcher and the writers otherwise
+    shared the one core the extension left them, and searches waited 20–60 ms at each
+    extension's beat. A machine with idle cores gives it all the time it needs."""
     import os
 
     import faiss
 
     faiss.omp_set_num_threads(max(1, (os.cpu_count() or 1) - 1))
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), NICE)
+    except (AttributeError, OSError):  # not Linux, or not allowed: the work still runs
+        pass
 
 
 class Graphs:
@@ -94,7 +104,7 @@ class Graphs:
               matrix: Callable[[], np.ndarray], read: Read, dim: int, n_rows: int,
               live: LiveRows | None) -> None:
         try:
-            _leave_a_core()
+            _yield_to_searches()
             loaded = self._loaded.get(key)
             got = files.load(dim)
             if self.writable and (got is None or due(got, n_rows, live) is not None):

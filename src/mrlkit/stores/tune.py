@@ -24,7 +24,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from functools import partial
+from functools import lru_cache, partial
 from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 from collections.abc import Callable, Sequence
@@ -103,9 +103,10 @@ def parsed(plan: str | None) -> dict[str, Any] | None:
     return got if isinstance(got, dict) else None
 
 
+@lru_cache(maxsize=64)
 def measured(plan: str | None) -> Tuned | None:
     """The set's measured plan, None when it has none (untuned, only a target, or a
-    plan that cannot be read)."""
+    plan that cannot be read). Parsed once per text: every search reads it."""
     got = parsed(plan)
     if got is None or "funnel" not in got:
         return None
