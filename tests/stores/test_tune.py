@@ -32,3 +32,5 @@ def test_a_plan_keeps_its_recall_as_the_set_grows_by_taking_candidates_in_propor
         "64:float32:150,384:float32"
     # doubled: stale, the rule serves until the set is tuned again
     assert chosen(_rec(200_000), 400_001, 10, None, RULE)[0] == RULE[0]
+    # a damaged plan that says it was measured on no rows: searched, never a crash
+    assert str(chosen(_rec(0), 2, 10, None, RULE)[0]) == "64:float32:100,384:float32"

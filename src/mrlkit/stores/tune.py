@@ -277,10 +277,11 @@ def chosen(rec: SetRecord, n: int, k: int, recall: float | None,
     if best is None:
         return Funnel.exact(rec.stored_dim), (
             f"an exact scan: no plan measured kept recall@{tuned.k} ≥ {target}")
-    funnel = scaled(Funnel.parse(best["funnel"]), k / tuned.k, n / max(1, tuned.rows))
+    grown = n / max(1, tuned.rows)  # a damaged plan's 0 rows must not fail the search
+    funnel = scaled(Funnel.parse(best["funnel"]), k / max(1, tuned.k), grown)
     return funnel, (f"{tuned.describe()}; measured recall {best['recall']:.3f} for the "
-                    f"target {target}" + (f"; candidates ×{n / tuned.rows:.2f} for the rows "
-                                          f"added since" if n > tuned.rows else ""))
+                    f"target {target}" + (f"; candidates ×{grown:.2f} for the rows added "
+                                          f"since" if grown > 1 else ""))
 
 
 def scaled(funnel: Funnel, hits: float, rows: float) -> Funnel:
